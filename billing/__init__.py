@@ -1,0 +1,10 @@
+"""Metering and money: the rate card, the ledger, and the meter that writes intervals into it.
+
+A leaf package: it imports nothing else of burstlab but the wire format and errors.
+"""
+
+from .ledger import Ledger, open_ledger
+from .meter import Meter
+from .rates import RateCard, billed_seconds, cost_microusd
+
+__all__ = ["Ledger", "Meter", "RateCard", "billed_seconds", "cost_microusd", "open_ledger"]

@@ -1,0 +1,87 @@
+"""Configuration: one traitlets ``Configurable``, ``c.BurstLab.<name>``.
+
+Environment variables are only defaults of traits (``BURSTLAB_DECLARED_GPUS``,
+``BURSTLAB_SCHEDULER``, ``BURSTLAB_HOME``, ``BURSTLAB_LEDGER_URL``), so ``jupyter_server_config.py``,
+``ipython_config.py``, command-line flags and JupyterHub deployments configure burstlab the usual way.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+from traitlets import Dict, Float, Int, Unicode, default
+from traitlets.config import Configurable
+
+
+class BurstLab(Configurable):
+    declared_gpus = Unicode(
+        help="GPUs to declare where NVML finds none, as TYPE:COUNT[,TYPE:COUNT] (e.g. H100:2,A100:1). "
+        "Declared GPUs have no CUDA behind them and are labelled 'declared' everywhere. "
+        "Default: $BURSTLAB_DECLARED_GPUS."
+    ).tag(config=True)
+
+    scheduler = Unicode(
+        help="Address of an existing Dask scheduler (tcp://host:8786) whose workers carry GPUs as resources. "
+        "Empty: start an embedded cluster on this machine. Default: $BURSTLAB_SCHEDULER."
+    ).tag(config=True)
+
+    home = Unicode(
+        help="Directory for burstlab's state: the SQLite ledger, connection files. "
+        "Default: $BURSTLAB_HOME or ~/.local/share/burstlab."
+    ).tag(config=True)
+
+    ledger_url = Unicode(
+        help="Where the ledger lives: empty for SQLite under `home`, or sqlite:///path. Default: $BURSTLAB_LEDGER_URL."
+    ).tag(config=True)
+
+    user = Unicode(help="User name that usage is attributed to. Default: $BURSTLAB_USER or the login name.").tag(config=True)
+
+    idle_timeout = Float(
+        600.0,
+        help="Seconds a %%gpu session may sit idle before its GPU is released (scale to zero). 0 disables.",
+    ).tag(config=True)
+
+    heartbeat_interval = Float(5.0, help="Seconds between ledger heartbeats of open intervals.").tag(config=True)
+
+    kernel_pool_size = Int(
+        1, help="Pre-started kernels kept ready per GPU worker, so a new session's first output comes fast. 0 disables."
+    ).tag(config=True)
+
+    worker_threads = Int(
+        2, help="Threads per embedded GPU worker. A %%gpu session holds one thread for its whole life."
+    ).tag(config=True)
+
+    rates = Dict(
+        help="Per-second prices, in US dollars per GPU-second, by GPU type; merged over the defaults in "
+        "burstlab.billing.rates (e.g. {'H100': 0.001097})."
+    ).tag(config=True)
+
+    @default("declared_gpus")
+    def _declared_default(self):
+        return os.environ.get("BURSTLAB_DECLARED_GPUS", "")
+
+    @default("scheduler")
+    def _scheduler_default(self):
+        return os.environ.get("BURSTLAB_SCHEDULER", "")
+
+    @default("home")
+    def _home_default(self):
+        return os.environ.get("BURSTLAB_HOME") or str(Path.home() / ".local" / "share" / "burstlab")
+
+    @default("ledger_url")
+    def _ledger_default(self):
+        return os.environ.get("BURSTLAB_LEDGER_URL", "")
+
+    @default("user")
+    def _user_default(self):
+        if os.environ.get("BURSTLAB_USER"):
+            return os.environ["BURSTLAB_USER"]
+        try:
+            return getpass.getuser()
+        except Exception:  # no passwd entry (containers)
+            return "unknown"
+
+
+__all__ = ["BurstLab"]
