@@ -22,6 +22,7 @@ from .errors import (
 )
 from .gpus import parse_gpu_spec
 from .wire import Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
+from .workspace import Workspace, get_workspace
 
 
 __version__ = "0.1.0"

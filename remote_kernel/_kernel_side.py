@@ -1,0 +1,65 @@
+"""Code that runs inside a remote kernel (imported there by the bootstrap, never by the notebook).
+
+It registers the ``burstlab.vars`` comm target that moves variables in and out of the kernel's
+namespace: cloudpickle protocol 5 with out-of-band buffers, so large arrays travel as raw frames
+next to a small pickle (never through the cell's source).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+TARGET = "burstlab.vars"
+
+
+def install() -> None:
+    import comm
+    from IPython import get_ipython
+
+    shell = get_ipython()
+
+    def _on_open(channel, open_msg):
+        @channel.on_msg
+        def _on_msg(msg):
+            data = msg["content"]["data"]
+            req = data.get("req")
+            try:
+                if data["op"] == "push":
+                    buffers = [memoryview(b) for b in msg.get("buffers") or []]
+                    values = pickle.loads(buffers[0], buffers=buffers[1:])
+                    shell.user_ns.update(values)
+                    channel.send({"op": "ack", "req": req, "names": sorted(values)})
+                elif data["op"] == "pull":
+                    missing = [n for n in data["names"] if n not in shell.user_ns]
+                    if missing:
+                        raise NameError(f"not defined on the remote kernel: {', '.join(missing)}")
+                    payload, buffers = dumps({n: shell.user_ns[n] for n in data["names"]})
+                    channel.send({"op": "pulled", "req": req}, buffers=[payload, *buffers])
+                else:
+                    raise ValueError(f"unknown op {data['op']!r}")
+            except Exception as exc:  # reported to the notebook, which raises TransferError
+                channel.send({"op": "error", "req": req, "ename": type(exc).__name__, "evalue": str(exc)})
+
+    comm.get_comm_manager().register_target(TARGET, _on_open)
+
+
+def dumps(values: dict) -> tuple[bytes, list]:
+    """Pickle ``values`` with protocol 5; large buffers come back separately (zero-copy)."""
+    import cloudpickle
+
+    from burstlab.errors import TransferError
+
+    buffers: list = []
+    try:
+        payload = cloudpickle.dumps(values, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        for name, value in values.items():  # name the culprit
+            try:
+                cloudpickle.dumps(value, protocol=5, buffer_callback=lambda b: None)
+            except Exception as inner:
+                raise TransferError(
+                    f"Variable {name!r} ({type(value).__name__}) cannot be pickled: {type(inner).__name__}: {inner}. "
+                    "Send something picklable instead (plain data, arrays, or objects defined in a module)."
+                ) from inner
+        raise TransferError(f"Variables {', '.join(values)} cannot be pickled: {exc}") from exc
+    return payload, [b.raw() for b in buffers]

@@ -1,0 +1,181 @@
+"""Talking the Jupyter protocol to a remote kernel, from the notebook's side.
+
+``RemoteKernel`` is the async core: execute a cell (outputs delivered as they arrive), interrupt
+it, and push/pull variables over a comm with out-of-band buffers. ZMQ and jupyter_client errors are
+translated into burstlab's here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+import uuid
+from typing import Any, Callable
+
+import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from burstlab.errors import SessionLostError, TransferError
+from burstlab.wire import Execution, ExecutionError, Output
+
+from ._kernel_side import TARGET, dumps
+
+OUTPUT_TYPES = ("stream", "display_data", "update_display_data", "execute_result", "clear_output")
+
+
+def to_output(msg: dict) -> Output | None:
+    """An iopub message as an :class:`Output`, or None if it is not an output."""
+    kind = msg["header"]["msg_type"]
+    content = msg["content"]
+    if kind == "stream":
+        return Output(kind="stream", name=content["name"], text=content["text"])
+    if kind in ("display_data", "update_display_data", "execute_result"):
+        metadata = dict(content.get("metadata") or {})
+        transient = content.get("transient") or {}
+        if transient:
+            metadata["transient"] = transient
+        return Output(kind=kind, data=dict(content.get("data") or {}), metadata=metadata)
+    if kind == "clear_output":
+        return Output(kind="clear_output", metadata={"wait": bool(content.get("wait"))})
+    return None
+
+
+class RemoteKernel:
+    """An async Jupyter-protocol client of one remote kernel.
+
+    ``is_alive`` is a callable answering whether the kernel's lease still holds; while waiting for
+    output the client checks it every ``liveness_s`` seconds and raises SessionLostError if not.
+    """
+
+    def __init__(self, connection_info: dict, is_alive: Callable[[], bool] = lambda: True, liveness_s: float = 0.5):
+        self.kc = AsyncKernelClient()
+        self.kc.load_connection_info(connection_info)
+        self.kc.start_channels(hb=False, stdin=False)
+        self._is_alive = is_alive
+        self._liveness_s = liveness_s
+        self._lock = asyncio.Lock()
+        self._comm_id: str | None = None
+
+    async def _next_iopub(self, parent_id: str, deadline: float | None) -> dict:
+        while True:
+            wait = self._liveness_s if deadline is None else min(self._liveness_s, deadline - time.monotonic())
+            if deadline is not None and wait <= 0:
+                raise TimeoutError("no reply from the remote kernel in time")
+            try:
+                msg = await self.kc.get_iopub_msg(timeout=wait)
+            except queue.Empty:
+                if not self._is_alive():
+                    raise SessionLostError("The remote kernel died; its state is gone.") from None
+                continue
+            except zmq.ZMQError as exc:
+                raise SessionLostError(f"Lost the connection to the remote kernel: {exc}") from exc
+            if msg["parent_header"].get("msg_id") == parent_id:
+                return msg
+
+    async def execute(self, code: str, on_output: Callable[[Output], Any] | None = None, silent: bool = False) -> Execution:
+        """Run ``code``; ``on_output`` is called with each output as it arrives."""
+        async with self._lock:
+            started = time.perf_counter()
+            msg_id = self.kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+            outputs: list[Output] = []
+            error = None
+            count = None
+            while True:
+                msg = await self._next_iopub(msg_id, None)
+                kind = msg["header"]["msg_type"]
+                if kind == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+                if kind == "error":
+                    c = msg["content"]
+                    error = ExecutionError(ename=c["ename"], evalue=c["evalue"], traceback=tuple(c["traceback"]))
+                    continue
+                if kind == "execute_input":
+                    count = msg["content"].get("execution_count")
+                    continue
+                out = to_output(msg)
+                if out is not None:
+                    outputs.append(out)
+                    if on_output is not None:
+                        on_output(out)
+            # The shell reply follows idle (or precedes it); collect it so the channel stays in step.
+            reply = await self._shell_reply(msg_id)
+            if reply and reply["content"].get("status") == "error" and error is None:
+                c = reply["content"]
+                error = ExecutionError(ename=c.get("ename", "Error"), evalue=c.get("evalue", ""),
+                                       traceback=tuple(c.get("traceback", ())))
+            if reply:
+                count = reply["content"].get("execution_count", count)
+            return Execution(outputs=tuple(outputs), error=error, execution_count=count,
+                             duration_s=time.perf_counter() - started)
+
+    async def _shell_reply(self, msg_id: str, timeout: float = 10.0) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await self.kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                if not self._is_alive():
+                    raise SessionLostError("The remote kernel died; its state is gone.") from None
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+        return None
+
+    async def interrupt(self) -> None:
+        """Interrupt the running cell (message mode: works whatever host the kernel is on)."""
+        msg = self.kc.session.msg("interrupt_request", {})
+        self.kc.control_channel.send(msg)
+
+    async def _comm(self) -> str:
+        if self._comm_id is None:
+            self._comm_id = uuid.uuid4().hex
+            msg = self.kc.session.msg("comm_open", {"comm_id": self._comm_id, "target_name": TARGET, "data": {}})
+            self.kc.shell_channel.send(msg)
+        return self._comm_id
+
+    async def _comm_request(self, data: dict, buffers: list, timeout: float) -> dict:
+        comm_id = await self._comm()
+        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=buffers)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = await self._next_iopub(msg["header"]["msg_id"], deadline)
+            except TimeoutError as exc:
+                raise TransferError(f"The remote kernel did not answer the transfer within {timeout:.0f} s "
+                                    "(is a cell still running there? interrupt it first).") from exc
+            if reply["header"]["msg_type"] != "comm_msg":
+                continue
+            content = reply["content"]["data"]
+            if content.get("req") != data["req"]:
+                continue
+            if content["op"] == "error":
+                raise TransferError(f"{content['ename']}: {content['evalue']}")
+            reply["content"]["data"] = content
+            return reply
+
+    async def push(self, values: dict[str, Any], timeout: float = 300.0) -> None:
+        """Set ``values`` (name -> object) in the remote kernel's namespace."""
+        payload, buffers = dumps(values)
+        async with self._lock:
+            await self._comm_request({"op": "push", "req": uuid.uuid4().hex}, [payload, *buffers], timeout)
+
+    async def pull(self, names: list[str], timeout: float = 300.0) -> dict[str, Any]:
+        """Fetch the named variables from the remote kernel."""
+        import pickle
+
+        async with self._lock:
+            reply = await self._comm_request({"op": "pull", "req": uuid.uuid4().hex, "names": list(names)}, [], timeout)
+        buffers = [memoryview(b) for b in reply.get("buffers") or []]
+        try:
+            return pickle.loads(buffers[0], buffers=buffers[1:])
+        except Exception as exc:
+            raise TransferError(f"Pulled {', '.join(names)} but could not unpickle here: {type(exc).__name__}: {exc} "
+                                "(is the same library installed in this notebook's environment?)") from exc
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+
+
+__all__ = ["RemoteKernel", "to_output"]

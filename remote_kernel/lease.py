@@ -1,0 +1,220 @@
+"""Leases: a GPU held by a task that runs on the GPU's Dask worker for the life of a session.
+
+Who holds which GPU is Dask's business: a lease is ``count`` tasks, each pinned to one GPU worker
+and asking for that worker's one ``{TYPE: 1}`` resource, so a fan-out task can never run on a GPU a
+session holds, and vice versa. The first task (the primary) takes a kernel from the worker's pool,
+points it at all the lease's GPUs, and reports its connection info through a ``distributed.Queue``.
+Every task then waits until its future is released (``session.stop()``, or the notebook's Dask client
+going away) or the kernel dies, and returns why it ended.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from burstlab.errors import BurstlabError, CapacityError, NoGpuError, SessionLostError
+from burstlab.gpus import SPEC_FORMS
+from burstlab.wire import GpuRequest, GpuSpec
+
+from .cluster import Slot, inventory, slots
+from .pool import worker_pool
+
+POLL_S = 0.05
+
+
+def _queue_name(lease_id: str) -> str:
+    return f"burstlab-lease-{lease_id}"
+
+
+def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_size: int) -> dict:
+    """The lease task (runs on a GPU worker). Returns how the lease ended."""
+    from distributed import Queue, get_worker
+    from distributed.worker import thread_state
+
+    worker = get_worker()
+    key = thread_state.key
+    queue = Queue(_queue_name(lease_id))
+    queue.put({"event": "started", "worker": worker.address, "at": time.time()})
+    kernel = None
+    try:
+        if primary:
+            pool = worker_pool(worker.ip, pool_size)
+            kernel, warm = pool.take()
+            kernel.run(
+                "import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, BURSTLAB_LEASE=%r); del _o"
+                % (cuda_visible, gpu_type, lease_id)
+            )
+            queue.put({"event": "ready", "connection": kernel.connection_info, "pid": kernel.pid,
+                       "host": worker.host, "warm": warm})
+        while True:
+            ts = worker.state.tasks.get(key)
+            if ts is None or ts.state != "executing":
+                return {"ended": "released"}
+            if kernel is not None and not kernel.alive():
+                return {"ended": "kernel-died", "returncode": kernel.proc.returncode, "log": kernel.log_tail(1000)}
+            time.sleep(POLL_S)
+    except Exception as exc:
+        if primary:
+            queue.put({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        if kernel is not None:
+            kernel.kill()
+
+
+@dataclass
+class Lease:
+    """GPUs held for one session: the tasks holding them, and the primary kernel's connection."""
+
+    id: str
+    request: GpuRequest
+    slots: list[Slot]
+    futures: list = field(default_factory=list)
+    connection: dict = field(default_factory=dict)
+    kernel_pid: int = 0
+    warm: bool = False
+    declared: bool = False
+
+    @property
+    def cuda_visible(self) -> str:
+        return ",".join(str(s.index) for s in self.slots)
+
+    def ended(self) -> dict | None:
+        """None while held; else why it ended ({"ended": "kernel-died", ...})."""
+        primary = self.futures[0] if self.futures else None
+        if primary is None or not primary.done():
+            return None
+        if primary.status == "finished":
+            return primary.result()
+        if primary.status == "cancelled":
+            return {"ended": "released"}
+        try:
+            exc = primary.exception(timeout=1)
+        except Exception as e:  # the exception itself may not deserialize
+            exc = e
+        return {"ended": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+    def release(self, client) -> None:
+        if self.futures:
+            client.cancel(self.futures, force=True)
+
+
+def _choose(free: list[Slot], request: GpuRequest) -> list[Slot] | None:
+    """``request.count`` free slots of the requested type on one host, or None."""
+    by_host: dict[str, list[Slot]] = {}
+    for s in free:
+        if s.type == request.type:
+            by_host.setdefault(s.host, []).append(s)
+    for host_slots in by_host.values():
+        if len(host_slots) >= request.count:
+            return sorted(host_slots, key=lambda s: s.index)[: request.count]
+    return None
+
+
+def capacity_message(spec: GpuSpec, all_slots: list[Slot]) -> str:
+    parts = []
+    for entry in inventory(all_slots):
+        if any(c.type == entry.type for c in spec.choices):
+            parts.append(f"{entry.count} {entry.type} {entry.source} on {entry.host}, {entry.count - entry.free} held")
+    first = spec.choices[0].type
+    others = sorted({s.type for s in all_slots} - {c.type for c in spec.choices})
+    hint = f", or ask for {others[0]}" if others else ""
+    return (
+        f"No {spec} is free ({'; '.join(parts) or 'none'}). Wait for one with `%%gpu {spec} --wait 60`, "
+        f"release one with `%gpu stop {first}`{hint}."
+    )
+
+
+def no_gpu_message() -> str:
+    return (
+        "This workspace has no GPU: NVML found none and none is declared. To try burstlab without hardware, "
+        "declare some: `BURSTLAB_DECLARED_GPUS=H100:2` (or c.BurstLab.declared_gpus) before starting; to use a "
+        "GPU cluster, set BURSTLAB_SCHEDULER=tcp://host:8786 where `burstlab worker` runs on the GPU hosts."
+    )
+
+
+def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, start_timeout: float = 60.0) -> Lease:
+    """Hold GPUs matching ``spec`` (its first choice that has enough free), or raise CapacityError.
+
+    With ``wait > 0`` keeps trying for that many seconds. Two notebooks racing for the last GPU get
+    one lease and one CapacityError: the worker runs one ``{TYPE: 1}`` task at a time, and a lease
+    whose task does not start promptly is withdrawn and retried against fresh inventory.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        all_slots = slots(client)
+        if not all_slots:
+            raise NoGpuError(no_gpu_message())
+        have = {s.type for s in all_slots}
+        if not any(c.type in have for c in spec.choices):
+            from burstlab.errors import GpuSpecError
+
+            raise GpuSpecError(
+                f"No GPU of type {', '.join(c.type for c in spec.choices)} in this workspace "
+                f"(it has: {', '.join(sorted(have))}). Valid forms: {SPEC_FORMS}."
+            )
+        free = [s for s in all_slots if not s.busy]
+        for request in spec.choices:
+            chosen = _choose(free, request)
+            if chosen is not None:
+                lease = _try_hold(client, request, chosen, pool_size, start_timeout)
+                if lease is not None:
+                    return lease
+        if time.monotonic() >= deadline:
+            raise CapacityError(capacity_message(spec, all_slots))
+        time.sleep(0.2)
+
+
+def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, start_timeout: float) -> Lease | None:
+    from distributed import Queue
+
+    lease = Lease(id=uuid.uuid4().hex[:12], request=request, slots=chosen,
+                  declared=all(s.source == "declared" for s in chosen))
+    queue = Queue(_queue_name(lease.id), client=client)
+    lease.futures = [
+        client.submit(
+            hold, lease.id, i == 0, lease.cuda_visible, request.type, pool_size,
+            key=f"burstlab-lease-{request.type}-{lease.id}-{i}", workers=[s.address],
+            allow_other_workers=False, resources={request.type: 1}, pure=False,
+        )
+        for i, s in enumerate(chosen)
+    ]
+    try:
+        started = 0
+        # Each pinned task starts within milliseconds if its GPU was free; if another session took
+        # it in the meantime, the task waits on the worker and we withdraw and look again.
+        start_deadline = time.monotonic() + 3.0
+        while started < len(chosen):
+            msg = queue.get(timeout=max(0.01, start_deadline - time.monotonic()))
+            if msg.get("event") == "started":
+                started += 1
+        ready_deadline = time.monotonic() + start_timeout
+        while True:
+            msg = queue.get(timeout=max(0.01, ready_deadline - time.monotonic()))
+            if msg.get("event") == "ready":
+                lease.connection = msg["connection"]
+                lease.kernel_pid = msg["pid"]
+                lease.warm = msg["warm"]
+                return lease
+            if msg.get("event") == "failed":
+                lease.release(client)
+                raise SessionLostError(f"The remote kernel could not start on {chosen[0].host}: {msg['error']}")
+    except (TimeoutError, BurstlabError) as exc:
+        lease.release(client)
+        if isinstance(exc, BurstlabError):
+            raise
+        if started < len(chosen):
+            return None  # raced for the GPU: look again
+        raise SessionLostError(
+            f"The remote kernel on {chosen[0].host} did not start within {start_timeout:.0f} s."
+        ) from exc
+    except BaseException:
+        lease.release(client)
+        raise
+    finally:
+        queue.close()
+
+
+__all__ = ["Lease", "acquire", "capacity_message", "hold", "no_gpu_message"]

@@ -1,0 +1,110 @@
+"""A GPU session: a lease, the remote kernel it runs, and the meter interval that bills it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from burstlab import _sync
+from burstlab.errors import SessionLostError
+from burstlab.wire import Execution, Output
+
+from .client import RemoteKernel
+from .lease import Lease
+
+
+class GpuSession:
+    """One remote kernel holding ``lease``'s GPUs. Created by ``Workspace.session()``.
+
+    ``execute``/``push``/``pull`` are async; ``*_sync`` twins run them on burstlab's loop thread.
+    """
+
+    def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str], None]):
+        self.key = key
+        self.lease = lease
+        self.gpu_type = lease.request.type
+        self.count = lease.request.count
+        self.declared = lease.declared
+        self.host = lease.slots[0].host
+        self.started = time.time()
+        self.last_active = time.monotonic()
+        self.state = "running"  # running | stopped | lost
+        self.end_reason = ""
+        self.interval_id = ""
+        self._on_end = on_end
+        self.kernel: RemoteKernel = _sync.run_sync(self._connect())
+        # The lease's primary task finishing means the kernel or its worker is gone.
+        lease.futures[0].add_done_callback(lambda _f: self._lease_done())
+
+    async def _connect(self) -> RemoteKernel:
+        return RemoteKernel(self.lease.connection, is_alive=lambda: self.lease.ended() is None)
+
+    @property
+    def label(self) -> str:
+        return f"{self.gpu_type}{'' if self.count == 1 else f' x{self.count}'}{' (declared)' if self.declared else ''}"
+
+    def _lease_done(self) -> None:
+        if self.state != "running":
+            return
+        ended = self.lease.ended() or {}
+        if ended.get("ended") == "released":
+            return
+        detail = f" (exit code {ended['returncode']})" if ended.get("returncode") is not None else ""
+        if ended.get("returncode") in (-9, 137):
+            detail += ": killed, perhaps out of memory"
+        self._end("lost", f"the remote kernel died{detail}")
+
+    def _end(self, state: str, reason: str) -> None:
+        if self.state != "running":
+            return
+        self.state = state
+        self.end_reason = reason
+        self._on_end(self, reason)
+
+    def _check(self) -> None:
+        if self.state != "running":
+            raise SessionLostError(f"The {self.label} session ended ({self.end_reason}); its state is gone.")
+
+    async def execute(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
+        self._check()
+        self.last_active = time.monotonic()
+        try:
+            return await self.kernel.execute(code, on_output)
+        except SessionLostError:
+            self._lease_done()
+            raise SessionLostError(f"The {self.label} session ended ({self.end_reason or 'the remote kernel died'}); "
+                                   "its state is gone. The next %%gpu cell starts a new one.") from None
+        finally:
+            self.last_active = time.monotonic()
+
+    async def interrupt(self) -> None:
+        await self.kernel.interrupt()
+
+    async def push(self, values: dict[str, Any]) -> None:
+        self._check()
+        self.last_active = time.monotonic()
+        await self.kernel.push(values)
+
+    async def pull(self, names: list[str]) -> dict[str, Any]:
+        self._check()
+        self.last_active = time.monotonic()
+        return await self.kernel.pull(names)
+
+    def execute_sync(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
+        return _sync.run_sync(self.execute(code, on_output))
+
+    def push_sync(self, values: dict[str, Any]) -> None:
+        _sync.run_sync(self.push(values))
+
+    def pull_sync(self, names: list[str]) -> dict[str, Any]:
+        return _sync.run_sync(self.pull(names))
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Release the GPUs and stop the kernel (idempotent)."""
+        self._end("stopped", reason)
+
+    def close_transport(self) -> None:
+        _sync.call_soon(self.kernel.close)
+
+
+__all__ = ["GpuSession"]
