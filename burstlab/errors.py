@@ -25,7 +25,14 @@ from __future__ import annotations
 
 
 class BurstlabError(Exception):
-    """Base class of every error burstlab raises on purpose."""
+    """Base class of every error burstlab raises on purpose.
+
+    These are deliberate errors whose message names the fix, so IPython shows the message alone,
+    not burstlab's internal frames.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
 
 
 class ConfigError(BurstlabError):

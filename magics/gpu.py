@@ -1,0 +1,200 @@
+"""``%%gpu SPEC`` runs a cell on a remote GPU kernel; ``%gpu ...`` manages sessions and shows the bill.
+
+::
+
+    %%gpu H100 [--wait S] [--push a,b] [--pull c,d] [--quiet]
+    %gpu hosts | status | stop [TYPE|all] | bill | idle SECONDS
+    %gpu push a,b [SPEC] | pull c,d [SPEC]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import shlex
+import sys
+import time
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from burstlab import _sync
+from burstlab.errors import BurstlabError, RemoteError, TransferError
+from burstlab.workspace import get_workspace
+
+from .render import Publisher, bill_table, money, table
+
+USAGE = __doc__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would sys.exit(); a magic must raise
+        raise BurstlabError(f"%%gpu: {message}.\n{USAGE}")
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%gpu", add_help=False)
+    p.add_argument("spec", nargs="?", default=None)
+    p.add_argument("--wait", type=float, default=0.0)
+    p.add_argument("--push", default="")
+    p.add_argument("--pull", default="")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+@magics_class
+class GpuMagics(Magics):
+    @property
+    def workspace(self):
+        return get_workspace(self.shell.config if self.shell is not None else None)
+
+    @line_cell_magic
+    def gpu(self, line: str, cell: str | None = None):
+        if cell is None:
+            return self._line(line)
+        return self._cell(line, cell)
+
+    # -- %%gpu ----------------------------------------------------------------------------------
+
+    def _default_spec(self) -> str:
+        types = sorted({e.type for e in self.workspace.hosts()})
+        if len(types) == 1:
+            return types[0]
+        if not types:
+            from burstlab.remote_kernel.lease import no_gpu_message
+
+            raise BurstlabError(no_gpu_message())
+        raise BurstlabError(f"%%gpu needs a GPU type: this workspace has {', '.join(types)} (e.g. %%gpu {types[0]}).")
+
+    def _cell(self, line: str, cell: str):
+        args = _cell_parser().parse_args(shlex.split(line))
+        ws = self.workspace
+        spec = args.spec or self._default_spec()
+        key = str(ws.parse(spec))
+        note = ws.ended.pop(key, None)
+        if note:
+            print(f"[burstlab: the previous {key} session ended ({note}); its state is gone. Starting a new one.]",
+                  file=sys.stderr)
+        push = {}
+        for name in _names(args.push):
+            if name not in self.shell.user_ns:
+                raise TransferError(f"--push {name}: no variable named {name!r} in this notebook.")
+            push[name] = self.shell.user_ns[name]
+        session = ws.session(spec, wait=args.wait)
+        if push:
+            session.push_sync(push)
+        publish = Publisher()
+        execution = self._run(session, cell, publish)
+        publish.finish()
+        if execution.error is None and args.pull:
+            self.shell.user_ns.update(session.pull_sync(_names(args.pull)))
+        if not args.quiet:
+            self._footer(session)
+        if execution.error is not None:
+            e = execution.error
+            raise RemoteError(e.ename, e.evalue, e.traceback)
+        return publish.value
+
+    def _run(self, session, code: str, publish: Publisher):
+        """Execute on the remote kernel, publishing outputs from this (the cell's) thread as they come.
+
+        Ctrl-C or the notebook's stop button interrupts the remote cell; the session stays usable.
+        """
+        outputs: queue.SimpleQueue = queue.SimpleQueue()
+        done = object()
+        future = _sync.submit(session.execute(code, on_output=outputs.put))
+        future.add_done_callback(lambda _f: outputs.put(done))
+        while True:
+            try:
+                item = outputs.get()
+            except KeyboardInterrupt:
+                _sync.submit(session.interrupt())
+                continue
+            if item is done:
+                break
+            publish(item)
+        return future.result()
+
+    def _footer(self, session) -> None:
+        record = self.workspace.session_record(session)
+        if record is not None:
+            print(f"[{session.label} on {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far]")
+
+    # -- %gpu -----------------------------------------------------------------------------------
+
+    def _line(self, line: str):
+        words = shlex.split(line)
+        if not words:
+            print(USAGE)
+            return None
+        command, rest = words[0], words[1:]
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            raise BurstlabError(f"%gpu: unknown command {command!r}.\n{USAGE}")
+        return handler(rest)
+
+    def _cmd_hosts(self, rest):
+        entries = self.workspace.hosts()
+        if not entries:
+            from burstlab.remote_kernel.lease import no_gpu_message
+
+            print(no_gpu_message())
+            return
+        print(table(["type", "host", "count", "free", "source"],
+                    [[e.type, e.host, e.count, e.free, e.source] for e in entries]))
+
+    def _cmd_status(self, rest):
+        ws = self.workspace
+        rows = []
+        now = time.monotonic()
+        for s in list(ws.sessions.values()):
+            record = ws.session_record(s)
+            rows.append([s.key, s.label, s.host, s.state, record.billed_s if record else 0,
+                         money(record.cost_microusd) if record else "-", f"{now - s.last_active:.0f}s"])
+        if not rows:
+            print(f"No GPU sessions. Idle timeout: {ws.config.idle_timeout:g} s.")
+            return
+        print(table(["session", "gpus", "host", "state", "held s", "cost", "idle"], rows))
+        print(f"Idle timeout: {ws.config.idle_timeout:g} s.")
+
+    def _cmd_stop(self, rest):
+        stopped = self.workspace.stop(rest[0] if rest else "all")
+        print(f"Released: {', '.join(stopped)}." if stopped else "No GPU session was running.")
+
+    def _cmd_bill(self, rest):
+        ws = self.workspace
+        print(bill_table(ws.usage(notebook=ws.notebook, user=ws.user), f"This notebook ({ws.notebook}):"))
+        print()
+        print(bill_table(ws.usage(user=ws.user), f"User {ws.user}, all notebooks:"))
+
+    def _cmd_idle(self, rest):
+        if len(rest) != 1:
+            raise BurstlabError("%gpu idle SECONDS: release idle sessions after SECONDS (0 disables).")
+        try:
+            seconds = float(rest[0])
+        except ValueError:
+            raise BurstlabError(f"%gpu idle: {rest[0]!r} is not a number of seconds.") from None
+        self.workspace.set_idle_timeout(seconds)
+        print(f"Idle GPU sessions are released after {seconds:g} s." if seconds > 0 else "Idle release is off.")
+
+    def _cmd_push(self, rest):
+        if not rest:
+            raise BurstlabError("%gpu push NAMES [SPEC]: e.g. %gpu push a,b H100")
+        values = {}
+        for name in _names(rest[0]):
+            if name not in self.shell.user_ns:
+                raise TransferError(f"%gpu push {name}: no variable named {name!r} in this notebook.")
+            values[name] = self.shell.user_ns[name]
+        self.workspace.find(rest[1] if len(rest) > 1 else None).push_sync(values)
+
+    def _cmd_pull(self, rest):
+        if not rest:
+            raise BurstlabError("%gpu pull NAMES [SPEC]: e.g. %gpu pull c,d H100")
+        session = self.workspace.find(rest[1] if len(rest) > 1 else None)
+        self.shell.user_ns.update(session.pull_sync(_names(rest[0])))
+
+
+__all__ = ["GpuMagics"]
