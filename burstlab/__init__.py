@@ -60,5 +60,7 @@ __all__ = [
     "SessionLostError",
     "TransferError",
     "UsageRecord",
+    "Workspace",
+    "get_workspace",
     "parse_gpu_spec",
 ]

@@ -174,8 +174,10 @@ class RemoteKernel:
             raise TransferError(f"Pulled {', '.join(names)} but could not unpickle here: {type(exc).__name__}: {exc} "
                                 "(is the same library installed in this notebook's environment?)") from exc
 
-    def close(self) -> None:
-        self.kc.stop_channels()
+    async def aclose(self) -> None:
+        """Close the channels once no request is in flight (an in-flight one notices the death first)."""
+        async with self._lock:
+            self.kc.stop_channels()
 
 
 __all__ = ["RemoteKernel", "to_output"]

@@ -48,6 +48,7 @@ def worker_spec(gpu: Gpu, nthreads: int, host: str = "127.0.0.1") -> dict:
             "death_timeout": 30,  # orphaned workers (their notebook died) exit on their own
             "silence_logs": 40,
             "dashboard": False,
+            "dashboard_address": ":0",  # never fight another cluster for port 8787
         },
     }
 
@@ -56,7 +57,7 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2):
     """A SpecCluster on this machine with one worker per GPU (none if ``gpus`` is empty)."""
     from distributed import Scheduler, SpecCluster
 
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": None}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": ":0"}}
     workers = {worker_name(g): worker_spec(g, nthreads) for g in gpus}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40, name="burstlab-embedded")
 

@@ -104,7 +104,7 @@ class GpuSession:
         self._end("stopped", reason)
 
     def close_transport(self) -> None:
-        _sync.call_soon(self.kernel.close)
+        _sync.submit(self.kernel.aclose())
 
 
 __all__ = ["GpuSession"]
