@@ -1,1 +1,11 @@
-"""(filled in by its issue)"""
+"""Isolated kernels for agent-written cells: namespaces, cgroups, seccomp, limits, files, a warm pool.
+
+``Sandbox`` is the one object users touch; ``SandboxPool`` keeps started sandboxes ready so that
+create -> first result is one round trip. See docs/sandbox.md for what each layer protects
+against, and what it does not.
+"""
+
+from ._limits import Limits, parse_size
+from ._sandbox import Sandbox
+
+__all__ = ["Limits", "Sandbox", "parse_size"]

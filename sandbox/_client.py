@@ -1,0 +1,200 @@
+"""A small async Jupyter-protocol client for one sandboxed kernel, over ZMQ ipc sockets.
+
+Written here rather than using jupyter_client's ``AsyncKernelClient`` for two reasons: the iopub
+socket gets ``ZMQ_MAXMSGSIZE`` before it connects (so one message can never exceed the output
+budget by much), and ``execute`` keeps a running byte count and stops keeping output past the
+limit (so the supervisor never buffers unbounded output, whatever the kernel sends). ZMQ errors
+become :class:`SandboxError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+from burstlab.errors import SandboxError
+from burstlab.wire import ExecutionError, Output
+
+_RICH = ("display_data", "execute_result", "update_display_data")
+MAX_TRACEBACK_LINES = 200
+
+
+def connection_info(ip: str, key: str) -> dict:
+    return {
+        "transport": "ipc", "ip": ip, "key": key, "signature_scheme": "hmac-sha256",
+        "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5,
+        "kernel_name": "python3",
+    }
+
+
+@dataclass
+class Collected:
+    """What one execute gathered so far (the supervisor's bounded buffer)."""
+
+    limit: int
+    outputs: list[Output] = field(default_factory=list)
+    used: int = 0
+    dropped: int = 0
+    error: ExecutionError | None = None
+    execution_count: int | None = None
+    reply: bool = False
+    idle: bool = False
+
+    def add(self, out: Output, size: int) -> None:
+        if self.used + size > self.limit:
+            self.dropped += size
+            return
+        self.used += size
+        last = self.outputs[-1] if self.outputs else None
+        if out.kind == "stream" and last is not None and last.kind == "stream" and last.name == out.name:
+            self.outputs[-1] = Output(kind="stream", name=out.name, text=last.text + out.text)
+        else:
+            self.outputs.append(out)
+
+
+class KernelClient:
+    """Shell, control and iopub sockets to one kernel."""
+
+    def __init__(self, conn: dict, max_msg_bytes: int) -> None:
+        self.session = Session(key=conn["key"].encode(), signature_scheme=conn["signature_scheme"], username="burstlab")
+        self.ctx = zmq.asyncio.Context()
+        base = f"ipc://{conn['ip']}-"
+
+        def sock(kind: int, port: int, opts: tuple = ()) -> zmq.asyncio.Socket:
+            s = self.ctx.socket(kind)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RECONNECT_IVL, 10)
+            for k, v in opts:
+                s.setsockopt(k, v)
+            s.connect(base + str(port))
+            return s
+
+        self.shell = sock(zmq.DEALER, conn["shell_port"])
+        self.control = sock(zmq.DEALER, conn["control_port"])
+        self.iopub = sock(zmq.SUB, conn["iopub_port"], ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.SUBSCRIBE, b"")))
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for s in (self.shell, self.control, self.iopub):
+                s.close(linger=0)
+            self.ctx.term()
+
+    async def _recv(self, sock: zmq.asyncio.Socket, timeout: float | None) -> dict | None:
+        try:
+            if not await sock.poll(None if timeout is None else int(max(timeout, 0) * 1000)):
+                return None
+            parts = await sock.recv_multipart()
+        except zmq.ZMQError as exc:
+            raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}); restart the sandbox.") from exc
+        try:
+            _, parts = self.session.feed_identities(parts)
+            return self.session.deserialize(parts)
+        except (ValueError, KeyError, TypeError):  # a malformed or unsigned message: ignore it
+            return {"header": {"msg_type": "invalid"}, "parent_header": {}, "content": {}}
+
+    async def wait_ready(self, timeout: float, died: asyncio.Future) -> None:
+        """Until the kernel answers kernel_info and iopub is subscribed (no message lost after this)."""
+        deadline = time.monotonic() + timeout
+        got_reply = got_iopub = False
+        msg_id = None
+        while not (got_reply and got_iopub):
+            if died.done():
+                raise SandboxError("The sandbox kernel exited while starting; see its log (Sandbox.log()).")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"The sandbox kernel did not answer within {timeout:.0f} s; see Sandbox.log().")
+            if msg_id is None or (got_reply and not got_iopub):
+                msg = self.session.msg("kernel_info_request", {})
+                msg_id = msg["header"]["msg_id"]
+                self.session.send(self.shell, msg)
+            rep = await self._recv(self.shell, 0.02)
+            if rep is not None and rep["parent_header"].get("msg_id") == msg_id:
+                got_reply = True
+            while True:
+                m = await self._recv(self.iopub, 0.0 if got_iopub else 0.02)
+                if m is None:
+                    break
+                got_iopub = True
+
+    async def interrupt(self) -> None:
+        self.session.send(self.control, self.session.msg("interrupt_request", {}))
+
+    def send_execute(self, code: str) -> str:
+        msg = self.session.msg("execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True,
+        })
+        self.session.send(self.shell, msg)
+        return msg["header"]["msg_id"]
+
+    async def collect(self, msg_id: str, col: Collected, deadline: float, died: asyncio.Future) -> str:
+        """Gather ``msg_id``'s output into ``col``; returns how it ended: "done", "timeout" or "died"."""
+        reply_at: float | None = None
+        while not (col.reply and col.idle):
+            now = time.monotonic()
+            if died.done():
+                return "died"
+            if reply_at is not None and now - reply_at > 0.5:
+                break  # the idle status was lost (e.g. an over-size message reset iopub): the reply suffices
+            if now >= deadline:
+                return "timeout"
+            wait = min(deadline - now, 0.1)
+            poller = zmq.asyncio.Poller()
+            poller.register(self.shell, zmq.POLLIN)
+            poller.register(self.iopub, zmq.POLLIN)
+            try:
+                ready = dict(await poller.poll(int(wait * 1000) + 1))
+            except zmq.ZMQError as exc:
+                raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}).") from exc
+            if self.iopub in ready:
+                while True:
+                    m = await self._recv(self.iopub, 0)
+                    if m is None:
+                        break
+                    if m["parent_header"].get("msg_id") == msg_id:
+                        self._take(m, col)
+            if self.shell in ready:
+                while True:
+                    rep = await self._recv(self.shell, 0)
+                    if rep is None:
+                        break
+                    if rep["parent_header"].get("msg_id") != msg_id:
+                        continue
+                    col.reply = True
+                    reply_at = time.monotonic()
+                    c = rep["content"]
+                    col.execution_count = c.get("execution_count")
+                    if c.get("status") == "error" and col.error is None:
+                        col.error = ExecutionError(c.get("ename", ""), c.get("evalue", ""), tuple(c.get("traceback", ()))[:MAX_TRACEBACK_LINES])
+        return "done"
+
+    @staticmethod
+    def _take(m: dict, col: Collected) -> None:
+        t = m["header"]["msg_type"]
+        c = m["content"]
+        if t == "stream":
+            text = c.get("text", "")
+            col.add(Output(kind="stream", name=c.get("name", "stdout"), text=text), len(text))
+        elif t in _RICH:
+            data = c.get("data", {})
+            size = sum(len(v) if isinstance(v, str) else 64 for v in data.values())
+            kind = "display_data" if t == "update_display_data" else t
+            col.add(Output(kind=kind, data=data, metadata=c.get("metadata", {})), size)
+        elif t == "error":
+            col.error = ExecutionError(c.get("ename", ""), c.get("evalue", ""), tuple(c.get("traceback", ()))[:MAX_TRACEBACK_LINES])
+        elif t == "status" and c.get("execution_state") == "idle":
+            col.idle = True
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = ["Collected", "KernelClient", "connection_info", "new_key"]

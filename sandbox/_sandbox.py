@@ -1,0 +1,435 @@
+"""``Sandbox``: a stateful, isolated Python kernel on this machine, with hard limits.
+
+Async core (``astart``, ``arun``, ``arestart``, ``aclose``) on burstlab's private loop, and one
+blocking twin of each through :func:`burstlab._sync.run_sync`. Errors in the user's code, and the
+limits it hits, come back as data in ``Execution.error`` (``ename`` names the limit:
+``SandboxTimeout``, ``SandboxMemoryLimit``, ``SandboxPidsLimit``, ``SandboxKernelDied``); failures of
+the platform raise :class:`SandboxError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from burstlab._sync import run_sync
+from burstlab.errors import SandboxError
+from burstlab.wire import Execution, ExecutionError, Output
+
+from . import _jail
+from ._cgroup import Cgroup, sweep_stale
+from ._client import Collected, KernelClient, connection_info, new_key
+from ._files import SandboxFiles
+from ._gpu import gpu_devices
+from ._kernel import marker
+from ._limits import Limits, format_size, make_limits, parse_size
+from ._policy import RUN_DIR, jail_spec
+from ._template import Template
+
+STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")
+UID_BASE, UID_SPAN = 1_000_000, 1_000_000
+
+_template: Template | None = None
+
+
+def template() -> Template:
+    """The process's one fork server (started on first use, stopped at exit)."""
+    global _template
+    if _template is None:
+        _template = Template()
+    return _template
+
+
+async def stop_template() -> None:
+    global _template
+    if _template is not None:
+        await _template.stop()
+        _template = None
+
+
+@atexit.register
+def _stop_template_at_exit() -> None:
+    t = _template
+    if t is not None and t.proc is not None and t.proc.returncode is None:
+        try:
+            t.proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _claim_state_dir() -> tuple[str, int]:
+    """A fresh state dir whose name is the sandbox's host uid (mkdir is the atomic claim)."""
+    os.makedirs(STATE_BASE, mode=0o711, exist_ok=True)
+    _sweep_state()
+    for _ in range(100):
+        uid = UID_BASE + int.from_bytes(os.urandom(4), "little") % UID_SPAN
+        path = os.path.join(STATE_BASE, str(uid))
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            continue
+        with open(os.path.join(path, "owner"), "w") as f:
+            f.write(str(os.getpid()))
+        return path, uid
+    raise SandboxError(f"Could not claim a sandbox state dir under {STATE_BASE}; remove stale ones there.")
+
+
+def _sweep_state() -> None:
+    """Remove state dirs of supervisors that died without closing their sandboxes."""
+    try:
+        names = os.listdir(STATE_BASE)
+    except OSError:
+        return
+    for n in names:
+        path = os.path.join(STATE_BASE, n)
+        try:
+            with open(os.path.join(path, "owner")) as f:
+                owner = int(f.read() or 0)
+        except (OSError, ValueError):
+            continue
+        if owner and not os.path.exists(f"/proc/{owner}"):
+            _remove_state(path)
+    sweep_stale()
+
+
+def _remove_state(path: str) -> None:
+    try:
+        _jail.umount(os.path.join(path, "fs"), _jail.MNT_DETACH)
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _Kernel:
+    """One running kernel of a sandbox (a sandbox has a new one after each restart)."""
+
+    def __init__(self, pid: int, exited: asyncio.Future, client: KernelClient) -> None:
+        self.pid = pid
+        self.exited = exited
+        self.client = client
+
+
+class Sandbox:
+    """An isolated, stateful Python kernel.
+
+    ``Sandbox(timeout=30, memory="512MiB", network=False)``; use as a (async) context manager, or
+    call ``start()``/``close()``. ``run(code)`` returns an :class:`~burstlab.wire.Execution`;
+    ``files`` reads and writes the work dir; ``usage()`` reports CPU and wall seconds and memory.
+    Pass ``meter=`` (a :class:`burstlab.billing.Meter`) to record the sandbox's life in the ledger.
+    """
+
+    def __init__(
+        self, timeout: float = 30, memory: int | str = "512MiB", network: bool = False, *,
+        pids: int | None = None, cpus: float | None = None, output: int | str | None = None,
+        work_size: int | str | None = None, tmp_size: int | str | None = None,
+        max_upload: int | str | None = None, max_download: int | str | None = None,
+        gpu: str | None = None, meter: Any = None, user: str = "", notebook: str = "",
+        limits: Limits | None = None,
+    ) -> None:
+        lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
+                          work_size=work_size, tmp_size=tmp_size)
+        if max_upload is not None:
+            lim = lim.replace(max_upload=parse_size(max_upload, "max_upload"))
+        if max_download is not None:
+            lim = lim.replace(max_download=parse_size(max_download, "max_download"))
+        self.limits = lim
+        self.network = bool(network)
+        self.gpu = gpu
+        self.meter = meter
+        self.user = user or os.environ.get("USER", "")
+        self.notebook = notebook
+        self.restarts = 0
+        self.state_dir: str | None = None
+        self.uid: int | None = None
+        self._cgroup: Cgroup | None = None
+        self._kernel: _Kernel | None = None
+        self._files: SandboxFiles | None = None
+        self._lock: asyncio.Lock | None = None
+        self._closed = False
+        self._started_at: float | None = None
+        self._meter_id: str | None = None
+        self._devices: list[str] = []
+        self._gpu_env: dict[str, str] = {}
+
+    # -- sync twins -----------------------------------------------------------------------------
+    def start(self) -> "Sandbox":
+        run_sync(self.astart())
+        return self
+
+    def run(self, code: str, timeout: float | None = None) -> Execution:
+        return run_sync(self.arun(code, timeout))
+
+    def restart(self) -> None:
+        run_sync(self.arestart())
+
+    def close(self) -> None:
+        if not self._closed:
+            run_sync(self.aclose())
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Sandbox":
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # -- properties -------------------------------------------------------------------------------
+    @property
+    def files(self) -> SandboxFiles:
+        if self._files is None:
+            self.start()
+        assert self._files is not None
+        return self._files
+
+    @property
+    def started(self) -> bool:
+        return self._kernel is not None and not self._closed
+
+    @property
+    def kernel_pid(self) -> int | None:
+        """The host pid of the sandbox's outermost process (its exit ends the sandbox's kernel)."""
+        return self._kernel.pid if self._kernel else None
+
+    def usage(self) -> dict:
+        """CPU seconds (all processes, all restarts), wall seconds since start, memory now and peak."""
+        cg = self._cgroup
+        return {
+            "cpu_s": cg.cpu_seconds() if cg else 0.0,
+            "wall_s": (time.monotonic() - self._started_at) if self._started_at else 0.0,
+            "memory_bytes": cg.memory_bytes() if cg else 0,
+            "memory_peak_bytes": cg.memory_peak() if cg else 0,
+            "restarts": self.restarts,
+        }
+
+    def log(self, max_bytes: int = 20_000) -> str:
+        """The tail of the kernel's own log (start-up errors land here)."""
+        if not self.state_dir:
+            return ""
+        try:
+            with open(os.path.join(self.state_dir, "kernel.log"), "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - max_bytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def astart(self) -> "Sandbox":
+        async with self._get_lock():
+            await self._start_locked()
+        return self
+
+    async def _start_locked(self) -> None:
+        if self._closed:
+            raise SandboxError("This sandbox is closed; create a new Sandbox().")
+        if self._kernel is not None:
+            return
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "Sandboxes need root here (to mount the work dir, create cgroups and switch to an unprivileged uid). "
+                "Run the supervising process (the notebook server or script) as root, e.g. in its container."
+            )
+        if self.gpu:
+            self._devices, self._gpu_env = gpu_devices(self.gpu)
+        self.state_dir, self.uid = _claim_state_dir()
+        try:
+            fs = os.path.join(self.state_dir, "fs")
+            os.mkdir(fs, 0o711)
+            os.mkdir(os.path.join(self.state_dir, "root"), 0o700)
+            _jail.mount("tmpfs", fs, "tmpfs", _jail.MS_NOSUID | _jail.MS_NODEV,
+                        f"size={self.limits.work_size + 1024 * 1024},mode=711")
+            for sub in ("home", "run"):
+                os.mkdir(os.path.join(fs, sub), 0o700)
+                os.chown(os.path.join(fs, sub), self.uid, self.uid)
+            self._cgroup = Cgroup.create(f"{os.getpid()}-{self.uid}", self.limits)
+            self._files = SandboxFiles(os.path.join(fs, "home"), self.uid, self.uid,
+                                       self.limits.max_upload, self.limits.max_download)
+            await self._spawn()
+        except BaseException:
+            await self._teardown()
+            raise
+        self._started_at = time.monotonic()
+        if self.meter is not None:
+            self._meter_id = self.meter.start(
+                kind="sandbox", user=self.user, notebook=self.notebook, resource="CPU",
+                quantity=max(1, round(self.limits.cpus)),
+                detail={"sandbox": self.uid, "memory": self.limits.memory, "network": self.network, "gpu": self.gpu},
+            )
+
+    async def _spawn(self) -> None:
+        assert self.state_dir and self.uid and self._cgroup
+        run = os.path.join(self.state_dir, "fs", "run")
+        for name in os.listdir(run):
+            os.unlink(os.path.join(run, name))
+        key = new_key()
+        with open(os.path.join(run, "kernel.json"), "w") as f:
+            json.dump(connection_info(os.path.join(RUN_DIR, "k"), key), f)
+        os.chown(os.path.join(run, "kernel.json"), self.uid, self.uid)
+        spec = jail_spec(uid=self.uid, gid=self.uid, limits=self.limits, network=self.network,
+                         state_dir=self.state_dir, cgroup_procs=self._cgroup.procs_files,
+                         devices=self._devices, gpu_env=self._gpu_env)
+        pid, exited = await template().spawn(spec, os.path.join(self.state_dir, "kernel.log"))
+        client = KernelClient(connection_info(os.path.join(run, "k"), key), self.limits.output + (1 << 20))
+        self._kernel = _Kernel(pid, exited, client)
+        try:
+            await client.wait_ready(60, exited)
+        except SandboxError as exc:
+            tail = self.log(4000).strip()
+            raise SandboxError(f"{exc}\n--- kernel log ---\n{tail}" if tail else str(exc)) from None
+
+    async def _kill_kernel(self) -> int | None:
+        """SIGKILL everything in the sandbox; returns the kernel's exit status."""
+        k, self._kernel = self._kernel, None
+        if k is None:
+            return None
+        if self._cgroup is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._cgroup.kill_all)
+        try:
+            status = await asyncio.wait_for(asyncio.shield(k.exited), 10)
+        except asyncio.TimeoutError:
+            status = None
+        k.client.close()
+        template().forget(k.pid)
+        return status
+
+    async def arestart(self) -> None:
+        """Kill the kernel and start a fresh one (files in the work dir are kept, variables are not)."""
+        async with self._get_lock():
+            if self._kernel is None:
+                return await self._start_locked()
+            await self._kill_kernel()
+            self.restarts += 1
+            await self._spawn()
+
+    async def _teardown(self) -> None:
+        if self._kernel is not None:
+            await self._kill_kernel()
+        if self._cgroup is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._cgroup.destroy)
+            self._cgroup = None
+        if self.state_dir:
+            _remove_state(self.state_dir)
+        self._files = None
+
+    async def aclose(self) -> None:
+        async with self._get_lock():
+            if self._closed:
+                return
+            self._closed = True
+            if self._meter_id is not None and self.meter is not None:
+                self.meter.stop(self._meter_id)
+                self._meter_id = None
+            await self._teardown()
+
+    def reconfigure(self, *, timeout: float | None = None, memory: int | str | None = None,
+                    pids: int | None = None, cpus: float | None = None) -> None:
+        """Change limits of a started sandbox (a pool hands its sandboxes out this way)."""
+        self.limits = make_limits(self.limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus)
+        if self._cgroup is not None:
+            self._cgroup._apply(self.limits)
+
+    # -- running code ---------------------------------------------------------------------------
+    async def arun(self, code: str, timeout: float | None = None) -> Execution:
+        """Run one cell; the user's errors and the limits it hits are in ``.error``."""
+        if not isinstance(code, str):
+            raise SandboxError(f"run() takes the cell's source as a str, not {type(code).__name__}.")
+        timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
+        async with self._get_lock():
+            await self._start_locked()
+            pre: list[Output] = []
+            if self._kernel is None or self._kernel.exited.done():
+                status = self._kernel.exited.result() if self._kernel else None
+                await self._kill_kernel()
+                self.restarts += 1
+                await self._spawn()
+                pre.append(Output(kind="stream", name="stderr", text=(
+                    f"[burstlab: the sandbox kernel had exited (status {status}) since the last run and was restarted; "
+                    "its state (variables, imports) is lost]\n")))
+            assert self._kernel is not None and self._cgroup is not None
+            k, cg = self._kernel, self._cgroup
+            oom0, pids0 = cg.oom_kills(), cg.pids_max_events()
+            t0 = time.monotonic()
+            msg_id = k.client.send_execute(code)
+            col = Collected(limit=self.limits.output + 64 * 1024)
+            how = await k.client.collect(msg_id, col, t0 + timeout, k.exited)
+            error = col.error
+            lost = False
+            if how == "timeout":
+                await k.client.interrupt()
+                how = await k.client.collect(msg_id, col, time.monotonic() + self.limits.grace, k.exited)
+                if how == "done":
+                    error = ExecutionError(
+                        "SandboxTimeout",
+                        f"The run passed its timeout of {timeout:g} s and was interrupted; the kernel and its state are kept. "
+                        "Give more time with run(code, timeout=...) or Sandbox(timeout=...).",
+                        col.error.traceback if col.error else (),
+                    )
+                else:
+                    error = ExecutionError(
+                        "SandboxTimeout",
+                        f"The run passed its timeout of {timeout:g} s and did not stop within {self.limits.grace:g} s of "
+                        "an interrupt, so every process in the sandbox was killed and the kernel restarted: its state "
+                        "(variables, imports) is lost; files in the work dir are kept.",
+                    )
+                    lost = True
+            elif how == "died":
+                status = k.exited.result()
+                error = self._death_error(status, oom0, pids0)
+                lost = True
+            if not lost and cg.pids_max_events() > pids0:
+                error = self._pids_error()
+                lost = True
+            if lost:
+                await self._kill_kernel()
+                self.restarts += 1
+                await self._spawn()
+            outputs = pre + col.outputs
+            if col.dropped:
+                outputs.append(Output(kind="stream", name="stderr", text=marker(self.limits.output, col.dropped)))
+            return Execution(outputs=tuple(outputs), error=error, execution_count=col.execution_count,
+                             duration_s=time.monotonic() - t0)
+
+    def _pids_error(self) -> ExecutionError:
+        return ExecutionError(
+            "SandboxPidsLimit",
+            f"The run hit the sandbox's limit of {self.limits.pids} processes and threads (a fork bomb?), so every "
+            "process in the sandbox was killed and the kernel restarted: its state (variables, imports) is lost. "
+            "Start fewer processes, or create the sandbox with pids=...",
+        )
+
+    def _death_error(self, status: int | None, oom0: int, pids0: int) -> ExecutionError:
+        assert self._cgroup is not None
+        if self._cgroup.oom_kills() > oom0:
+            return ExecutionError(
+                "SandboxMemoryLimit",
+                f"The kernel ran out of memory: it was killed at the sandbox's limit of {format_size(self.limits.memory)} "
+                "and restarted, so its state (variables, imports) is lost. Use less memory, or create the sandbox "
+                "with a larger memory=, e.g. Sandbox(memory=\"2GiB\").",
+            )
+        if self._cgroup.pids_max_events() > pids0:
+            return self._pids_error()
+        how = f"signal {status - 128}" if status and status > 128 else f"exit status {status}"
+        return ExecutionError(
+            "SandboxKernelDied",
+            f"The kernel died during the run ({how}) and was restarted; its state (variables, imports) is lost.",
+        )
+
+
+__all__ = ["Sandbox", "stop_template", "template"]
