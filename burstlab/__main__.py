@@ -1,0 +1,84 @@
+"""The ``burstlab`` command.
+
+::
+
+    burstlab quickstart [NOTEBOOK]          run the quickstart notebook headless and print what each cell showed
+    burstlab worker tcp://HOST:8786 [--declare H100:2] [--nthreads N]
+                                            serve this host's GPUs to an existing Dask cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _show_output(output) -> str:
+    kind = output.get("output_type")
+    if kind == "stream":
+        return output["text"]
+    if kind in ("display_data", "execute_result"):
+        data = output.get("data", {})
+        text = data.get("text/plain", "")
+        other = sorted(k for k in data if k != "text/plain")
+        return (f"Out: {text}" if kind == "execute_result" else text) + (f"  [{', '.join(other)}]" if other else "") + "\n"
+    if kind == "error":
+        return _ANSI.sub("", "\n".join(output.get("traceback", []))) + "\n"
+    return ""
+
+
+def quickstart(path: str | None = None) -> int:
+    """Execute the quickstart notebook with nbclient and print every cell's source and outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from burstlab.gpus import nvml_gpus
+
+    if not nvml_gpus() and not os.environ.get("BURSTLAB_DECLARED_GPUS") and not os.environ.get("BURSTLAB_SCHEDULER"):
+        os.environ["BURSTLAB_DECLARED_GPUS"] = "H100:2"
+        print("No GPU found through NVML: declaring BURSTLAB_DECLARED_GPUS=H100:2 for this run.\n")
+    if path:
+        notebook_path = Path(path)
+    else:
+        from importlib.resources import files
+
+        notebook_path = Path(str(files("burstlab.examples") / "quickstart.ipynb"))
+    nb = nbformat.read(notebook_path, as_version=4)
+    os.environ.setdefault("BURSTLAB_NOTEBOOK", notebook_path.name)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook_path.parent)}})
+    client.execute()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        print("".join(f">>> {line}\n" if i == 0 else f"... {line}\n" for i, line in enumerate(cell.source.splitlines())), end="")
+        for output in cell.get("outputs", []):
+            print(_show_output(output), end="")
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="burstlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quickstart", help="run the quickstart notebook headless")
+    q.add_argument("notebook", nargs="?", default=None)
+    w = sub.add_parser("worker", help="serve this host's GPUs to an existing Dask scheduler")
+    w.add_argument("scheduler")
+    w.add_argument("--declare", default=os.environ.get("BURSTLAB_DECLARED_GPUS", ""), help="GPUs to declare if NVML finds none")
+    w.add_argument("--nthreads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "quickstart":
+        return quickstart(args.notebook)
+    from burstlab.remote_kernel.cluster import run_worker
+
+    run_worker(args.scheduler, declared=args.declare, nthreads=args.nthreads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
