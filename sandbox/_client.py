@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 import zmq
 import zmq.asyncio
@@ -134,13 +135,17 @@ class KernelClient:
         self.session.send(self.shell, msg)
         return msg["header"]["msg_id"]
 
-    async def collect(self, msg_id: str, col: Collected, deadline: float, died: asyncio.Future) -> str:
-        """Gather ``msg_id``'s output into ``col``; returns how it ended: "done", "timeout" or "died"."""
+    async def collect(self, msg_id: str, col: Collected, deadline: float, died: asyncio.Future,
+                      abort: Callable[[], bool] = lambda: False) -> str:
+        """Gather ``msg_id``'s output into ``col``; returns how it ended: "done", "timeout", "died" or
+        "abort" (``abort()`` is asked every 0.1 s at most, e.g. whether the pids limit was hit)."""
         reply_at: float | None = None
         while not (col.reply and col.idle):
             now = time.monotonic()
             if died.done():
                 return "died"
+            if abort():
+                return "abort"
             if reply_at is not None and now - reply_at > 0.5:
                 break  # the idle status was lost (e.g. an over-size message reset iopub): the reply suffices
             if now >= deadline:

@@ -223,6 +223,7 @@ def enter(spec: dict, seccomp_filter, log_fd: int, start_kernel) -> None:
         os.dup2(null, 0)
         os.closerange(3, 65536)
         sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)
+        signal.set_wakeup_fd(-1)  # the template's wake-up pipe is closed above
         os.setsid()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -68,16 +68,26 @@ class OutputCap:
 
         def send(stream, msg_or_type, content=None, parent=None, *args, **kwargs):
             if isinstance(msg_or_type, str):
-                msg_type = msg_or_type
-            else:
-                return orig(stream, msg_or_type, content, parent, *args, **kwargs)
-            parent_id = (parent or {}).get("header", {}).get("msg_id") if isinstance(parent, dict) else None
-            new, note = self.admit(msg_type, content or {}, parent_id)
+                msg_type, body = msg_or_type, content or {}
+                parent_id = None
+                if isinstance(parent, dict):  # a parent message or a parent header
+                    parent_id = (parent.get("header") or parent).get("msg_id")
+                marker_parent = parent
+            else:  # a whole message, as OutStream sends them
+                msg_type, body = msg_or_type["header"]["msg_type"], msg_or_type.get("content") or {}
+                marker_parent = msg_or_type.get("parent_header") or {}
+                parent_id = marker_parent.get("msg_id")
+            new, note = self.admit(msg_type, body, parent_id)
             if note:
-                orig(stream, "stream", {"name": "stderr", "text": note}, parent, ident=kwargs.get("ident"))
+                orig(stream, "stream", {"name": "stderr", "text": note}, marker_parent, ident=kwargs.get("ident"))
             if new is None:
                 return None
-            return orig(stream, msg_or_type, new, parent, *args, **kwargs)
+            if new is not body:
+                if isinstance(msg_or_type, str):
+                    content = new
+                else:
+                    msg_or_type = dict(msg_or_type, content=new)
+            return orig(stream, msg_or_type, content, parent, *args, **kwargs)
 
         session.send = send
 

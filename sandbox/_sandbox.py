@@ -368,10 +368,15 @@ class Sandbox:
             t0 = time.monotonic()
             msg_id = k.client.send_execute(code)
             col = Collected(limit=self.limits.output + 64 * 1024)
-            how = await k.client.collect(msg_id, col, t0 + timeout, k.exited)
+            pids_hit = lambda: cg.pids_max_events() > pids0  # noqa: E731
+            how = await k.client.collect(msg_id, col, t0 + timeout, k.exited, pids_hit)
             error = col.error
             lost = False
-            if how == "timeout":
+            if how == "abort":
+                error, lost = self._pids_error(), True
+            elif how == "timeout" and pids_hit():
+                error, lost = self._pids_error(), True
+            elif how == "timeout":
                 await k.client.interrupt()
                 how = await k.client.collect(msg_id, col, time.monotonic() + self.limits.grace, k.exited)
                 if how == "done":
