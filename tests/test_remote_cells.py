@@ -203,7 +203,8 @@ def test_idle_session_is_released_and_the_next_cell_says_so(shell, ws):
 
 
 def test_kernel_death_ends_the_session_and_the_meter(shell, ws):
-    run(shell, "%%gpu A100\nx = 1")
+    result, _ = run(shell, "%%gpu A100\nx = 1")
+    assert result.success, result.error_in_exec
     session = ws.find("A100")
     result, _ = run(shell, "%%gpu A100\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     assert isinstance(result.error_in_exec, SessionLostError)
