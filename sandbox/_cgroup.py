@@ -191,16 +191,15 @@ class Cgroup:
         return int(txt) / 1e9 if txt else 0.0
 
     # -- teardown -----------------------------------------------------------------------------
-    def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL every process in the cgroup and wait until it is empty."""
-        if self.version == 2 and os.path.exists(f"{self.dirs['']}/cgroup.kill"):
-            try:
-                _write(f"{self.dirs['']}/cgroup.kill", "1")
-            except OSError:
-                pass
+    def kill_all(self, timeout: float = 5.0, spare: int | None = None) -> None:
+        """SIGKILL every process in the cgroup but ``spare`` and wait until only it is left.
+
+        The sandbox's outer process is spared: it is the parent of the namespace's pid 1 and must
+        live to reap it, or pid 1 would be re-parented to the host's init as a zombie.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            pids = self.pids()
+            pids = [p for p in self.pids() if p != spare]
             if not pids or time.monotonic() > deadline:
                 return
             for pid in pids:

@@ -300,7 +300,7 @@ class Sandbox:
         if k is None:
             return None
         if self._cgroup is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._cgroup.kill_all)
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self._cgroup.kill_all(spare=k.pid))
         try:
             status = await asyncio.wait_for(asyncio.shield(k.exited), 10)
         except asyncio.TimeoutError:

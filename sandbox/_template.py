@@ -29,7 +29,8 @@ def _preimport() -> None:
     import jupyter_client.session  # noqa: F401
     import zmq  # noqa: F401
 
-    for optional in ("ipykernel.debugger", "numpy", "matplotlib_inline.backend_inline"):
+    # not matplotlib: it reads its backend and config dirs from the environment at import time
+    for optional in ("ipykernel.debugger", "numpy"):
         try:
             __import__(optional)
         except Exception:  # noqa: BLE001 - an optional speed-up only
