@@ -158,13 +158,41 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
         free = [s for s in all_slots if not s.busy]
         for request in spec.choices:
             chosen = _choose(free, request)
+            if chosen is not None and not all(s.up for s in chosen):
+                _wake(client, chosen, start_timeout)
+                break  # look again with the workers up
             if chosen is not None:
                 lease = _try_hold(client, request, chosen, pool_size, start_timeout)
                 if lease is not None:
                     return lease
-        if time.monotonic() >= deadline:
-            raise CapacityError(capacity_message(spec, all_slots))
-        time.sleep(0.2)
+        else:
+            if time.monotonic() >= deadline:
+                raise CapacityError(capacity_message(spec, all_slots))
+            time.sleep(0.2)
+
+
+def _wake(client, chosen: list[Slot], timeout: float) -> None:
+    """Bring up the scaled-down workers of ``chosen``: a no-op task asking for each one's slot resource
+    makes the embedded cluster's adaptive loop start it (then it idles until the lease arrives)."""
+    futures = [client.submit(time.time, key=f"burstlab-wake-{uuid.uuid4().hex[:12]}", pure=False,
+                             resources={s.type: 1, s.resource: 1}) for s in chosen if not s.up and s.resource]
+    try:
+        deadline = time.monotonic() + timeout
+        for future in futures:
+            future.result(timeout=max(0.01, deadline - time.monotonic()))
+    except TimeoutError as exc:
+        raise SessionLostError(
+            f"The worker for {chosen[0].type} on {chosen[0].host} did not start within {timeout:.0f} s."
+        ) from exc
+    finally:
+        client.cancel(futures, force=True)
+
+
+def _pin(slot: Slot, gpu_type: str) -> dict:
+    """Submit options that tie a lease task to exactly ``slot``'s GPU."""
+    if slot.resource:  # a burstlab worker: its slot resource, which works while the worker is down too
+        return {"resources": {gpu_type: 1, slot.resource: 1}}
+    return {"resources": {gpu_type: 1}, "workers": [slot.address], "allow_other_workers": False}
 
 
 def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, start_timeout: float) -> Lease | None:
@@ -176,8 +204,7 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
     lease.futures = [
         client.submit(
             hold, lease.id, i == 0, lease.cuda_visible, request.type, pool_size,
-            key=f"burstlab-lease-{request.type}-{lease.id}-{i}", workers=[s.address],
-            allow_other_workers=False, resources={request.type: 1}, pure=False,
+            key=f"burstlab-lease-{request.type}-{lease.id}-{i}", pure=False, **_pin(s, request.type),
         )
         for i, s in enumerate(chosen)
     ]

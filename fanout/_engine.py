@@ -1,0 +1,382 @@
+"""One map, running: lazy inputs in bounded chunks, results per input, retries, progress, metering.
+
+The engine is blocking code over the workspace's own (blocking) Dask client: Dask already runs its
+event loop on a thread of its own, and a map's only waiting is on a queue fed by Dask's future
+callbacks, which Ctrl-C interrupts. Policy (chunk sizes, window, retries, cost) is in ``_policy``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import cloudpickle
+
+from burstlab.billing.ledger import owner_tag
+from burstlab.errors import FanoutError, GpuSpecError
+from burstlab.gpus import SPEC_FORMS, parse_gpu_spec
+
+from . import _policy
+from ._progress import Progress
+from ._runner import run_chunk
+
+CPU = "CPU"
+
+
+@dataclass
+class Item:
+    index: int
+    value: Any
+    attempts: int = 0
+
+
+def describe(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def pickle_function(fn: Any) -> bytes:
+    """The function's bytes, or a FanoutError naming it and what in it cannot travel."""
+    if not callable(fn):
+        raise FanoutError(f"{_short(fn)} is not callable; pass a function (a def, a lambda, or a callable object).")
+    try:
+        return cloudpickle.dumps(fn)
+    except Exception as exc:
+        raise FanoutError(
+            f"The function {describe(fn)!r} cannot be sent to the workers: {type(exc).__name__}: {exc}. "
+            "It (or something it refers to: a global, a closure variable, a default argument) cannot be "
+            "pickled. Create such objects inside the function instead."
+        ) from exc
+
+
+def pickle_items(items: list[Item]) -> bytes:
+    try:
+        return cloudpickle.dumps([it.value for it in items])
+    except Exception:
+        for it in items:
+            try:
+                cloudpickle.dumps(it.value)
+            except Exception as exc:
+                raise FanoutError(
+                    f"Input #{it.index} ({_short(it.value)}) cannot be sent to the workers: "
+                    f"{type(exc).__name__}: {exc}. Pass something picklable (a path, a number, a string) "
+                    "and open the resource inside the function."
+                ) from exc
+        raise
+
+
+def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, int]:
+    """``(resource, task resources, declared, slots)`` for a ``gpu=`` spec on this cluster, or raise."""
+    from burstlab.remote_kernel.cluster import slots as gpu_slots
+    from burstlab.remote_kernel.cluster import supply
+
+    have = supply(client)
+    if gpu is None:
+        if CPU in have:
+            return CPU, {CPU: 1}, False, int(have[CPU][3])
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
+        return CPU, {}, False, max(1, threads)
+    gpu_types = {s.type: s for s in gpu_slots(client)}
+    spec = parse_gpu_spec(gpu, available=gpu_types)
+    for request in spec.choices:
+        if request.type not in gpu_types:
+            continue
+        most = have.get(request.type, (0, 0, 0, 0))[0]
+        if most < request.count:
+            raise GpuSpecError(
+                f"gpu={gpu!r} asks for {request.count} {request.type} per task, but no worker has more than "
+                f"{most:g}: each task runs on one worker. Ask for gpu={request.type!r} (one GPU per input), "
+                f"or hold several GPUs in one session with %%gpu {request.type}:{request.count}. "
+                f"Valid forms: {SPEC_FORMS}."
+            )
+        declared = gpu_types[request.type].source == "declared"
+        return request.type, {request.type: request.count}, declared, int(have[request.type][3] // request.count)
+    raise GpuSpecError(f"No GPU type of {gpu!r} exists here. Valid forms: {SPEC_FORMS}.")  # pragma: no cover
+
+
+class MapRun:
+    """One map over ``items``; iterate it for ``(index, ok, value_or_exception)`` as inputs finish."""
+
+    def __init__(self, workspace, fn: Any, items: Iterable[Any], *, gpu: Any = None, retries: int = 0,
+                 retry_on: tuple = (), timeout: float | None = None, max_workers: int | None = None,
+                 return_exceptions: bool = False, progress: Any = None, star: bool = False, name: str | None = None):
+        if retries < 0:
+            raise FanoutError(f"retries={retries}: give a number of extra attempts, 0 or more.")
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        self.ws = workspace
+        self.client = workspace.client
+        self.name = name or describe(fn)
+        self.fn_blob = pickle_function(fn)
+        self.retries = retries
+        self.retry_on = tuple(retry_on)
+        self.timeout = timeout
+        self.star = star
+        self.return_exceptions = return_exceptions
+        self.resource, self.resources, self.declared, cluster_slots = resolve_target(self.client, gpu)
+        self.slots = max(1, min(cluster_slots, max_workers or cluster_slots))
+        self.window = _policy.window(self.slots)
+        self.id = uuid.uuid4().hex[:12]
+        try:
+            self.total: int | None = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            self.total = None
+        self._source = iter(items)
+        self._next_index = 0
+        self._retry: deque[Item] = deque()
+        self._exhausted = False
+        self._inflight: dict[Any, list[Item]] = {}
+        self._done_q: queue.Queue = queue.Queue()
+        self._per_item_s: float | None = None
+        self._last_size = 1
+        self._seq = itertools.count()
+        self.done = self.failed = self.retried = 0
+        self.spans: dict[str, _policy.Span] = {}
+        self.rate = workspace.meter.rates.rate(self.resource)
+        self.quantity = int(next(iter(self.resources.values()), 1))
+        self.started = time.monotonic()
+        self.progress = Progress.make(progress, self.name, self.total)
+        self._workers_up = 0
+        self._workers_checked = 0.0
+        self._closed = False
+        self._first: list[Item] | None = None
+        self._first = self._take()  # the first chunk is checked before anything starts
+        if self._first:
+            self._first_blob = pickle_items(self._first)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _take(self) -> list[Item]:
+        if self._retry:
+            chunk = [self._retry.popleft()]
+            while self._retry and len(chunk) < self._last_size and self._retry[0].attempts == chunk[0].attempts:
+                chunk.append(self._retry.popleft())
+            return chunk
+        if self._exhausted:
+            return []
+        remaining = None if self.total is None else self.total - self._next_index
+        size = _policy.chunk_size(self._per_item_s, self._last_size, self.slots, remaining)
+        chunk = []
+        for value in itertools.islice(self._source, size):
+            chunk.append(Item(self._next_index, value))
+            self._next_index += 1
+        if len(chunk) < size:
+            self._exhausted = True
+        if chunk:
+            self._last_size = len(chunk)
+        return chunk
+
+    def _submit(self, chunk: list[Item], blob: bytes | None = None) -> None:
+        blob = blob if blob is not None else pickle_items(chunk)
+        future = self.client.submit(
+            run_chunk, self.fn_blob, blob, self.star, self.timeout,
+            key=f"burstlab-map-{self.name[:40]}-{self.id}-{next(self._seq)}", resources=self.resources, pure=False,
+        )
+        self._inflight[future] = chunk
+        future.add_done_callback(self._done_q.put)
+
+    def _fill(self) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            if first:
+                self._submit(first, self._first_blob)
+        while len(self._inflight) < self.window:
+            chunk = self._take()
+            if not chunk:
+                return
+            self._submit(chunk)
+
+    # -- results --------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[int, bool, Any]]:
+        try:
+            self._fill()
+            while self._inflight:
+                try:
+                    ready = [self._done_q.get(timeout=0.25)]
+                except queue.Empty:
+                    self._tick()
+                    continue
+                while True:
+                    try:
+                        ready.append(self._done_q.get_nowait())
+                    except queue.Empty:
+                        break
+                yield from self._collect([f for f in ready if f in self._inflight])
+                self._fill()
+                self._tick()
+        finally:
+            self.close()
+
+    def _collect(self, futures: list) -> Iterator[tuple[int, bool, Any]]:
+        finished = [f for f in futures if f.status == "finished"]
+        failed = [f for f in futures if f.status != "finished"]
+        blobs = self.client.gather(finished, errors="skip") if finished else []
+        if len(blobs) != len(finished):  # one was lost between done and gather: treat it as failed
+            blobs, failed = [], failed + finished
+            finished = []
+        for future, blob in zip(finished, blobs):
+            chunk = self._inflight.pop(future)
+            future.release()
+            yield from self._chunk_results(chunk, cloudpickle.loads(blob))
+        for future in failed:
+            chunk = self._inflight.pop(future)
+            reason = self._infra_reason(future)
+            future.release()
+            for item in chunk:
+                item.attempts += 1
+                if _policy.should_retry(item.attempts, self.retries, True, None, self.retry_on):
+                    self.retried += 1
+                    self._retry.append(item)
+                else:
+                    err = FanoutError(
+                        f"Input #{item.index} of {self.name} failed after {item.attempts} attempt"
+                        f"{'s' if item.attempts != 1 else ''} ({reason}). Give it more with retries=N."
+                    )
+                    yield self._failure(item, err)
+
+    def _infra_reason(self, future) -> str:
+        if future.status == "cancelled":
+            return "its task was cancelled by the cluster"
+        try:
+            exc = future.exception(timeout=5)
+        except Exception as e:  # the exception itself may not come back
+            exc = e
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            return "the worker running it died"
+        return f"{name}: {exc}"
+
+    def _chunk_results(self, chunk: list[Item], report: dict) -> Iterator[tuple[int, bool, Any]]:
+        worker = report["worker"]
+        span = self.spans.get(worker)
+        if span is None:
+            self.spans[worker] = _policy.Span(report["start_ns"], report["stop_ns"])
+        else:
+            span.extend(report["start_ns"], report["stop_ns"])
+        if "setup_error" in report:
+            exc = _rebuild(report["setup_error"])
+            for item in chunk:
+                item.attempts += 1
+                yield self._failure(item, exc, attempts=item.attempts)
+            return
+        seconds = 0.0
+        for item, (outcome, dt) in zip(chunk, report["results"]):
+            seconds += dt
+            item.attempts += 1
+            if outcome[0] == "ok":
+                self.done += 1
+                yield item.index, True, cloudpickle.loads(outcome[1])
+                continue
+            exc = _rebuild(outcome)
+            if _policy.should_retry(item.attempts, self.retries, False, exc, self.retry_on):
+                self.retried += 1
+                self._retry.append(item)
+                continue
+            yield self._failure(item, exc, attempts=item.attempts)
+        self._per_item_s = _policy.update_rate(self._per_item_s, seconds, len(report["results"]))
+
+    def _failure(self, item: Item, exc: BaseException, attempts: int | None = None) -> tuple[int, bool, Any]:
+        self.failed += 1
+        if attempts is not None:
+            _add_note(exc, f"(input #{item.index} of {self.name}: failed on attempt {attempts} "
+                           f"of at most {self.retries + 1})")
+        if not self.return_exceptions:
+            raise exc
+        return item.index, False, exc
+
+    # -- progress, money, the end -------------------------------------------------------------------
+
+    def cost_microusd(self) -> int:
+        return _policy.spans_cost_microusd(self.spans, self.rate, self.quantity)
+
+    def workers_up(self) -> int:
+        now = time.monotonic()
+        if now - self._workers_checked > 1.0:
+            from burstlab.remote_kernel.cluster import supply
+
+            self._workers_checked = now
+            try:
+                self._workers_up = int(supply(self.client).get(self.resource, (0, 0))[1])
+            except Exception:
+                pass
+        return self._workers_up
+
+    def _tick(self, final: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.update(done=self.done, failed=self.failed, retried=self.retried,
+                                 workers=self.workers_up(), elapsed=time.monotonic() - self.started,
+                                 cost_microusd=self.cost_microusd(), final=final)
+
+    def cancel(self) -> None:
+        """Cancel every input not finished; workers become idle (and stop after the idle window)."""
+        futures = list(self._inflight)
+        self._inflight.clear()
+        self._retry.clear()
+        self._exhausted = True
+        if futures:
+            try:
+                self.client.cancel(futures, force=True)
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Cancel what is left, write the ledger rows, close the progress display (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.cancel()
+        self._tick(final=True)
+        self._meter()
+
+    def _meter(self) -> None:
+        """One closed ledger interval per worker this map used: its first chunk's start to its last's end."""
+        ledger = self.ws.ledger
+        owner = owner_tag()
+        for worker, span in self.spans.items():
+            interval_id = uuid.uuid4().hex
+            ledger.open_interval(
+                id=interval_id, kind="map", user=self.ws.user, notebook=self.ws.notebook, resource=self.resource,
+                quantity=self.quantity, declared=self.declared, rate_nusd_per_s=self.rate, start_ns=span.start_ns,
+                owner=owner, detail={"map": self.id, "function": self.name, "worker": worker,
+                                     "inputs": self.done + self.failed},
+            )
+            ledger.close_interval(interval_id, span.stop_ns)
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+def _rebuild(packed: tuple) -> BaseException:
+    """The user's exception from a worker, carrying the remote traceback (shown by IPython)."""
+    _, blob, type_name, message, remote_tb = packed
+    exc: BaseException | None = None
+    if blob is not None:
+        try:
+            exc = cloudpickle.loads(blob)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = FanoutError(f"{type_name}: {message}")
+    exc.remote_traceback = remote_tb  # type: ignore[attr-defined]
+    _add_note(exc, "Remote traceback:\n" + remote_tb.rstrip())
+    tb_lines = [remote_tb]
+    exc._render_traceback_ = lambda: tb_lines  # type: ignore[attr-defined]
+    return exc
+
+
+__all__ = ["MapRun", "describe", "pickle_function", "resolve_target"]

@@ -1,0 +1,70 @@
+"""Pure decisions of a map: how big the next chunk is, how many chunks fly, whether to retry, what it cost.
+
+No I/O here; the engine (``_engine.py``) asks and acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from burstlab.billing import billed_seconds, cost_microusd
+
+TARGET_CHUNK_S = 0.2  # aim for chunks that run this long: per-task overhead (~1-10 ms) stays a few percent
+MAX_CHUNK = 1000  # never more inputs than this in one task (results, retries and progress stay timely)
+GROWTH = 8  # a chunk is at most this many times bigger than the one before (one odd fast input misleads)
+
+
+def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: int | None,
+               target_s: float = TARGET_CHUNK_S, max_size: int = MAX_CHUNK) -> int:
+    """Inputs in the next chunk, from the measured seconds per input (None before the first result)."""
+    if per_item_s is None:
+        return 1
+    ideal = max(1, int(target_s / max(per_item_s, 1e-7)))
+    size = min(ideal, max(1, previous) * GROWTH, max_size)
+    if remaining is not None and slots > 0:
+        size = min(size, max(1, -(-remaining // slots)))  # leave work for every worker
+    return max(1, size)
+
+
+def window(slots: int) -> int:
+    """Chunks in flight at once: enough to keep every slot busy while results travel back."""
+    return 2 * max(1, slots) + 1
+
+
+def update_rate(old: float | None, seconds: float, count: int, weight: float = 0.5) -> float | None:
+    """Seconds per input, smoothed over chunks."""
+    if count <= 0:
+        return old
+    sample = seconds / count
+    return sample if old is None else (1 - weight) * old + weight * sample
+
+
+def should_retry(attempts: int, retries: int, infrastructure: bool, exc: BaseException | None,
+                 retry_on: tuple[type[BaseException], ...]) -> bool:
+    """Whether an input that failed on its ``attempts``-th attempt runs again."""
+    if attempts > retries:
+        return False
+    if infrastructure:
+        return True
+    return bool(retry_on) and exc is not None and isinstance(exc, retry_on)
+
+
+@dataclass
+class Span:
+    """The part of a map one worker spent: from its first chunk's start to its last chunk's end."""
+
+    start_ns: int
+    stop_ns: int
+
+    def extend(self, start_ns: int, stop_ns: int) -> None:
+        self.start_ns = min(self.start_ns, start_ns)
+        self.stop_ns = max(self.stop_ns, stop_ns)
+
+
+def spans_cost_microusd(spans: dict[str, Span], rate_nusd_per_s: int, quantity: int = 1) -> int:
+    """What the spans cost at one rate, billed as the ledger will bill them (whole seconds, min 1)."""
+    return sum(cost_microusd(billed_seconds(s.start_ns, s.stop_ns), rate_nusd_per_s, quantity) for s in spans.values())
+
+
+__all__ = ["MAX_CHUNK", "TARGET_CHUNK_S", "Span", "chunk_size", "should_retry", "spans_cost_microusd",
+           "update_rate", "window"]
