@@ -53,6 +53,16 @@ class BurstLab(Configurable):
         2, help="Threads per embedded GPU worker. A %%gpu session holds one thread for its whole life."
     ).tag(config=True)
 
+    worker_idle_timeout = Float(
+        60.0,
+        help="Seconds an embedded-cluster worker (a GPU's, or the CPU one) may sit idle before it is stopped "
+        "(scale to zero). It starts again when work asks for it.",
+    ).tag(config=True)
+
+    adapt_interval = Float(
+        0.1, help="Seconds between the embedded cluster's adaptive checks (how fast workers start for new work)."
+    ).tag(config=True)
+
     rates = Dict(
         help="Per-second prices, in US dollars per GPU-second, by GPU type; merged over the defaults in "
         "burstlab.billing.rates (e.g. {'H100': 0.001097})."

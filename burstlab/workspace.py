@@ -67,7 +67,10 @@ class Workspace:
                             "in BURSTLAB_SCHEDULER / c.BurstLab.scheduler, or unset it to use the embedded cluster."
                         ) from exc
                 else:
-                    self._cluster = start_embedded(discover(self.config.declared_gpus), self.config.worker_threads)
+                    self._cluster = start_embedded(
+                        discover(self.config.declared_gpus), self.config.worker_threads,
+                        idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
+                    )
                     self._client = Client(self._cluster, set_as_default=False)
                 if self.config.kernel_pool_size > 0:
                     self._client.register_plugin(KernelPoolPlugin(self.config.kernel_pool_size))
