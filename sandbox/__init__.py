@@ -5,7 +5,9 @@ create -> first result is one round trip. See docs/sandbox.md for what each laye
 against, and what it does not.
 """
 
+from ._files import SandboxFiles
 from ._limits import Limits, parse_size
+from ._pool import SandboxPool
 from ._sandbox import Sandbox
 
-__all__ = ["Limits", "Sandbox", "parse_size"]
+__all__ = ["Limits", "Sandbox", "SandboxFiles", "SandboxPool", "parse_size"]

@@ -1,0 +1,120 @@
+"""``SandboxPool``: started sandboxes kept ready, so that create -> first result is one round trip.
+
+``acquire()`` hands out a ready sandbox (re-applying the caller's timeout/memory/pids/cpus limits,
+which are cgroup and supervisor settings and can change on a live sandbox) and starts a
+replacement in the background. Network access and the sizes of /tmp and the work dir are fixed
+when a sandbox starts, so a pool serves one choice of those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from burstlab._sync import run_sync, submit
+from burstlab.errors import SandboxError
+
+from ._sandbox import Sandbox
+
+
+class SandboxPool:
+    """``SandboxPool(size=4, network=False)``; ``pool.acquire(timeout=30, memory="512MiB")``."""
+
+    def __init__(self, size: int = 4, *, network: bool = False, **sandbox_kwargs: Any) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise SandboxError(f"size={size!r}: a pool holds at least 1 sandbox, e.g. SandboxPool(size=4).")
+        self.size = size
+        self.network = network
+        self._kwargs = sandbox_kwargs
+        self._ready: asyncio.Queue | None = None
+        self._filling: set[asyncio.Task] = set()
+        self._closed = False
+
+    # -- sync twins ---------------------------------------------------------------------------
+    def start(self, wait: bool = True) -> "SandboxPool":
+        run_sync(self.astart(wait))
+        return self
+
+    def acquire(self, **kwargs: Any) -> Sandbox:
+        return run_sync(self.aacquire(**kwargs))
+
+    def close(self) -> None:
+        run_sync(self.aclose())
+
+    def __enter__(self) -> "SandboxPool":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "SandboxPool":
+        return await self.astart()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    @property
+    def ready(self) -> int:
+        return self._ready.qsize() if self._ready is not None else 0
+
+    # -- async core ---------------------------------------------------------------------------
+    async def astart(self, wait: bool = True) -> "SandboxPool":
+        if self._ready is None:
+            self._ready = asyncio.Queue()
+            for _ in range(self.size):
+                self._refill()
+        if wait:
+            await asyncio.gather(*list(self._filling), return_exceptions=True)
+        return self
+
+    def _refill(self) -> None:
+        task = asyncio.ensure_future(self._make())
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+
+    async def _make(self) -> None:
+        sb = Sandbox(network=self.network, **self._kwargs)
+        await sb.astart()
+        await sb.arun("None")  # warm the shell's first-run paths
+        if self._closed or self._ready is None:
+            await sb.aclose()
+        else:
+            self._ready.put_nowait(sb)
+
+    async def aacquire(self, *, timeout: float | None = None, memory: int | str | None = None,
+                       pids: int | None = None, cpus: float | None = None, meter: Any = None,
+                       user: str = "", notebook: str = "") -> Sandbox:
+        """A started sandbox with these limits; the caller owns it (close it when done)."""
+        if self._closed:
+            raise SandboxError("This pool is closed; create a new SandboxPool().")
+        await self.astart(wait=False)
+        assert self._ready is not None
+        if self._ready.empty() and not self._filling:
+            self._refill()
+        sb: Sandbox = await self._ready.get()
+        self._refill()
+        sb.reconfigure(timeout=timeout, memory=memory, pids=pids, cpus=cpus)
+        if meter is not None:
+            sb.meter, sb.user, sb.notebook = meter, user or sb.user, notebook
+            sb._meter_id = meter.start(
+                kind="sandbox", user=sb.user, notebook=notebook, resource="CPU",
+                quantity=max(1, round(sb.limits.cpus)),
+                detail={"sandbox": sb.uid, "memory": sb.limits.memory, "network": sb.network, "pooled": True},
+            )
+        return sb
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in list(self._filling):
+            await asyncio.gather(task, return_exceptions=True)
+        if self._ready is not None:
+            while not self._ready.empty():
+                await self._ready.get_nowait().aclose()
+
+
+def prestart(pool: SandboxPool) -> None:
+    """Start filling ``pool`` in the background (returns at once)."""
+    submit(pool.astart(wait=False))
+
+
+__all__ = ["SandboxPool", "prestart"]
