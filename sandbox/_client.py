@@ -10,6 +10,8 @@ become :class:`SandboxError` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -79,6 +81,9 @@ class KernelClient:
         self.shell = sock(zmq.DEALER, conn["shell_port"])
         self.control = sock(zmq.DEALER, conn["control_port"])
         self.iopub = sock(zmq.SUB, conn["iopub_port"], ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.SUBSCRIBE, b"")))
+        self._poller = zmq.asyncio.Poller()
+        self._poller.register(self.shell, zmq.POLLIN)
+        self._poller.register(self.iopub, zmq.POLLIN)
         self._closed = False
 
     def close(self) -> None:
@@ -97,9 +102,17 @@ class KernelClient:
             raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}); restart the sandbox.") from exc
         try:
             _, parts = self.session.feed_identities(parts)
-            return self.session.deserialize(parts)
-        except (ValueError, KeyError, TypeError):  # a malformed or unsigned message: ignore it
+            return self._unpack(parts)
+        except (ValueError, KeyError, TypeError, IndexError):  # a malformed or unsigned message: ignore it
             return {"header": {"msg_type": "invalid"}, "parent_header": {}, "content": {}}
+
+    def _unpack(self, parts: list[bytes]) -> dict:
+        """Session.deserialize without its date parsing (a third of the client's time per message)."""
+        sig, header, parent, metadata, content = parts[:5]
+        if self.session.auth is not None and not hmac.compare_digest(sig, self.session.sign(parts[1:5])):
+            raise ValueError("invalid signature")
+        return {"header": json.loads(header), "parent_header": json.loads(parent),
+                "metadata": json.loads(metadata), "content": json.loads(content)}
 
     async def wait_ready(self, timeout: float, died: asyncio.Future) -> None:
         """Until the kernel answers kernel_info and iopub is subscribed (no message lost after this)."""
@@ -151,11 +164,8 @@ class KernelClient:
             if now >= deadline:
                 return "timeout"
             wait = min(deadline - now, 0.1)
-            poller = zmq.asyncio.Poller()
-            poller.register(self.shell, zmq.POLLIN)
-            poller.register(self.iopub, zmq.POLLIN)
             try:
-                ready = dict(await poller.poll(int(wait * 1000) + 1))
+                ready = dict(await self._poller.poll(int(wait * 1000) + 1))
             except zmq.ZMQError as exc:
                 raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}).") from exc
             if self.iopub in ready:

@@ -30,7 +30,8 @@ def _preimport() -> None:
     import zmq  # noqa: F401
 
     # not matplotlib: it reads its backend and config dirs from the environment at import time
-    for optional in ("ipykernel.debugger", "numpy"):
+    for optional in ("ipykernel.debugger", "numpy", "IPython.core.completerlib", "IPython.core.debugger",
+                     "IPython.core.oinspect", "IPython.extensions.storemagic", "tornado.platform.asyncio", "pdb"):
         try:
             __import__(optional)
         except Exception:  # noqa: BLE001 - an optional speed-up only

@@ -1,0 +1,208 @@
+"""Sandbox benchmark, side by side with the floor a user would otherwise start from.
+
+    .venv/bin/python benchmarks/bench_sandbox.py            # full run (~2 minutes)
+    .venv/bin/python benchmarks/bench_sandbox.py --quick    # smoke run (~30 s)
+
+Rows: create -> first result (from the pool, without the pool, and the very first one that also
+starts the fork server) against ``bwrap ... python -c pass`` and a raw ipykernel start (jupyter_client
+KernelManager, execute sent right after start_channels); the warm run round trip against a raw
+jupyter_client execute; PSS per idle sandbox (N sandboxes alive at once). Needs root, like the
+sandbox itself. Timings are medians (p95 beside them); ratios are burstlab / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def stats(xs: list[float]) -> tuple[float, float]:
+    xs = sorted(xs)
+    return statistics.median(xs), xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+# -- floors ------------------------------------------------------------------------------------------
+def floor_python(n: int) -> list[float]:
+    return timed(lambda: subprocess.run([sys.executable, "-S", "-c", "pass"], check=True), n)
+
+
+def floor_bwrap(n: int) -> list[float] | None:
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        return None
+    real = os.path.realpath(sys.executable)
+    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
+           "--dev", "/dev", "--proc", "/proc", real, "-S", "-c", "pass"]
+    return timed(lambda: subprocess.run(cmd, check=True), n)
+
+
+def floor_raw_kernel(n: int, warm_n: int) -> tuple[list[float], list[float]]:
+    from jupyter_client import KernelManager
+
+    starts, warm = [], []
+    for i in range(n):
+        km = KernelManager()
+        t = time.perf_counter()
+        km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+        kc = km.client()
+        kc.start_channels()
+        msg_id = kc.execute("1+1")
+        while True:
+            m = kc.get_shell_msg(timeout=60)
+            if m["parent_header"].get("msg_id") == msg_id:
+                break
+        starts.append((time.perf_counter() - t) * 1000)
+        if i == 0:
+            kc.wait_for_ready(timeout=30)
+            for _ in range(5):
+                kc.execute_interactive("1+1", output_hook=lambda m: None)
+            warm = timed(lambda: kc.execute_interactive("1+1", output_hook=lambda m: None), warm_n)
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return starts, warm
+
+
+# -- burstlab ----------------------------------------------------------------------------------------
+def bench_burstlab(n: int, warm_n: int, idle_n: int) -> dict:
+    from burstlab._sync import run_sync
+    from burstlab.sandbox import Sandbox, SandboxPool
+    from burstlab.sandbox._sandbox import stop_template, template
+
+    out: dict = {}
+    t = time.perf_counter()
+    with Sandbox() as sb:
+        sb.run("1+1")
+        out["first_ever"] = [(time.perf_counter() - t) * 1000]
+        for _ in range(5):
+            sb.run("1+1")
+        out["warm"] = timed(lambda: sb.run("1+1"), warm_n)
+
+    def cold():
+        with Sandbox() as s:
+            s.run("1+1")
+
+    def cold_first_result():
+        s = Sandbox()
+        t0 = time.perf_counter()
+        s.start()
+        s.run("1+1")
+        dt = (time.perf_counter() - t0) * 1000
+        s.close()
+        return dt
+
+    out["cold"] = [cold_first_result() for _ in range(n)]
+    pool = SandboxPool(size=4).start()
+    samples = []
+    for _ in range(n):
+        pool.start()  # wait until refilled, so each sample finds a ready sandbox
+        t0 = time.perf_counter()
+        s = pool.acquire()
+        s.run("1+1")
+        samples.append((time.perf_counter() - t0) * 1000)
+        s.close()
+    pool.close()
+    out["pool"] = samples
+
+    # memory: idle_n sandboxes alive at once, PSS summed over each one's processes
+    boxes = []
+    t0 = time.perf_counter()
+    for _ in range(idle_n):
+        s = Sandbox(memory="128MiB")
+        s.start()
+        s.run("1+1")
+        boxes.append(s)
+    out["idle_start_s"] = time.perf_counter() - t0
+    time.sleep(1)
+    per = []
+    for s in boxes:
+        per.append(sum(pss_kib(p) for p in s._cgroup.pids()) / 1024)
+    out["pss"] = per
+    tpl = template().proc
+    out["template_pss"] = pss_kib(tpl.pid) / 1024 if tpl else 0
+    out["rss_kernel"] = rss_kib(max(boxes[0]._cgroup.pids())) / 1024
+    out["idle_n"] = len(boxes)
+    for s in boxes:
+        s.close()
+    run_sync(stop_template())
+    return out
+
+
+def _smaps(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kib(pid: int) -> int:
+    return _smaps(pid, "Pss")
+
+
+def rss_kib(pid: int) -> int:
+    return _smaps(pid, "Rss")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few repetitions, 10 idle sandboxes (a smoke run)")
+    args = ap.parse_args()
+    n, warm_n, idle_n, kn = (5, 50, 10, 2) if args.quick else (20, 300, 100, 5)
+    if os.geteuid() != 0:
+        sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")
+    print(f"# burstlab sandbox benchmark ({'quick' if args.quick else 'full'}); python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus, loadavg {os.getloadavg()[0]:.2f}\n", flush=True)
+    py = floor_python(n)
+    bw = floor_bwrap(n)
+    raw_start, raw_warm = floor_raw_kernel(kn, warm_n)
+    b = bench_burstlab(n, warm_n, idle_n)
+
+    def cell(xs):
+        m, p = stats(xs)
+        return f"{m:.1f} (p95 {p:.1f})"
+
+    def ratio(a, f):
+        return f"{statistics.median(a) / statistics.median(f):.2f}x"
+
+    rows = [
+        ("create -> first result, from the pool", b["pool"], "bwrap + python -c pass", bw or py),
+        ("create -> first result, from the pool", b["pool"], "raw ipykernel start -> first execute_reply", raw_start),
+        ("create -> first result, no pool (fork server warm)", b["cold"], "raw ipykernel start -> first execute_reply", raw_start),
+        ("create -> first result, very first (starts the fork server)", b["first_ever"], "raw ipykernel start -> first execute_reply", raw_start),
+        ("warm run('1+1') round trip", b["warm"], "raw jupyter_client execute_interactive('1+1')", raw_warm),
+    ]
+    print("| burstlab | ms | floor | ms | ratio |")
+    print("|---|---:|---|---:|---:|")
+    for name, xs, fname, fs in rows:
+        print(f"| {name} | {cell(xs)} | {fname} | {cell(fs)} | {ratio(xs, fs)} |")
+    print(f"\nplain `python -S -c pass`: {cell(py)} ms; bwrap floor: {cell(bw) if bw else 'bwrap not installed'} ms")
+    m, p = stats(b["pss"])
+    print(f"\nidle sandboxes alive at once: {b['idle_n']} (started in {b['idle_start_s']:.1f} s); "
+          f"PSS per idle sandbox (outer + pid 1 + kernel): median {m:.1f} MiB, p95 {p:.1f} MiB, "
+          f"max {max(b['pss']):.1f} MiB; the kernel's RSS {b['rss_kernel']:.1f} MiB; "
+          f"fork-server template PSS {b['template_pss']:.1f} MiB (shared by all)")
+    print("goals (issue 7): pool create -> first result < 30 ms p50; warm round trip <= 1.2x raw; <= 25 MiB PSS per idle sandbox")
+
+
+if __name__ == "__main__":
+    main()
