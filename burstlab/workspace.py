@@ -148,6 +148,10 @@ class Workspace:
         """Called once when a session stops or is lost: release GPUs, close the meter interval."""
         session.lease.release(self._client)
         record = self.meter.stop(session.interval_id) if session.interval_id else None
+        if session.state == "stopped" and not self._closed:
+            # A user's or the idle reaper's stop (never the lease's own done-callback, which runs on
+            # Dask's loop): return once the GPUs are free for the next session.
+            session.lease.wait_released(self._client)
         session.close_transport()
         with self._lock:
             if self.sessions.get(session.key) is session:

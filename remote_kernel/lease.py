@@ -100,6 +100,17 @@ class Lease:
         if self.futures:
             client.cancel(self.futures, force=True)
 
+    def wait_released(self, client, timeout: float = 10.0) -> bool:
+        """After ``release``: wait until the scheduler sees this lease's GPUs free (the worker has
+        stopped the kernel), so that "released" means another session can take them now."""
+        mine = {(s.host, s.type, s.index) for s in self.slots}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(s.busy for s in slots(client) if (s.host, s.type, s.index) in mine):
+                return True
+            time.sleep(0.05)
+        return False
+
 
 def _choose(free: list[Slot], request: GpuRequest) -> list[Slot] | None:
     """``request.count`` free slots of the requested type on one host, or None."""
