@@ -108,6 +108,12 @@ def build_root(spec: dict) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["root_dir"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    # /tmp and /dev/shm first: size-limited tmpfs owned by the sandbox's user. Mounted before the binds
+    # so that a Python environment living under /tmp (a CI checkout's venv) is bound on top, not hidden.
+    uid, gid = spec["uid"], spec["gid"]
+    for d, size in (("/tmp", spec["tmp_size"]), ("/dev/shm", spec["shm_size"])):
+        os.makedirs(root + d, exist_ok=True)
+        mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     for src, dst in spec["ro_binds"]:
         if os.path.exists(src):
             _bind(src, dst, readonly=True, root=root)
@@ -119,11 +125,6 @@ def build_root(spec: dict) -> None:
     for src, dst in spec["symlinks"]:
         os.makedirs(os.path.dirname(root + dst), exist_ok=True)
         os.symlink(src, root + dst)
-    # /tmp and /dev/shm: size-limited tmpfs owned by the sandbox's user
-    uid, gid = spec["uid"], spec["gid"]
-    for d, size in (("/tmp", spec["tmp_size"]), ("/dev/shm", spec["shm_size"])):
-        os.makedirs(root + d, exist_ok=True)
-        mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
     # a minimal /dev: the harmless character devices, bound from the host (plus GPU nodes when asked)
     for name in ("null", "zero", "full", "random", "urandom"):
         if os.path.exists("/dev/" + name):
