@@ -302,9 +302,9 @@ class MapRun:
     def cost_microusd(self) -> int:
         return _policy.spans_cost_microusd(self.spans, self.rate, self.quantity)
 
-    def workers_up(self) -> int:
+    def workers_up(self, fresh: bool = False) -> int:
         now = time.monotonic()
-        if now - self._workers_checked > 1.0:
+        if fresh or now - self._workers_checked > 1.0:
             from burstlab.remote_kernel.cluster import supply
 
             self._workers_checked = now
@@ -317,20 +317,30 @@ class MapRun:
     def _tick(self, final: bool = False) -> None:
         if self.progress is not None:
             self.progress.update(done=self.done, failed=self.failed, retried=self.retried,
-                                 workers=self.workers_up(), elapsed=time.monotonic() - self.started,
+                                 workers=self.workers_up(final), elapsed=time.monotonic() - self.started,
                                  cost_microusd=self.cost_microusd(), final=final)
 
     def cancel(self) -> None:
-        """Cancel every input not finished; workers become idle (and stop after the idle window)."""
+        """Cancel every input not finished; workers become idle (and stop after the idle window).
+
+        A GPU worker still running a cancelled input after a short grace is restarted, so its GPU is
+        free at once (a thread cannot be stopped; the process can). A GPU worker runs one task at a
+        time, so nothing else (no session) is on it.
+        """
         futures = list(self._inflight)
         self._inflight.clear()
         self._retry.clear()
         self._exhausted = True
-        if futures:
-            try:
-                self.client.cancel(futures, force=True)
-            except Exception:
-                pass
+        if not futures:
+            return
+        keys = [f.key for f in futures]
+        try:
+            self.client.cancel(futures, force=True)
+            if self.resource != CPU:
+                time.sleep(0.3)
+                self.client.run(_stop_if_executing, keys, on_error="ignore")
+        except Exception:
+            pass
 
     def close(self) -> None:
         """Cancel what is left, write the ledger rows, close the progress display (idempotent)."""
@@ -354,6 +364,17 @@ class MapRun:
                                      "inputs": self.done + self.failed},
             )
             ledger.close_interval(interval_id, span.stop_ns)
+
+
+def _stop_if_executing(keys: list, dask_worker=None) -> bool:
+    """Runs on each worker: if it still executes one of ``keys``, its process exits (its Nanny starts
+    a fresh one). Only GPU workers are asked; they run one task at a time, so nothing else is lost."""
+    import os
+
+    tasks = dask_worker.state.tasks
+    if any(k in tasks and tasks[k].state in ("executing", "long-running", "cancelled") for k in keys):
+        os._exit(1)  # at once: no new task may land on it meanwhile
+    return False
 
 
 def _add_note(exc: BaseException, note: str) -> None:

@@ -1,0 +1,55 @@
+"""The pure parts of fan-out and of the embedded cluster's scaling: no processes."""
+
+import io
+
+from burstlab.fanout import _policy
+from burstlab.fanout._progress import Progress, summary
+from burstlab.remote_kernel.adaptive import CatalogueEntry, decide
+
+H = [CatalogueEntry(f"h{i}", {"H100": 1, f"slot:vm/{i}": 1}) for i in range(2)]
+CPU = CatalogueEntry("cpu", {"CPU": 2})
+
+
+def test_chunk_size_starts_at_one_and_grows_to_the_target():
+    assert _policy.chunk_size(None, 1, 2, 10_000) == 1
+    assert _policy.chunk_size(1e-6, 1, 2, 10_000) == _policy.GROWTH  # growth is capped
+    assert _policy.chunk_size(1e-6, 512, 2, 10_000) == _policy.MAX_CHUNK
+    assert _policy.chunk_size(0.01, 512, 2, 10_000) == 20  # 0.2 s of 10 ms inputs
+    assert _policy.chunk_size(5.0, 1, 2, 10_000) == 1  # long inputs: one per task
+    assert _policy.chunk_size(1e-6, 512, 2, 10) == 5  # leave work for every worker
+
+
+def test_retry_policy_separates_infrastructure_from_user_errors():
+    assert _policy.should_retry(1, 2, True, None, ())
+    assert not _policy.should_retry(3, 2, True, None, ())
+    assert not _policy.should_retry(1, 2, False, ValueError(), ())
+    assert _policy.should_retry(1, 2, False, ValueError(), (ValueError,))
+    assert not _policy.should_retry(1, 2, False, KeyError(), (ValueError,))
+
+
+def test_span_cost_bills_whole_seconds():
+    spans = {"a": _policy.Span(0, 1_500_000_000), "b": _policy.Span(0, 10)}
+    assert _policy.spans_cost_microusd(spans, 1_000_000) == 3 * 1000  # 2 s + 1 s at $0.001/s
+
+
+def test_decide_starts_workers_for_demand_and_keeps_busy_ones():
+    assert decide(H + [CPU], {}, {}) == set()
+    assert decide(H + [CPU], {"H100": 1}, {}) == {"h0"}
+    assert decide(H + [CPU], {"H100": 5}, {}) == {"h0", "h1"}
+    assert decide(H + [CPU], {"CPU": 3}, {}) == {"cpu"}
+    # an idle running worker is preferred over starting one
+    assert decide(H + [CPU], {"H100": 1}, {"h1": False}) == {"h1"}
+    # a lease asks for one GPU by its slot resource
+    assert decide(H + [CPU], {"H100": 1, "slot:vm/1": 1}, {}) == {"h1"}
+    # a busy worker (a session's lease) is never given up, whatever the demand
+    assert decide(H + [CPU], {}, {"h0": True, "cpu": False}) == {"h0"}
+
+
+def test_progress_text_never_prints_a_line_per_input():
+    assert summary("f", 10, 7, 1, 2, 2, 1.25, 1500) == "f: 8/10 done | 1 failed | 2 retried | 2 workers up | 1.2 s | $0.0015"
+    out = io.StringIO()  # not a terminal: a line at the start and one at the end
+    p = Progress("f", 1000, stream=out, interval=0)
+    for i in range(1000):
+        p.update(done=i, failed=0, retried=0, workers=1, elapsed=0.0, cost_microusd=0)
+    p.update(done=1000, failed=0, retried=0, workers=1, elapsed=0.0, cost_microusd=0, final=True)
+    assert p.lines == 2 and "1000/1000 done" in out.getvalue()
