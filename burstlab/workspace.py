@@ -144,11 +144,11 @@ class Workspace:
             s.stop("stopped by the user")
         return [s.key for s in targets]
 
-    def _session_ended(self, session, reason: str) -> None:
+    def _session_ended(self, session, state: str, reason: str) -> None:
         """Called once when a session stops or is lost: release GPUs, close the meter interval."""
         session.lease.release(self._client)
         record = self.meter.stop(session.interval_id) if session.interval_id else None
-        if session.state == "stopped" and not self._closed:
+        if state == "stopped" and not self._closed:
             # A user's or the idle reaper's stop (never the lease's own done-callback, which runs on
             # Dask's loop): return once the GPUs are free for the next session.
             session.lease.wait_released(self._client)
@@ -156,7 +156,7 @@ class Workspace:
         with self._lock:
             if self.sessions.get(session.key) is session:
                 del self.sessions[session.key]
-            if session.state == "lost" or reason.startswith("released after"):
+            if state == "lost" or reason.startswith("released after"):
                 self.ended[session.key] = reason
         session.final_record = record
 

@@ -221,24 +221,26 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
     ]
     try:
         started = 0
+        ready = None
         # Each pinned task starts within milliseconds if its GPU was free; if another session took
-        # it in the meantime, the task waits on the worker and we withdraw and look again.
+        # it in the meantime, the task waits on the worker and we withdraw and look again. Events of
+        # different tasks arrive in any order: the primary may be ready before a secondary started.
         start_deadline = time.monotonic() + 3.0
-        while started < len(chosen):
-            msg = queue.get(timeout=max(0.01, start_deadline - time.monotonic()))
+        ready_deadline = start_deadline + start_timeout
+        while started < len(chosen) or ready is None:
+            deadline = start_deadline if started < len(chosen) else ready_deadline
+            msg = queue.get(timeout=max(0.01, deadline - time.monotonic()))
             if msg.get("event") == "started":
                 started += 1
-        ready_deadline = time.monotonic() + start_timeout
-        while True:
-            msg = queue.get(timeout=max(0.01, ready_deadline - time.monotonic()))
-            if msg.get("event") == "ready":
-                lease.connection = msg["connection"]
-                lease.kernel_pid = msg["pid"]
-                lease.warm = msg["warm"]
-                return lease
-            if msg.get("event") == "failed":
+            elif msg.get("event") == "ready":
+                ready = msg
+            elif msg.get("event") == "failed":
                 lease.release(client)
                 raise SessionLostError(f"The remote kernel could not start on {chosen[0].host}: {msg['error']}")
+        lease.connection = ready["connection"]
+        lease.kernel_pid = ready["pid"]
+        lease.warm = ready["warm"]
+        return lease
     except (TimeoutError, BurstlabError) as exc:
         lease.release(client)
         if isinstance(exc, BurstlabError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ class GpuSession:
     ``execute``/``push``/``pull`` are async; ``*_sync`` twins run them on burstlab's loop thread.
     """
 
-    def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str], None]):
+    def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str, str], None]):
         self.key = key
         self.lease = lease
         self.gpu_type = lease.request.type
@@ -30,6 +31,8 @@ class GpuSession:
         self.last_active = time.monotonic()
         self.state = "running"  # running | stopped | lost
         self.end_reason = ""
+        self._ending = False
+        self._end_lock = threading.Lock()
         self.interval_id = ""
         self._on_end = on_end
         self.kernel: RemoteKernel = _sync.run_sync(self._connect())
@@ -44,7 +47,7 @@ class GpuSession:
         return f"{self.gpu_type}{'' if self.count == 1 else f' x{self.count}'}{' (declared)' if self.declared else ''}"
 
     def _lease_done(self) -> None:
-        if self.state != "running":
+        if self._ending:
             return
         ended = self.lease.ended() or {}
         if ended.get("ended") == "released":
@@ -55,11 +58,16 @@ class GpuSession:
         self._end("lost", f"the remote kernel died{detail}")
 
     def _end(self, state: str, reason: str) -> None:
-        if self.state != "running":
-            return
-        self.state = state
+        """End once: the workspace releases the GPUs and closes the meter, then the state flips."""
+        with self._end_lock:
+            if self._ending:
+                return
+            self._ending = True
         self.end_reason = reason
-        self._on_end(self, reason)
+        try:
+            self._on_end(self, state, reason)
+        finally:
+            self.state = state
 
     def _check(self) -> None:
         if self.state != "running":
