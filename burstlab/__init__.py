@@ -23,6 +23,7 @@ from .errors import (
 from .gpus import parse_gpu_spec
 from .wire import Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
 from .workspace import Workspace, get_workspace
+from burstlab.sandbox import Sandbox, SandboxPool
 
 
 __version__ = "0.1.0"
@@ -55,8 +56,10 @@ __all__ = [
     "NoGpuError",
     "Output",
     "RemoteError",
+    "Sandbox",
     "SandboxError",
     "SandboxLimitError",
+    "SandboxPool",
     "SessionLostError",
     "TransferError",
     "UsageRecord",

@@ -35,7 +35,10 @@ class SandboxMagics(Magics):
             sb.close()
             sb = self.sandbox_obj = None
         if sb is None:
-            kwargs = {"network": network}
+            from burstlab.workspace import get_workspace
+
+            ws = get_workspace(self.shell.config if self.shell is not None else None)
+            kwargs = {"network": network, "meter": ws.meter, "user": ws.user, "notebook": ws.notebook}
             if memory:
                 kwargs["memory"] = memory
             sb = self.sandbox_obj = Sandbox(**kwargs)
