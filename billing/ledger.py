@@ -49,7 +49,8 @@ MIGRATIONS = [
 ]
 
 _COLUMNS = (
-    "id, kind, user, notebook, resource, quantity, declared, rate_nusd_per_s, start_ns, heartbeat_ns, stop_ns, recovered"
+    "id, kind, user, notebook, resource, quantity, declared, rate_nusd_per_s, start_ns, heartbeat_ns, stop_ns, recovered, "
+    "detail"
 )
 
 
@@ -141,13 +142,14 @@ class Ledger:
                 [(int(now_ns), i) for i in ids],
             )
 
-    def close_interval(self, id: str, stop_ns: int) -> bool:
-        """Close an open interval; returns False (and changes nothing) if it was already closed."""
+    def close_interval(self, id: str, stop_ns: int, detail: dict | None = None) -> bool:
+        """Close an open interval, merging ``detail`` into its detail (e.g. CPU seconds used);
+        returns False (and changes nothing) if it was already closed."""
         with self._lock:
             cur = self._db.execute(
-                "UPDATE intervals SET stop_ns = MAX(?, start_ns), heartbeat_ns = MAX(?, start_ns) "
-                "WHERE id = ? AND stop_ns IS NULL",
-                (int(stop_ns), int(stop_ns), id),
+                "UPDATE intervals SET stop_ns = MAX(?, start_ns), heartbeat_ns = MAX(?, start_ns), "
+                "detail = json_patch(detail, ?) WHERE id = ? AND stop_ns IS NULL",
+                (int(stop_ns), int(stop_ns), json.dumps(detail or {}), id),
             )
             return cur.rowcount == 1
 
@@ -202,13 +204,13 @@ class Ledger:
 
 
 def _record(row: tuple, now_ns: int) -> UsageRecord:
-    (id, kind, user, notebook, resource, quantity, declared, rate, start_ns, heartbeat_ns, stop_ns, recovered) = row
+    (id, kind, user, notebook, resource, quantity, declared, rate, start_ns, heartbeat_ns, stop_ns, recovered, detail) = row
     billed = billed_seconds(start_ns, stop_ns if stop_ns is not None else max(now_ns, start_ns))
     return UsageRecord(
         id=id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=quantity,
         declared=bool(declared), rate_nusd_per_s=rate, start_ns=start_ns, heartbeat_ns=heartbeat_ns,
         stop_ns=stop_ns, billed_s=billed, cost_microusd=cost_microusd(billed, rate, quantity),
-        recovered=bool(recovered),
+        recovered=bool(recovered), detail=json.loads(detail or "{}"),
     )
 
 

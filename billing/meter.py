@@ -59,10 +59,10 @@ class Meter:
                 self._thread.start()
         return interval_id
 
-    def stop(self, interval_id: str) -> UsageRecord | None:
-        """Close an interval now (idempotent) and return its final record."""
+    def stop(self, interval_id: str, detail: dict | None = None) -> UsageRecord | None:
+        """Close an interval now (idempotent), merging ``detail`` into it; return its final record."""
         now = self.clock.now_ns()
-        self.ledger.close_interval(interval_id, now)
+        self.ledger.close_interval(interval_id, now, detail)
         with self._lock:
             self._open.discard(interval_id)
         return self.ledger.get(interval_id, now)

@@ -173,6 +173,7 @@ class UsageRecord(_Wire):
     billed_s: int
     cost_microusd: int
     recovered: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cost_usd(self) -> float:

@@ -334,7 +334,7 @@ class Sandbox:
                 return
             self._closed = True
             if self._meter_id is not None and self.meter is not None:
-                self.meter.stop(self._meter_id)
+                self.meter.stop(self._meter_id, detail={"usage": self.usage()})
                 self._meter_id = None
             await self._teardown()
 

@@ -37,9 +37,17 @@ def test_ledger_idempotent_open_and_close(tmp_path):
     _open(ledger, "a", 0)
     _open(ledger, "a", 5 * NS_PER_S)  # a retried open changes nothing
     assert ledger.close_interval("a", 2 * NS_PER_S + 1)
-    assert not ledger.close_interval("a", 99 * NS_PER_S)  # a retried stop never double-bills
+    assert not ledger.close_interval("a", 99 * NS_PER_S, {"x": 1})  # a retried stop never double-bills
     [rec] = ledger.usage()
     assert (rec.start_ns, rec.stop_ns, rec.billed_s, rec.cost_microusd) == (0, 2 * NS_PER_S + 1, 3, 3 * 1097)
+    assert rec.detail == {}
+
+
+def test_stop_merges_detail(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    _open(ledger, "a", 0, detail={"host": "h"})
+    ledger.close_interval("a", NS_PER_S, {"usage": {"cpu_s": 1.5}})
+    assert ledger.get("a").detail == {"host": "h", "usage": {"cpu_s": 1.5}}
 
 
 def test_rate_in_force_is_kept_when_prices_change(tmp_path):

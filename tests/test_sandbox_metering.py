@@ -21,4 +21,7 @@ def test_sandbox_cell_writes_a_ledger_interval():
         assert rows[0].resource == "CPU" and rows[0].user == ws.user and rows[0].notebook == ws.notebook
     finally:
         shell.run_line_magic("sandbox_close", "")
-    assert ws.usage(kind="sandbox")[-1].stop_ns is not None
+    closed = ws.usage(kind="sandbox")[-1]
+    assert closed.stop_ns is not None
+    usage = closed.detail["usage"]  # CPU and wall seconds are recorded with the interval
+    assert usage["cpu_s"] > 0 and usage["wall_s"] > 0
