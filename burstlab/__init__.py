@@ -23,6 +23,7 @@ from .errors import (
 from .gpus import parse_gpu_spec
 from .wire import Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
 from .workspace import Workspace, get_workspace
+from burstlab.fanout import Call, Function, function, map
 from burstlab.sandbox import Sandbox, SandboxPool
 
 
@@ -44,11 +45,13 @@ def unload_ipython_extension(ipython):
 __all__ = [
     "BudgetExceeded",
     "BurstlabError",
+    "Call",
     "CapacityError",
     "ConfigError",
     "Execution",
     "ExecutionError",
     "FanoutError",
+    "Function",
     "GpuInventoryEntry",
     "GpuRequest",
     "GpuSpec",
@@ -64,6 +67,8 @@ __all__ = [
     "TransferError",
     "UsageRecord",
     "Workspace",
+    "function",
     "get_workspace",
+    "map",
     "parse_gpu_spec",
 ]

@@ -197,7 +197,7 @@ class KernelPoolPlugin(WorkerPlugin):
         self.size = size
 
     def setup(self, worker) -> None:
-        if self.size > 0 and worker.state.total_resources:
+        if self.size > 0 and os.environ.get("BURSTLAB_GPU_TYPE"):  # GPU workers only, not the CPU worker
             worker_pool(worker.ip, self.size).fill()
 
     def teardown(self, worker) -> None:
