@@ -41,6 +41,9 @@ def _cell_parser() -> _Parser:
     return p
 
 
+_CELL_PARSER = _cell_parser()  # built once: argparse set-up costs more than a warm remote cell's overhead budget
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
@@ -70,7 +73,7 @@ class GpuMagics(Magics):
         raise BurstlabError(f"%%gpu needs a GPU type: this workspace has {', '.join(types)} (e.g. %%gpu {types[0]}).")
 
     def _cell(self, line: str, cell: str):
-        args = _cell_parser().parse_args(shlex.split(line))
+        args = _CELL_PARSER.parse_args(shlex.split(line))
         ws = self.workspace
         spec = args.spec or self._default_spec()
         key = str(ws.parse(spec))
