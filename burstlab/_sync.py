@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, TypeVar
+from typing import Awaitable, TypeVar
 
 T = TypeVar("T")
 
@@ -48,9 +48,4 @@ def run_sync(coro: Awaitable[T], timeout: float | None = None) -> T:
     return submit(coro).result(timeout)
 
 
-def call_soon(fn: Any, *args: Any) -> None:
-    """Call ``fn(*args)`` on the private loop's thread."""
-    loop().call_soon_threadsafe(fn, *args)
-
-
-__all__ = ["call_soon", "loop", "run_sync", "submit"]
+__all__ = ["loop", "run_sync", "submit"]

@@ -107,6 +107,7 @@ class Gpu:
     host: str
     uuid: str = ""
     memory_bytes: int = 0
+    minor: int = -1  # /dev/nvidia<minor> (NVML only)
 
 
 def parse_declared(text: str) -> dict[str, int]:
@@ -145,7 +146,8 @@ def nvml_gpus(host: str | None = None) -> list[Gpu]:
             uuid = pynvml.nvmlDeviceGetUUID(handle)
             uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total
-            gpus.append(Gpu(type=normalise_type(name), index=i, source="nvml", host=host, uuid=uuid, memory_bytes=mem))
+            gpus.append(Gpu(type=normalise_type(name), index=i, source="nvml", host=host, uuid=uuid, memory_bytes=mem,
+                            minor=pynvml.nvmlDeviceGetMinorNumber(handle)))
         return gpus
     finally:
         pynvml.nvmlShutdown()

@@ -82,9 +82,6 @@ class Workspace:
 
         return inventory(slots(self.client))
 
-    def parse(self, spec: str | list[str] | GpuSpec) -> GpuSpec:
-        return parse_gpu_spec(spec)
-
     # -- sessions -------------------------------------------------------------------------------
 
     def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0):
@@ -147,7 +144,8 @@ class Workspace:
     def _session_ended(self, session, state: str, reason: str) -> None:
         """Called once when a session stops or is lost: release GPUs, close the meter interval."""
         session.lease.release(self._client)
-        record = self.meter.stop(session.interval_id) if session.interval_id else None
+        if session.interval_id:
+            self.meter.stop(session.interval_id)
         if state == "stopped" and not self._closed:
             # A user's or the idle reaper's stop (never the lease's own done-callback, which runs on
             # Dask's loop): return once the GPUs are free for the next session.
@@ -158,7 +156,6 @@ class Workspace:
                 del self.sessions[session.key]
             if state == "lost" or reason.startswith("released after"):
                 self.ended[session.key] = reason
-        session.final_record = record
 
     def _ensure_reaper(self) -> None:
         with self._lock:

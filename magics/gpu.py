@@ -19,6 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from burstlab import _sync
 from burstlab.errors import BurstlabError, RemoteError, TransferError
+from burstlab.gpus import parse_gpu_spec
 from burstlab.workspace import get_workspace
 
 from .render import Publisher, bill_table, money, table
@@ -76,7 +77,7 @@ class GpuMagics(Magics):
         args = _CELL_PARSER.parse_args(shlex.split(line))
         ws = self.workspace
         spec = args.spec or self._default_spec()
-        key = str(ws.parse(spec))
+        key = str(parse_gpu_spec(spec))
         note = ws.ended.pop(key, None)
         if note:
             print(f"[burstlab: the previous {key} session ended ({note}); its state is gone. Starting a new one.]",

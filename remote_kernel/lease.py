@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from burstlab.errors import BurstlabError, CapacityError, NoGpuError, SessionLostError
-from burstlab.gpus import SPEC_FORMS
+from burstlab.gpus import parse_gpu_spec
 from burstlab.wire import GpuRequest, GpuSpec
 
 from .cluster import Slot, inventory, slots
@@ -158,14 +158,7 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
         all_slots = slots(client)
         if not all_slots:
             raise NoGpuError(no_gpu_message())
-        have = {s.type for s in all_slots}
-        if not any(c.type in have for c in spec.choices):
-            from burstlab.errors import GpuSpecError
-
-            raise GpuSpecError(
-                f"No GPU of type {', '.join(c.type for c in spec.choices)} in this workspace "
-                f"(it has: {', '.join(sorted(have))}). Valid forms: {SPEC_FORMS}."
-            )
+        parse_gpu_spec(spec, available={s.type for s in all_slots})  # raises, listing the types there are
         free = [s for s in all_slots if not s.busy]
         for request in spec.choices:
             chosen = _choose(free, request)

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-import burstlab
 from burstlab import fanout
 from burstlab.errors import FanoutError, GpuSpecError
 from burstlab.remote_kernel.cluster import supply
