@@ -146,6 +146,7 @@ class MapRun:
         self.spans: dict[str, _policy.Span] = {}
         self.rate = workspace.meter.rates.rate(self.resource)
         self.quantity = int(next(iter(self.resources.values()), 1))
+        self._slot_cycle = None  # set per fill by _placements()
         self.started = time.monotonic()
         self.progress = Progress.make(progress, self.name, self.total)
         self._workers_up = 0
@@ -182,12 +183,27 @@ class MapRun:
         blob = blob if blob is not None else pickle_items(chunk)
         future = self.client.submit(
             run_chunk, self.fn_blob, blob, self.star, self.timeout,
-            key=f"burstlab-map-{self.name[:40]}-{self.id}-{next(self._seq)}", resources=self.resources, pure=False,
+            key=f"burstlab-map-{self.name[:40]}-{self.id}-{next(self._seq)}", pure=False,
+            resources=self.resources if self._slot_cycle is None else {**self.resources, next(self._slot_cycle): 1},
         )
         self._inflight[future] = chunk
         future.add_done_callback(self._done_q.put)
 
+    def _placements(self) -> None:
+        """Pin GPU chunks to GPUs no %%gpu session holds: Dask would queue a resource-restricted task
+        behind a session's lease on a worker that merely *has* the resource, for the session's life."""
+        self._slot_cycle = None
+        if self.resource == CPU or not self.resources:
+            return
+        from burstlab.remote_kernel.cluster import leased_slot_resources, slots
+
+        leased = leased_slot_resources(self.client)
+        free = [s.resource for s in slots(self.client) if s.type == self.resource and s.resource and s.resource not in leased]
+        if free and leased:  # only when a session holds one of this type; else let Dask balance
+            self._slot_cycle = itertools.cycle(free)
+
     def _fill(self) -> None:
+        self._placements()
         if self._first is not None:
             first, self._first = self._first, None
             if first:

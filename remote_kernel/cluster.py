@@ -169,6 +169,18 @@ def _scheduler_slots(dask_scheduler=None) -> list[tuple]:
     return rows
 
 
+def _scheduler_leased(dask_scheduler=None) -> list[str]:
+    """Runs on the scheduler: slot resources of the workers running a %%gpu lease task."""
+    return [r for ws in dask_scheduler.workers.values()
+            if any(str(ts.key).startswith("burstlab-lease-") for ts in ws.processing)
+            for r in ws.resources if r.startswith(SLOT_PREFIX)]
+
+
+def leased_slot_resources(client) -> set[str]:
+    """Slot resources of the GPUs that %%gpu sessions hold now (fan-out pins its tasks elsewhere)."""
+    return set(client.run_on_scheduler(_scheduler_leased))
+
+
 def slots(client) -> list[Slot]:
     """GPU slots of the cluster a client is connected to, from one scheduler call."""
     out = []
