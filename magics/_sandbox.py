@@ -1,13 +1,20 @@
 """``%%sandbox``: run a cell in this notebook's sandbox (one per notebook kernel, reused).
 
-A thin front door over :class:`burstlab.sandbox.Sandbox`: the cell's stdout and stderr are written
-to this kernel's streams, rich results are re-published as display data, and an error (the user's
-own, or a limit's) is raised as :class:`~burstlab.errors.RemoteError`, whose traceback shows the
-sandbox's frames, like a local cell's.
+A thin front door over a sandbox: the cell's stdout and stderr are written to this kernel's
+streams, rich results are re-published as display data, and an error (the user's own, or a
+limit's) is raised as :class:`~burstlab.errors.RemoteError`, whose traceback shows the sandbox's
+frames, like a local cell's.
+
+Which sandbox: in a kernel started by a Jupyter server with burstlab, the server's workspace tells
+the kernel where it is (``BURSTLAB_URL`` and ``BURSTLAB_TOKEN``), and the notebook's sandbox is
+created on the server through :mod:`burstlab.client`, so the lab and agents see it. Elsewhere
+(plain IPython, a script) it is an in-process :class:`burstlab.sandbox.Sandbox`, as before.
+Rendering and errors are the same either way.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -17,24 +24,45 @@ from burstlab.errors import RemoteError, SandboxError
 from burstlab.wire import Execution
 
 
+def _say(text: str) -> None:
+    sys.stderr.write(f"[burstlab: {text}]\n")
+
+
 @magics_class
 class SandboxMagics(Magics):
     """``%%sandbox [--timeout S] [--memory SIZE] [--network]`` and ``%sandbox_close``."""
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
-        self.sandbox_obj = None  # the notebook's sandbox, created on first use
+        self.sandbox_obj = None  # the notebook's sandbox (local Sandbox or RemoteSandbox), created on first use
+        self._client = None      # burstlab.client.Workspace, when the kernel's server hosts the workspace
+
+    # -- where the sandbox lives ----------------------------------------------------------------
+    def _remote_workspace(self):
+        """The server's workspace (``BURSTLAB_URL`` set by the server for its kernels), or None."""
+        url = os.environ.get("BURSTLAB_URL", "")
+        if not url:
+            return None
+        if self._client is None or self._client.url.rstrip("/") != url.rstrip("/"):
+            from burstlab.client import Workspace
+
+            self._client = Workspace(url, os.environ.get("BURSTLAB_TOKEN", ""))
+        return self._client
 
     def _sandbox_for(self, memory: str | None, network: bool):
-        from burstlab.sandbox import Sandbox
-
+        remote = self._remote_workspace()
         sb = self.sandbox_obj
+        if sb is not None and (remote is None) != (getattr(sb, "workspace", None) is None):
+            sb.close()  # BURSTLAB_URL appeared or went away: the old sandbox is in the other place
+            sb = self.sandbox_obj = None
         if sb is not None and sb.network != network:
-            sys.stderr.write(
-                f"[burstlab: network={'on' if network else 'off'} needs a new sandbox; the old one's state is lost]\n")
+            _say(f"network={'on' if network else 'off'} needs a new sandbox; the old one's state is lost")
             sb.close()
             sb = self.sandbox_obj = None
+        if remote is not None:
+            return self._remote_sandbox(remote, sb, memory, network)
         if sb is None:
+            from burstlab.sandbox import Sandbox
             from burstlab.workspace import get_workspace
 
             ws = get_workspace(self.shell.config if self.shell is not None else None)
@@ -46,6 +74,34 @@ class SandboxMagics(Magics):
             sb.reconfigure(memory=memory)
         return sb
 
+    def _remote_sandbox(self, remote, sb, memory: str | None, network: bool):
+        from burstlab.sandbox import parse_size
+        from burstlab.workspace import default_notebook
+
+        if sb is not None and memory and parse_size(memory, "memory") != sb.limits.get("memory"):
+            # The service has no way to change a running sandbox's memory: a new one it is.
+            _say(f"--memory {memory} needs a new sandbox on the server; the old one's state is lost")
+            sb.close()
+            sb = self.sandbox_obj = None
+        if sb is None:
+            sb = self.sandbox_obj = remote.sandbox(memory=memory, network=network, notebook=default_notebook())
+        return sb
+
+    def _run(self, sb, cell: str, timeout: float | None) -> Execution:
+        try:
+            return sb.run(cell, timeout=timeout)
+        except SandboxError as exc:
+            if getattr(exc, "status", None) != 404 or getattr(sb, "workspace", None) is None:
+                raise
+        # The server no longer has the notebook's sandbox (closed from the lab or by an agent): start over.
+        old = sb.id
+        self.sandbox_obj = None
+        sb = self._remote_sandbox(sb.workspace, None, None, sb.network)
+        _say(f"the notebook's sandbox {old} was closed on the server; this cell runs in a new one "
+             f"({sb.id}), so earlier state is lost")
+        return sb.run(cell, timeout=timeout)
+
+    # -- magics ---------------------------------------------------------------------------------
     @magic_arguments()
     @argument("--timeout", type=float, default=None, help="wall-clock seconds for this cell (default: the sandbox's, 30)")
     @argument("--memory", default=None, help='memory limit, e.g. "512MiB" or "2GiB"')
@@ -56,7 +112,7 @@ class SandboxMagics(Magics):
         args = parse_argstring(self.sandbox, line)
         try:
             sb = self._sandbox_for(args.memory, args.network)
-            ex = sb.run(cell, timeout=args.timeout)
+            ex = self._run(sb, cell, args.timeout)
         except SandboxError as exc:
             raise RemoteError("SandboxError", str(exc)) from None
         render(ex)

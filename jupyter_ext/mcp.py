@@ -1,0 +1,304 @@
+"""``jupyter burstlab mcp``: burstlab's sandboxes as MCP tools, over stdio, for coding agents.
+
+::
+
+    BURSTLAB_URL=http://127.0.0.1:8888/ BURSTLAB_TOKEN=... jupyter burstlab mcp    # a running service
+    jupyter burstlab mcp                                                           # in-process sandboxes
+    python -m burstlab.jupyter_ext.mcp [--url URL] [--token-file PATH]             # the same, without jupyter
+
+Tools: ``create_sandbox``, ``run_cell``, ``read_file``, ``write_file``, ``list_files``,
+``list_sandboxes``, ``close_sandbox``. Each answers a short text summary for the model to read, and
+the same facts as structured JSON (``run_cell``: the :class:`~burstlab.wire.Execution` JSON, as the
+REST API returns it). A refused request (unknown sandbox, bad path, limit above the maximum, service
+down) is a tool error whose text names the fix.
+
+With a URL (``--url`` or ``$BURSTLAB_URL``) the tools go through :mod:`burstlab.client` to that
+service, as the token's user, so the lab and other agents see the same sandboxes and one bill.
+Without one they run :class:`burstlab.sandbox.Sandbox` in this process (root needed, as for any
+sandbox), metered into the local workspace's ledger. Either way, sandboxes created through this
+server are closed when it exits (its stdin closes). Prefer ``$BURSTLAB_TOKEN`` or ``--token-file``
+to ``--token``: a command line is visible to every user of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import secrets
+import sys
+from typing import Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
+
+from burstlab.errors import BurstlabError
+from burstlab.wire import Execution
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_MAX_TEXT = 20_000  # characters of any one stream in the text summary (the structured JSON has it all)
+
+INSTRUCTIONS = (
+    "burstlab sandboxes are isolated, stateful Python kernels (IPython): variables and imports persist between "
+    "run_cell calls on the same sandbox. Call create_sandbox once, then run_cell as often as needed, and "
+    "close_sandbox when done. The network is off unless create_sandbox(network=true). Files live in the "
+    "sandbox's work dir (relative paths only). A run that hits a limit (timeout, memory) returns an error "
+    "named SandboxTimeout / SandboxMemoryLimit inside the result; the sandbox keeps running."
+)
+
+
+# -- backends: the same five verbs over a service or in this process ---------------------------------
+
+class RemoteBackend:
+    """Sandboxes on a burstlab service, through :mod:`burstlab.client`."""
+
+    def __init__(self, url: str, token: str) -> None:
+        from burstlab.client import Workspace
+
+        self.ws = Workspace(url, token)
+        self.where = f"the burstlab service at {self.ws.url}"
+
+    def create(self, timeout: float | None, memory: str | None, network: bool):
+        sb = self.ws.sandbox(timeout=timeout, memory=memory, network=network, notebook="mcp")
+        return sb.id, sb
+
+    def get(self, sandbox_id: str):
+        return self.ws.get_sandbox(sandbox_id)
+
+    def describe(self, sb) -> dict:
+        return dict(sb.info)
+
+    def list(self) -> list[dict]:
+        return [dict(sb.info) for sb in self.ws.sandboxes()]
+
+    def forget(self, sandbox_id: str) -> None:
+        pass
+
+    def close_all(self) -> None:
+        self.ws.close()  # closes the sandboxes this server created
+
+
+class LocalBackend:
+    """Sandboxes in this process (:class:`burstlab.sandbox.Sandbox`), metered into the local ledger."""
+
+    def __init__(self) -> None:
+        self.sandboxes: dict[str, Any] = {}
+        self.where = "this process (no BURSTLAB_URL: in-process sandboxes)"
+
+    def create(self, timeout: float | None, memory: str | None, network: bool):
+        from burstlab.sandbox import Sandbox
+        from burstlab.workspace import get_workspace
+
+        ws = get_workspace()
+        kwargs: dict[str, Any] = {"network": network, "meter": ws.meter, "user": ws.user, "notebook": "mcp"}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if memory is not None:
+            kwargs["memory"] = memory
+        sb = Sandbox(**kwargs).start()
+        sandbox_id = "sb-" + secrets.token_hex(6)
+        self.sandboxes[sandbox_id] = sb
+        return sandbox_id, sb
+
+    def get(self, sandbox_id: str):
+        sb = self.sandboxes.get(sandbox_id)
+        if sb is None:
+            known = ", ".join(self.sandboxes) or "none"
+            raise BurstlabError(f"No sandbox {sandbox_id!r} here (open: {known}); create one with create_sandbox.")
+        return sb
+
+    def describe(self, sb) -> dict:
+        sandbox_id = next((k for k, v in self.sandboxes.items() if v is sb), "")
+        lim = sb.limits
+        return {"id": sandbox_id, "state": "running" if sb.started else "closed", "network": sb.network,
+                "limits": {"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus}}
+
+    def list(self) -> list[dict]:
+        return [self.describe(sb) for sb in self.sandboxes.values()]
+
+    def forget(self, sandbox_id: str) -> None:
+        self.sandboxes.pop(sandbox_id, None)
+
+    def close_all(self) -> None:
+        for sb in list(self.sandboxes.values()):
+            try:
+                sb.close()
+            except BurstlabError:
+                pass
+        self.sandboxes.clear()
+
+
+# -- text summaries ---------------------------------------------------------------------------------
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_TEXT:
+        return text
+    return text[:_MAX_TEXT] + f"\n[... {len(text) - _MAX_TEXT} more characters in the structured result]"
+
+
+def summarise(ex: Execution) -> str:
+    """What a model should read first: stdout, stderr, the value, rich outputs by type, the error."""
+    parts = []
+    if ex.stdout:
+        parts.append("stdout:\n" + _clip(ex.stdout))
+    if ex.stderr:
+        parts.append("stderr:\n" + _clip(ex.stderr))
+    rich = [o for o in ex.outputs if o.kind == "display_data"]
+    for o in rich:
+        kinds = ", ".join(sorted(o.data))
+        parts.append(f"display ({kinds}):\n" + _clip(str(o.data.get("text/plain", ""))))
+    if ex.text is not None:
+        parts.append("result:\n" + _clip(ex.text))
+    if ex.error is not None:
+        tb = _ANSI.sub("", "\n".join(ex.error.traceback)).strip()
+        parts.append(f"error: {ex.error.ename}: {ex.error.evalue}" + (f"\n{_clip(tb)}" if tb else ""))
+    if not parts:
+        parts.append("(no output)")
+    parts.append(f"[{ex.duration_s:.3f} s, execution count {ex.execution_count}]")
+    return "\n\n".join(parts)
+
+
+def _result(text: str, data: dict, is_error: bool = False) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data, is_error=is_error)
+
+
+def _limits_text(info: dict) -> str:
+    lim = info.get("limits") or {}
+    mem = lim.get("memory")
+    mem_text = f"{mem / 2**20:g} MiB" if isinstance(mem, (int, float)) else "?"
+    return f"timeout {lim.get('timeout', '?')} s, memory {mem_text}, network {'on' if info.get('network') else 'off'}"
+
+
+# -- the server -------------------------------------------------------------------------------------
+
+def build_server(backend) -> MCPServer:
+    """An MCPServer whose tools act through ``backend`` (RemoteBackend or LocalBackend)."""
+    server = MCPServer("burstlab", instructions=INSTRUCTIONS)
+
+    def call(fn, *args):
+        try:
+            return fn(*args)
+        except BurstlabError as exc:  # the platform refused: a tool error whose text names the fix
+            raise ToolError(str(exc)) from exc
+
+    @server.tool()
+    def create_sandbox(timeout: float | None = None, memory: str | None = None, network: bool = False) -> CallToolResult:
+        """Create an isolated, stateful Python sandbox and return its id.
+
+        timeout: default seconds per run_cell (30 if not given); memory: e.g. "512MiB" or "2GiB";
+        network: give it network access (off by default)."""
+        sandbox_id, sb = call(backend.create, timeout, memory, network)
+        info = backend.describe(sb)
+        info["id"] = sandbox_id
+        return _result(f"Created sandbox {sandbox_id} ({_limits_text(info)}) in {backend.where}.",
+                       {"sandbox_id": sandbox_id, "sandbox": info})
+
+    @server.tool()
+    def run_cell(sandbox_id: str, code: str, timeout: float | None = None) -> CallToolResult:
+        """Run Python code in the sandbox (like a notebook cell: state persists between calls).
+
+        Returns stdout, stderr, the value of the last expression and any error, as text and as
+        structured JSON (outputs, error, execution_count, duration_s). timeout: seconds for this run."""
+        sb = call(backend.get, sandbox_id)
+        ex: Execution = call(sb.run, code, timeout)
+        data = ex.to_json()
+        data["sandbox_id"] = sandbox_id
+        return _result(summarise(ex), data, is_error=False)
+
+    @server.tool()
+    def write_file(sandbox_id: str, path: str, content: str,
+                   encoding: Literal["utf-8", "base64"] = "utf-8") -> CallToolResult:
+        """Write a file into the sandbox's work dir (relative path; parent dirs are created).
+
+        content is text (encoding "utf-8") or base64 of the bytes (encoding "base64")."""
+        sb = call(backend.get, sandbox_id)
+        if encoding == "base64":
+            try:
+                data = base64.b64decode(content, validate=True)
+            except ValueError as exc:
+                raise ToolError(f"content is not valid base64 ({exc}); send text with encoding=\"utf-8\".") from exc
+        else:
+            data = content.encode("utf-8")
+        size = call(sb.files.write, path, data)
+        return _result(f"Wrote {size} bytes to {path} in sandbox {sandbox_id}.",
+                       {"sandbox_id": sandbox_id, "path": path, "size": size})
+
+    @server.tool()
+    def read_file(sandbox_id: str, path: str) -> CallToolResult:
+        """Read a file from the sandbox's work dir. Text comes back as is; other bytes as base64."""
+        sb = call(backend.get, sandbox_id)
+        raw: bytes = call(sb.files.read, path)
+        try:
+            text, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        shown = _clip(text) if encoding == "utf-8" else f"[{len(raw)} bytes of binary data, base64 in the structured result]"
+        return _result(shown, {"sandbox_id": sandbox_id, "path": path, "size": len(raw), "encoding": encoding,
+                               "content": text})
+
+    @server.tool()
+    def list_files(sandbox_id: str, path: str = ".") -> CallToolResult:
+        """List a directory of the sandbox's work dir: name, type (file/dir) and size of each entry."""
+        sb = call(backend.get, sandbox_id)
+        entries = call(sb.files.list, path)
+        lines = [f"{e['name']}{'/' if e.get('type') == 'dir' else ''}\t{e.get('size', '')}" for e in entries]
+        return _result("\n".join(lines) if lines else f"({path} is empty)",
+                       {"sandbox_id": sandbox_id, "path": path, "entries": entries})
+
+    @server.tool()
+    def list_sandboxes() -> CallToolResult:
+        """The sandboxes this user has open (ids, limits, state)."""
+        infos = call(backend.list)
+        lines = [f"{i.get('id')}: {i.get('state', '?')}, {_limits_text(i)}" for i in infos]
+        return _result("\n".join(lines) if lines else "No sandboxes are open.", {"sandboxes": infos})
+
+    @server.tool()
+    def close_sandbox(sandbox_id: str) -> CallToolResult:
+        """Close the sandbox: its processes, variables and files are gone."""
+        sb = call(backend.get, sandbox_id)
+        call(sb.close)
+        backend.forget(sandbox_id)
+        return _result(f"Closed sandbox {sandbox_id}.", {"sandbox_id": sandbox_id, "state": "closed"})
+
+    return server
+
+
+def make_backend(url: str | None, token: str | None):
+    url = url if url is not None else os.environ.get("BURSTLAB_URL", "")
+    if url:
+        return RemoteBackend(url, token if token is not None else os.environ.get("BURSTLAB_TOKEN", ""))
+    return LocalBackend()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyter burstlab mcp", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=None, help="the service's base URL (default: $BURSTLAB_URL; none: in-process)")
+    p.add_argument("--token", default=None, help="API token (default: $BURSTLAB_TOKEN; prefer it or --token-file)")
+    p.add_argument("--token-file", default=None, help="read the API token from this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    token = args.token
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.read().strip()
+    try:
+        backend = make_backend(args.url, token)
+    except BurstlabError as exc:
+        print(f"burstlab mcp: {exc}", file=sys.stderr)
+        return 2
+    server = build_server(backend)
+    try:
+        server.run("stdio")
+    finally:
+        backend.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
