@@ -27,10 +27,14 @@ def default_notebook() -> str:
 class Workspace:
     """GPU sessions, the Dask client that places them, and the ledger that bills them."""
 
-    def __init__(self, config=None, notebook: str | None = None, **settings: Any):
+    def __init__(self, config=None, notebook: str | None = None, *, serve: bool = False, **settings: Any):
         self.config = BurstLab(config=config, **settings)
         self.notebook = notebook or default_notebook()
         self.user = self.config.user
+        # serve=True: this is a Jupyter server's workspace (jupyter_ext), which others join; it never
+        # joins one itself. Sessions it creates are marked origin "server", a notebook's "kernel".
+        self.serve = serve
+        self.origin = "server" if serve else "kernel"
         self.ledger = open_ledger(self.config.ledger_url, self.config.home)
         self.ledger.recover()
         self.meter = Meter(self.ledger, RateCard.from_config(self.config.rates), self.config.heartbeat_interval)
@@ -58,12 +62,13 @@ class Workspace:
                 from burstlab.remote_kernel.cluster import start_embedded
                 from burstlab.remote_kernel.pool import KernelPoolPlugin
 
-                if self.config.scheduler:
+                scheduler = self.config.scheduler or self._server_scheduler()
+                if scheduler:
                     try:
-                        self._client = Client(self.config.scheduler, timeout="10s", set_as_default=False)
+                        self._client = Client(scheduler, timeout="10s", set_as_default=False)
                     except OSError as exc:
                         raise BurstlabError(
-                            f"Cannot reach the Dask scheduler at {self.config.scheduler} ({exc}). Check the address "
+                            f"Cannot reach the Dask scheduler at {scheduler} ({exc}). Check the address "
                             "in BURSTLAB_SCHEDULER / c.BurstLab.scheduler, or unset it to use the embedded cluster."
                         ) from exc
                 else:
@@ -72,9 +77,31 @@ class Workspace:
                         idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
                     )
                     self._client = Client(self._cluster, set_as_default=False)
-                if self.config.kernel_pool_size > 0:
+                if self.config.kernel_pool_size > 0 and not self._client.run_on_scheduler(_has_pool_plugin):
+                    # Once per cluster: registering again would restart every worker's warm pool.
                     self._client.register_plugin(KernelPoolPlugin(self.config.kernel_pool_size))
             return self._client
+
+    def _server_scheduler(self) -> str:
+        """In a kernel started by a Jupyter server with burstlab: the server's scheduler, so that this
+        notebook's sessions and maps are the server's too (one workspace). "" when there is none."""
+        url = os.environ.get("BURSTLAB_URL", "")
+        if self.serve or not url:
+            return ""
+        import json
+        import sys
+        import urllib.request
+
+        request = urllib.request.Request(url.rstrip("/") + "/burstlab/api/workspace")
+        if os.environ.get("BURSTLAB_TOKEN"):
+            request.add_header("Authorization", f"token {os.environ['BURSTLAB_TOKEN']}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)["scheduler"]
+        except (OSError, ValueError, KeyError) as exc:
+            sys.stderr.write(f"[burstlab: the Jupyter server's workspace at {url} did not answer ({exc}); "
+                             "this notebook uses its own embedded cluster, which the lab does not see]\n")
+            return ""
 
     def hosts(self) -> list[GpuInventoryEntry]:
         """GPU inventory: type, host, count, free, and whether found through NVML or declared."""
@@ -84,33 +111,116 @@ class Workspace:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0):
-        """This notebook's session for ``spec``: the running one, or a new one holding fresh GPUs."""
+    def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *, user: str | None = None,
+                notebook: str | None = None, reuse: bool = True):
+        """The session for ``spec``: this notebook's running one (``reuse``), or a new one holding fresh
+        GPUs. ``user``/``notebook`` attribute it (the server passes its caller's)."""
+        from burstlab.remote_kernel import registry
         from burstlab.remote_kernel.lease import acquire
         from burstlab.remote_kernel.session import GpuSession
 
         parsed = parse_gpu_spec(spec)
         key = str(parsed)
-        with self._lock:
-            existing = self.sessions.get(key)
-            if existing is not None and existing.state == "running":
-                return existing
+        user = user or self.user
+        notebook = notebook or self.notebook
+        if reuse:
+            with self._lock:
+                for existing in self.sessions.values():
+                    if (existing.key, existing.user, existing.notebook) == (key, user, notebook) \
+                            and existing.state == "running":
+                        return existing
         lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size)
         try:
-            session = GpuSession(key, lease, self._session_ended)
+            session = GpuSession(key, lease, self._session_ended, user=user, notebook=notebook,
+                                 released_elsewhere=self._released_elsewhere)
         except BaseException:
             lease.release(self.client)
             raise
         session.interval_id = self.meter.start(
-            kind="session", user=self.user, notebook=self.notebook, resource=session.gpu_type,
+            kind="session", user=user, notebook=notebook, resource=session.gpu_type,
             quantity=session.count, declared=session.declared,
             detail={"host": session.host, "lease": lease.id, "spec": key},
         )
         with self._lock:
-            self.sessions[key] = session
+            self.sessions[session.id] = session
             self.ended.pop(key, None)
+        registry.publish(self.client, "session", session.id, {
+            "id": session.id, "spec": key, "gpu_type": session.gpu_type, "count": session.count,
+            "declared": session.declared, "host": session.host, "user": user, "notebook": notebook,
+            "started": session.started, "origin": self.origin, "interval_id": session.interval_id,
+            "lease_key": lease.futures[0].key, "lease_keys": [f.key for f in lease.futures],
+        })
         self._ensure_reaper()
         return session
+
+    # -- the shared view: every session and map on this cluster, whoever holds it ---------------
+
+    def list_sessions(self, user: str | None = None) -> list[dict]:
+        """Running sessions on this workspace's cluster (this process's and every notebook's that
+        joined it), as docs/api.md's session objects, priced up to now. ``user`` filters."""
+        from burstlab.remote_kernel import registry
+
+        now = self.meter.clock.now_ns()
+        out = []
+        for record in registry.listing(self.client, "session"):
+            if user is not None and record.get("user") != user:
+                continue
+            usage = self.ledger.get(record.get("interval_id", ""), now) if record.get("interval_id") else None
+            out.append({
+                **{k: record.get(k) for k in ("id", "spec", "gpu_type", "count", "declared", "host", "user",
+                                              "notebook", "started", "origin")},
+                "state": "running",
+                "billed_s": usage.billed_s if usage else 0,
+                "cost_microusd": usage.cost_microusd if usage else 0,
+            })
+        return sorted(out, key=lambda r: r["started"])
+
+    def get_session(self, id: str):
+        """This process's session with ``id`` (running or not), or None."""
+        return self.sessions.get(id)
+
+    def stop_session(self, id: str, reason: str = "stopped from the JupyterLab panel") -> bool:
+        """Stop session ``id`` wherever it is held. Returns False if no such running session. A
+        notebook's session ends in that notebook too: its next %%gpu cell says ``reason``."""
+        from burstlab.remote_kernel import registry
+
+        mine = self.sessions.get(id)
+        if mine is not None:
+            if mine.state != "running":
+                return False
+            mine.stop(reason)
+            return True
+        if not registry.request_stop(self.client, "session", id, reason):
+            return False
+        deadline = time.monotonic() + 10.0  # return once the GPUs are free, as a local stop does
+        while time.monotonic() < deadline and any(r["id"] == id for r in registry.listing(self.client, "session")):
+            time.sleep(0.05)
+        return True
+
+    def list_maps(self, user: str | None = None) -> list[dict]:
+        """Maps running (or ended within the hour) on this cluster, as docs/api.md's map objects."""
+        from burstlab.remote_kernel import registry
+
+        keys = ("id", "name", "user", "notebook", "gpu", "total", "done", "failed", "running", "state", "started",
+                "cost_microusd")
+        return sorted(({k: r.get(k) for k in keys} for r in registry.listing(self.client, "map")
+                       if user is None or r.get("user") == user), key=lambda r: r["started"] or 0)
+
+    def cancel_map(self, id: str, reason: str = "cancelled from the JupyterLab panel") -> bool:
+        """Ask the map ``id`` to stop; its notebook cancels it at its next progress tick (under 1 s)."""
+        from burstlab.remote_kernel import registry
+
+        return registry.request_stop(self.client, "map", id, reason)
+
+    def _released_elsewhere(self, session) -> None:
+        """Another client stopped ``session`` (its lease is already cancelled): end it here too."""
+        from burstlab.remote_kernel import registry
+
+        try:
+            reason = registry.stop_reason(self.client, "session", session.id)
+        except Exception:
+            reason = ""
+        session._end("stopped", reason or "stopped by another client of this workspace")
 
     def find(self, which: str | None = None):
         """The running session a user names by spec or GPU type; the only one if ``which`` is None."""
@@ -143,6 +253,8 @@ class Workspace:
 
     def _session_ended(self, session, state: str, reason: str) -> None:
         """Called once when a session stops or is lost: release GPUs, close the meter interval."""
+        from burstlab.remote_kernel import registry
+
         session.lease.release(self._client)
         if session.interval_id:
             self.meter.stop(session.interval_id)
@@ -151,10 +263,15 @@ class Workspace:
             # Dask's loop): return once the GPUs are free for the next session.
             session.lease.wait_released(self._client)
         session.close_transport()
+        if not self._closed and state != "lost":  # a lost lease's task is gone: listing drops it
+            try:
+                registry.retract(self._client, "session", session.id)
+            except Exception:
+                pass
         with self._lock:
-            if self.sessions.get(session.key) is session:
-                del self.sessions[session.key]
-            if state == "lost" or reason.startswith("released after"):
+            if self.sessions.get(session.id) is session:
+                del self.sessions[session.id]
+            if state == "lost" or not reason.startswith("stopped by the user"):
                 self.ended[session.key] = reason
 
     def _ensure_reaper(self) -> None:
@@ -213,6 +330,10 @@ class Workspace:
                 pass
         self.ledger.close()
         atexit.unregister(self.close)
+
+
+def _has_pool_plugin(dask_scheduler=None) -> bool:
+    return "burstlab-kernel-pool" in dask_scheduler.worker_plugins
 
 
 _workspace: Workspace | None = None

@@ -148,6 +148,9 @@ class MapRun:
         self.quantity = int(next(iter(self.resources.values()), 1))
         self._slot_cycle = None  # set per fill by _placements()
         self.started = time.monotonic()
+        self.started_wall = time.time()
+        self._published = 0.0
+        self._stop_reason = ""
         self.progress = Progress.make(progress, self.name, self.total)
         self._workers_up = 0
         self._workers_checked = 0.0
@@ -224,6 +227,7 @@ class MapRun:
                     ready = [self._done_q.get(timeout=0.25)]
                 except queue.Empty:
                     self._tick()
+                    self._check_stop()
                     continue
                 while True:
                     try:
@@ -231,10 +235,17 @@ class MapRun:
                     except queue.Empty:
                         break
                 yield from self._collect([f for f in ready if f in self._inflight])
+                self._check_stop()
                 self._fill()
                 self._tick()
         finally:
             self.close()
+
+    def _check_stop(self) -> None:
+        if self._stop_reason:
+            self.cancel()
+            raise FanoutError(f"The map {self.name} ({self.id}) was cancelled: {self._stop_reason}. "
+                              f"{self.done} of {self.total if self.total is not None else '?'} inputs had finished.")
 
     def _collect(self, futures: list) -> Iterator[tuple[int, bool, Any]]:
         finished = [f for f in futures if f.status == "finished"]
@@ -330,7 +341,33 @@ class MapRun:
                 pass
         return self._workers_up
 
+    def _publish(self, final: bool = False) -> None:
+        """Keep this map's record on the scheduler current (at most once a second), so the lab and
+        the REST API list it; learn there whether someone asked it to stop."""
+        now = time.monotonic()
+        if not final and now - self._published < 1.0:
+            return
+        self._published = now
+        from burstlab.remote_kernel import registry
+
+        if final:
+            state = "cancelled" if self._stop_reason else ("failed" if self.failed else "done")
+        else:
+            state = "running"
+        try:
+            reason = registry.publish(self.client, "map", self.id, {
+                "id": self.id, "name": self.name, "user": self.ws.user, "notebook": self.ws.notebook,
+                "gpu": self.resource, "total": self.total, "done": self.done, "failed": self.failed,
+                "running": sum(len(c) for c in self._inflight.values()), "state": state,
+                "started": self.started_wall, "cost_microusd": self.cost_microusd(), "owner": self.client.id,
+            })
+        except Exception:  # the listing is a view: a map never fails because it cannot be shown
+            return
+        if reason and not final:
+            self._stop_reason = reason
+
     def _tick(self, final: bool = False) -> None:
+        self._publish(final)
         if self.progress is not None:
             self.progress.update(done=self.done, failed=self.failed, retried=self.retried,
                                  workers=self.workers_up(final), elapsed=time.monotonic() - self.started,

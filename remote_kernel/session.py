@@ -20,8 +20,12 @@ class GpuSession:
     ``execute``/``push``/``pull`` are async; ``*_sync`` twins run them on burstlab's loop thread.
     """
 
-    def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str, str], None]):
+    def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str, str], None], *,
+                 user: str = "", notebook: str = "", released_elsewhere: Callable[["GpuSession"], None] | None = None):
         self.key = key
+        self.id = lease.id
+        self.user = user
+        self.notebook = notebook
         self.lease = lease
         self.gpu_type = lease.request.type
         self.count = lease.request.count
@@ -35,6 +39,7 @@ class GpuSession:
         self._end_lock = threading.Lock()
         self.interval_id = ""
         self._on_end = on_end
+        self._released_elsewhere = released_elsewhere
         self.kernel: RemoteKernel = _sync.run_sync(self._connect())
         # The lease's primary task finishing means the kernel or its worker is gone.
         lease.futures[0].add_done_callback(lambda _f: self._lease_done())
@@ -51,6 +56,11 @@ class GpuSession:
             return
         ended = self.lease.ended() or {}
         if ended.get("ended") == "released":
+            # Not our own stop (that sets _ending first): another client (the lab's panel, the REST
+            # API) cancelled the lease. Finding out why takes a scheduler call, which must not run on
+            # Dask's loop, where this callback runs.
+            if self._released_elsewhere is not None:
+                threading.Thread(target=self._released_elsewhere, args=(self,), daemon=True).start()
             return
         detail = f" (exit code {ended['returncode']})" if ended.get("returncode") is not None else ""
         if ended.get("returncode") in (-9, 137):
