@@ -1,10 +1,15 @@
-"""The ledger: one table of metered intervals, in SQLite (WAL) by default.
+"""The ledger: metered intervals and budgets, in SQLite (WAL) by default or PostgreSQL.
 
 Each interval is a resource held from ``start_ns`` to ``stop_ns`` (integer nanoseconds since the
 epoch), with the rate in force when it opened stored beside it, so changing prices never rewrites
-history. Writes are idempotent: opening an id twice or closing a closed interval changes nothing.
-An interval left open by a process that died is closed at its last heartbeat and marked
-``recovered`` the next time a ledger is opened on the same host.
+history. Writes are idempotent: opening an id twice or closing a closed interval changes nothing, so
+a retried write never double-bills. An interval left open by a process that died is closed at its
+last heartbeat and marked ``recovered`` the next time a ledger is opened on the same host (or on any
+host, once its heartbeat is older than ``stale_after_s``).
+
+The schema is versioned: ``MIGRATIONS[i]`` takes a ledger from version ``i`` to ``i + 1``, once, under a
+lock (``BEGIN IMMEDIATE`` in SQLite, an advisory lock in PostgreSQL), in the same transaction that
+records the new version.
 """
 
 from __future__ import annotations
@@ -12,46 +17,59 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
-import threading
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import psutil
 
-from burstlab.errors import ConfigError
 from burstlab.wire import UsageRecord
 
-from .rates import billed_seconds, cost_microusd
+from ._backends import MIGRATION_LOCK, backend_for
+from .rates import NS_PER_S, billed_seconds, cost_microusd
 
+# Version 1 is the schema SQLite ledgers were created with; its text was made portable (BIGINT,
+# the "user" column quoted) without changing what it means in SQLite, where BIGINT is INTEGER.
 MIGRATIONS = [
     """
     CREATE TABLE intervals (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
-        user TEXT NOT NULL,
+        "user" TEXT NOT NULL,
         notebook TEXT NOT NULL,
         resource TEXT NOT NULL,
-        quantity INTEGER NOT NULL,
+        quantity BIGINT NOT NULL,
         declared INTEGER NOT NULL,
-        rate_nusd_per_s INTEGER NOT NULL,
-        start_ns INTEGER NOT NULL,
-        heartbeat_ns INTEGER NOT NULL,
-        stop_ns INTEGER,
+        rate_nusd_per_s BIGINT NOT NULL,
+        start_ns BIGINT NOT NULL,
+        heartbeat_ns BIGINT NOT NULL,
+        stop_ns BIGINT,
         recovered INTEGER NOT NULL DEFAULT 0,
         owner TEXT NOT NULL,
         detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX intervals_open ON intervals (stop_ns) WHERE stop_ns IS NULL;
-    CREATE INDEX intervals_user ON intervals (user, start_ns);
+    CREATE INDEX intervals_user ON intervals ("user", start_ns);
+    """,
+    """
+    CREATE TABLE budgets (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        limit_microusd BIGINT NOT NULL,
+        soft_ppm BIGINT NOT NULL,
+        updated_ns BIGINT NOT NULL,
+        PRIMARY KEY (scope, name, owner)
+    );
+    CREATE INDEX intervals_notebook ON intervals (notebook, "user");
     """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = (
-    "id, kind, user, notebook, resource, quantity, declared, rate_nusd_per_s, start_ns, heartbeat_ns, stop_ns, recovered, "
-    "detail"
-)
+_COLUMNS = ('id, kind, "user", notebook, resource, quantity, declared, rate_nusd_per_s, start_ns, heartbeat_ns, '
+            "stop_ns, recovered, detail")
+PROVISIONED = "provisioned"  # a GPU worker's up-time: the operator's cost, never billed to a user
+SCOPES = ("user", "notebook")
 
 
 def owner_tag(pid: int | None = None) -> str:
@@ -73,41 +91,65 @@ def owner_alive(tag: str) -> bool:
         return False
 
 
-class Ledger:
-    """SQLite ledger. Safe to share between threads; several processes may open one file."""
+def is_orphan(owner: str, heartbeat_ns: int, now_ns: int, stale_after_ns: int,
+              alive: Callable[[str], bool] = owner_alive, host: str | None = None) -> bool:
+    """Whether an open interval's owner is gone: on this host, its process is dead; on another host
+    (we cannot see its processes), it has not heartbeaten for ``stale_after_ns``."""
+    if owner.partition(":")[0] == (host or socket.gethostname()):
+        return not alive(owner)
+    return now_ns - heartbeat_ns > stale_after_ns
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """A budget as stored: who it limits (``scope``/``name``, set by ``owner``), in micro-dollars."""
+
+    scope: str
+    name: str
+    owner: str
+    limit_microusd: int
+    soft_ppm: int
+
+
+def _billed_sql(end: str) -> str:
+    """SQL for billed_seconds(start_ns, end): rounded up, minimum 1 (integer division in both databases)."""
+    length = f"({end} - start_ns)"
+    return f"(CASE WHEN {length} <= {NS_PER_S} THEN 1 ELSE ({length} + {NS_PER_S - 1}) / {NS_PER_S} END)"
+
+
+class Ledger:
+    """Intervals and budgets in one database; safe to share between threads, and between processes."""
+
+    def __init__(self, path_or_url: str | os.PathLike = "", home: str | os.PathLike = ""):
+        """``Ledger(path)`` opens SQLite at ``path``; ``Ledger("postgresql://...")`` a PostgreSQL ledger."""
+        url = str(path_or_url)
+        if url and "://" not in url:
+            url = "sqlite://" + (url if url == ":memory:" else os.path.abspath(url))
+        self.db = backend_for(url, home)
+        self.dialect = self.db.dialect
+        self.where = self.db.where
+        self.path = self.where  # kept for callers that printed it
         self._migrate()
 
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                current = row[0] or 0
-                for version, script in enumerate(MIGRATIONS, start=1):
-                    if version > current:
-                        for statement in filter(str.strip, script.split(";")):
-                            self._db.execute(statement)
-                        self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.db.transaction():
+            if self.dialect == "postgresql":
+                self.db.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = self.db.query("SELECT MAX(version) FROM schema_version")[0][0] or 0
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    for statement in filter(str.strip, script.split(";")):
+                        self.db.execute(statement)
+                    self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    def version(self) -> int:
+        return int(self.db.query("SELECT MAX(version) FROM schema_version")[0][0] or 0)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
-    # -- writes ---------------------------------------------------------------------------------
+    # -- intervals: writes ----------------------------------------------------------------------
 
     def open_interval(
         self,
@@ -123,48 +165,65 @@ class Ledger:
         start_ns: int,
         owner: str,
         detail: dict | None = None,
-    ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO intervals (id, kind, user, notebook, resource, quantity, declared, "
-                "rate_nusd_per_s, start_ns, heartbeat_ns, owner, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (id, kind, user, notebook, resource, int(quantity), int(bool(declared)), int(rate_nusd_per_s),
-                 int(start_ns), int(start_ns), owner, json.dumps(detail or {})),
-            )
+    ) -> bool:
+        """Open an interval; False (and nothing changes) if ``id`` exists already (a retried open)."""
+        changed = self.db.execute(
+            'INSERT INTO intervals (id, kind, "user", notebook, resource, quantity, declared, rate_nusd_per_s, '
+            "start_ns, heartbeat_ns, owner, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+            (id, kind, user, notebook, resource, int(quantity), int(bool(declared)), int(rate_nusd_per_s),
+             int(start_ns), int(start_ns), owner, json.dumps(detail or {}, sort_keys=True)),
+        )
+        return changed == 1
 
     def heartbeat(self, ids: Iterable[str], now_ns: int) -> None:
+        """Mark open intervals as still held at ``now_ns`` (one statement for all of them)."""
         ids = list(ids)
-        if not ids:
-            return
-        with self._lock:
-            self._db.executemany(
-                "UPDATE intervals SET heartbeat_ns = ? WHERE id = ? AND stop_ns IS NULL",
-                [(int(now_ns), i) for i in ids],
-            )
+        if ids:
+            self.db.touch("UPDATE intervals SET heartbeat_ns = ? WHERE id IN (?) AND stop_ns IS NULL", ids, int(now_ns))
+
+    def set_start(self, id: str, start_ns: int) -> bool:
+        """Move an open interval's start (a map learns when its first input really started)."""
+        start_ns = int(start_ns)
+        return self.db.execute(
+            "UPDATE intervals SET start_ns = ?, heartbeat_ns = CASE WHEN heartbeat_ns < ? THEN ? ELSE heartbeat_ns END "
+            "WHERE id = ? AND stop_ns IS NULL", (start_ns, start_ns, start_ns, id),
+        ) == 1
 
     def close_interval(self, id: str, stop_ns: int, detail: dict | None = None) -> bool:
         """Close an open interval, merging ``detail`` into its detail (e.g. CPU seconds used);
-        returns False (and changes nothing) if it was already closed."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE intervals SET stop_ns = MAX(?, start_ns), heartbeat_ns = MAX(?, start_ns), "
-                "detail = json_patch(detail, ?) WHERE id = ? AND stop_ns IS NULL",
-                (int(stop_ns), int(stop_ns), json.dumps(detail or {}), id),
-            )
-            return cur.rowcount == 1
+        returns False (and changes nothing) if it was already closed: a retried stop never double-bills."""
+        with self.db.transaction():
+            lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+            rows = self.db.query(f"SELECT start_ns, detail FROM intervals WHERE id = ? AND stop_ns IS NULL{lock}", (id,))
+            if not rows:
+                return False
+            start_ns, old = rows[0]
+            merged = {**json.loads(old or "{}"), **(detail or {})}
+            stop_ns = max(int(stop_ns), int(start_ns))
+            return self.db.execute(
+                "UPDATE intervals SET stop_ns = ?, heartbeat_ns = ?, detail = ? WHERE id = ? AND stop_ns IS NULL",
+                (stop_ns, stop_ns, json.dumps(merged, sort_keys=True), id),
+            ) == 1
 
-    def recover(self, alive: Callable[[str], bool] = owner_alive) -> list[str]:
-        """Close every open interval whose owning process is gone, at its last heartbeat."""
-        with self._lock:
-            rows = self._db.execute("SELECT id, owner FROM intervals WHERE stop_ns IS NULL").fetchall()
-            dead = [i for i, owner in rows if not alive(owner)]
-            self._db.executemany(
-                "UPDATE intervals SET stop_ns = heartbeat_ns, recovered = 1 WHERE id = ? AND stop_ns IS NULL",
-                [(i,) for i in dead],
-            )
-        return dead
+    def recover(self, alive: Callable[[str], bool] = owner_alive, now_ns: int | None = None,
+                stale_after_s: float = 3600.0) -> list[str]:
+        """Close every open interval whose owner is gone at its last heartbeat, marked recovered.
 
-    # -- reads ----------------------------------------------------------------------------------
+        On this host an owner is gone when its process is; on another host (a shared PostgreSQL
+        ledger) when its heartbeat is older than ``stale_after_s``. Returns the ids closed now.
+        """
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        stale = int(stale_after_s * NS_PER_S)
+        rows = self.db.query("SELECT id, owner, heartbeat_ns FROM intervals WHERE stop_ns IS NULL")
+        dead = [i for i, owner, beat in rows if is_orphan(owner, beat, now_ns, stale, alive)]
+        closed = []
+        for interval_id in dead:
+            if self.db.execute("UPDATE intervals SET stop_ns = heartbeat_ns, recovered = 1 "
+                               "WHERE id = ? AND stop_ns IS NULL", (interval_id,)) == 1:
+                closed.append(interval_id)
+        return closed
+
+    # -- intervals: reads -----------------------------------------------------------------------
 
     def usage(
         self,
@@ -175,16 +234,17 @@ class Ledger:
         since_ns: int | None = None,
         until_ns: int | None = None,
         now_ns: int | None = None,
+        include_provisioned: bool = False,
     ) -> list[UsageRecord]:
-        """Intervals matching the filters, oldest first. Open ones are billed up to ``now_ns``."""
-        where, args = [], []
-        for column, value in (("user", user), ("notebook", notebook), ("kind", kind)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+        """Intervals matching the filters, oldest first. Open ones are billed up to ``now_ns``.
+
+        ``since_ns``/``until_ns`` keep intervals that overlap that window (an interval is billed whole).
+        Provisioned GPU time (the operator's, kind ``provisioned``) is left out unless asked for.
+        """
+        where, args = self._filters(user, notebook, kind, include_provisioned)
         if since_ns is not None:
-            where.append("COALESCE(stop_ns, ?) >= ?")
-            args += [2**62, int(since_ns)]
+            where.append("(stop_ns IS NULL OR stop_ns >= ?)")
+            args.append(int(since_ns))
         if until_ns is not None:
             where.append("start_ns < ?")
             args.append(int(until_ns))
@@ -192,39 +252,97 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_ns, id"
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        rows = self.db.query(sql, args)
         now_ns = time.time_ns() if now_ns is None else now_ns
         return [_record(row, now_ns) for row in rows]
 
     def get(self, id: str, now_ns: int | None = None) -> UsageRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM intervals WHERE id = ?", (id,)).fetchone()
-        return None if row is None else _record(row, time.time_ns() if now_ns is None else now_ns)
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM intervals WHERE id = ?", (id,))
+        return _record(rows[0], time.time_ns() if now_ns is None else now_ns) if rows else None
+
+    def open_ids(self, owner: str | None = None) -> list[str]:
+        if owner is None:
+            return [r[0] for r in self.db.query("SELECT id FROM intervals WHERE stop_ns IS NULL")]
+        return [r[0] for r in self.db.query("SELECT id FROM intervals WHERE stop_ns IS NULL AND owner = ?", (owner,))]
+
+    @staticmethod
+    def _filters(user, notebook, kind, include_provisioned=False) -> tuple[list[str], list]:
+        where, args = [], []
+        for column, value in (('"user"', user), ("notebook", notebook), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if kind is None and not include_provisioned:
+            where.append("kind <> ?")
+            args.append(PROVISIONED)
+        return where, args
+
+    def spending(self, *, user: str | None = None, notebook: str | None = None,
+                 now_ns: int | None = None) -> tuple[int, int]:
+        """``(spent_microusd, burn_nusd_per_s)`` of the matching intervals, in one query.
+
+        Spent is exactly the sum of ``usage(...)``'s ``cost_microusd`` (open intervals priced up to
+        ``now_ns``); the burn rate is what the open ones add per second.
+        """
+        now_ns = time.time_ns() if now_ns is None else int(now_ns)
+        where, args = self._filters(user, notebook, None)
+        end = f"COALESCE(stop_ns, CASE WHEN start_ns > {now_ns} THEN start_ns ELSE {now_ns} END)"
+        sql = (f"SELECT COALESCE(SUM(({_billed_sql(end)} * rate_nusd_per_s * quantity + 999) / 1000), 0), "
+               "COALESCE(SUM(CASE WHEN stop_ns IS NULL THEN rate_nusd_per_s * quantity ELSE 0 END), 0) "
+               "FROM intervals")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        spent, burn = self.db.query(sql, args)[0]
+        return int(spent), int(burn)
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    def set_budget(self, scope: str, name: str, owner: str, limit_microusd: int, soft_ppm: int,
+                   now_ns: int | None = None) -> BudgetRow:
+        """Create or replace a budget (idempotent)."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope {scope!r}: use one of {', '.join(SCOPES)}")
+        args = (int(limit_microusd), int(soft_ppm), time.time_ns() if now_ns is None else int(now_ns))
+        self.db.execute(
+            "INSERT INTO budgets (scope, name, owner, limit_microusd, soft_ppm, updated_ns) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (scope, name, owner) DO UPDATE SET limit_microusd = ?, soft_ppm = ?, updated_ns = ?",
+            (scope, name, owner, *args, *args),
+        )
+        return BudgetRow(scope, name, owner, int(limit_microusd), int(soft_ppm))
+
+    def remove_budget(self, scope: str, name: str, owner: str) -> bool:
+        return self.db.execute("DELETE FROM budgets WHERE scope = ? AND name = ? AND owner = ?",
+                               (scope, name, owner)) == 1
+
+    def budgets(self, owner: str | None = None) -> list[BudgetRow]:
+        sql = "SELECT scope, name, owner, limit_microusd, soft_ppm FROM budgets"
+        rows = self.db.query(sql + " WHERE owner = ? ORDER BY scope, name" if owner is not None
+                             else sql + " ORDER BY scope, name, owner", (owner,) if owner is not None else ())
+        return [BudgetRow(s, n, o, int(lim), int(soft)) for s, n, o, lim, soft in rows]
+
+    def budget_spending(self, row: BudgetRow, now_ns: int | None = None) -> tuple[int, int]:
+        """``(spent, burn)`` of what a budget limits: the user's usage, or the notebook's (its owner's)."""
+        if row.scope == "user":
+            return self.spending(user=row.name, now_ns=now_ns)
+        return self.spending(user=row.owner, notebook=row.name, now_ns=now_ns)
 
 
 def _record(row: tuple, now_ns: int) -> UsageRecord:
     (id, kind, user, notebook, resource, quantity, declared, rate, start_ns, heartbeat_ns, stop_ns, recovered, detail) = row
     billed = billed_seconds(start_ns, stop_ns if stop_ns is not None else max(now_ns, start_ns))
     return UsageRecord(
-        id=id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=quantity,
-        declared=bool(declared), rate_nusd_per_s=rate, start_ns=start_ns, heartbeat_ns=heartbeat_ns,
-        stop_ns=stop_ns, billed_s=billed, cost_microusd=cost_microusd(billed, rate, quantity),
-        recovered=bool(recovered), detail=json.loads(detail or "{}"),
+        id=id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=int(quantity),
+        declared=bool(declared), rate_nusd_per_s=int(rate), start_ns=int(start_ns), heartbeat_ns=int(heartbeat_ns),
+        stop_ns=None if stop_ns is None else int(stop_ns), billed_s=billed,
+        cost_microusd=cost_microusd(billed, rate, quantity), recovered=bool(recovered), detail=json.loads(detail or "{}"),
     )
 
 
 def open_ledger(url: str = "", home: str | os.PathLike = "") -> Ledger:
-    """The ledger a URL names: empty -> ``home/ledger.sqlite``; ``sqlite:///path``; ``sqlite://:memory:``."""
-    if not url:
-        return Ledger(Path(home) / "ledger.sqlite")
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://"):]
-        return Ledger(":memory:" if rest in ("", ":memory:", "/:memory:") else rest)
-    raise ConfigError(
-        f"Ledger URL {url!r} is not supported: use sqlite:///path/to/ledger.sqlite or leave it empty "
-        "for the default SQLite ledger under BURSTLAB_HOME."
-    )
+    """The ledger a URL names: empty -> ``home/ledger.sqlite``; ``sqlite:///path``; ``sqlite://:memory:``;
+    ``postgresql://user:password@host:port/dbname`` (needs ``pip install 'burstlab[postgresql]'``)."""
+    return Ledger(url, home=home)
 
 
-__all__ = ["Ledger", "open_ledger", "owner_alive", "owner_tag"]
+__all__ = ["MIGRATIONS", "PROVISIONED", "SCHEMA_VERSION", "BudgetRow", "Ledger", "is_orphan", "open_ledger",
+           "owner_alive", "owner_tag"]

@@ -1,11 +1,15 @@
 """The meter: opens and closes ledger intervals, and keeps open ones heartbeating.
 
 Timestamps come from a monotonic clock anchored to wall time once, so an interval's length is
-immune to wall-clock jumps while its endpoints stay comparable across processes.
+immune to wall-clock jumps while its endpoints stay comparable across processes. The meter also
+keeps what it needs to price its own open intervals in memory, so the footer of a warm ``%%gpu``
+cell costs no database round trip.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
 import time
 import uuid
@@ -13,7 +17,7 @@ import uuid
 from burstlab.wire import UsageRecord
 
 from .ledger import Ledger, owner_tag
-from .rates import RateCard
+from .rates import RateCard, billed_seconds, cost_microusd
 
 
 class Clock:
@@ -34,41 +38,92 @@ class Meter:
         self.ledger = ledger
         self.rates = rates
         self.clock = Clock()
-        self._owner = owner_tag()
-        self._open: set[str] = set()
+        self.owner = self._owner = owner_tag()
+        self._open: dict[str, UsageRecord] = {}  # what this meter opened, as opened (priced on demand)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._heartbeat_s = heartbeat_s
+        self.heartbeat_s = heartbeat_s
         self._thread: threading.Thread | None = None
+        self.beats = 0  # heartbeats written (tests and the watcher read it)
+        self._beat_failed = False
+
+    def rate_for(self, kind: str, resource: str, quantity: int, detail: dict | None) -> int:
+        """The rate an interval opens with: the resource's, plus memory for a sandbox whose detail
+        names its memory limit in bytes (shared out per CPU, see :meth:`RateCard.sandbox_rate`)."""
+        memory = (detail or {}).get("memory")
+        if kind == "sandbox" and isinstance(memory, int) and not isinstance(memory, bool):
+            return self.rates.sandbox_rate(quantity, memory)
+        return self.rates.rate(resource)
 
     def start(
         self, *, kind: str, user: str, notebook: str, resource: str, quantity: int = 1,
-        declared: bool = False, detail: dict | None = None,
+        declared: bool = False, detail: dict | None = None, id: str | None = None, start_ns: int | None = None,
     ) -> str:
-        """Open an interval now; returns its id."""
-        interval_id = uuid.uuid4().hex
+        """Open an interval (now, or at ``start_ns``); returns its id. Passing the same ``id`` again
+        (a retry) opens nothing new."""
+        interval_id = id or uuid.uuid4().hex
+        start_ns = self.clock.now_ns() if start_ns is None else int(start_ns)
+        rate = self.rate_for(kind, resource, quantity, detail)
         self.ledger.open_interval(
             id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=quantity,
-            declared=declared, rate_nusd_per_s=self.rates.rate(resource), start_ns=self.clock.now_ns(),
-            owner=self._owner, detail=detail,
+            declared=declared, rate_nusd_per_s=rate, start_ns=start_ns, owner=self._owner, detail=detail,
         )
+        record = UsageRecord(id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource,
+                             quantity=int(quantity), declared=bool(declared), rate_nusd_per_s=rate, start_ns=start_ns,
+                             heartbeat_ns=start_ns, stop_ns=None, billed_s=1, cost_microusd=0,
+                             detail=dict(detail or {}))
         with self._lock:
-            self._open.add(interval_id)
-            if self._thread is None and self._heartbeat_s > 0:
+            self._open.setdefault(interval_id, record)
+            if self._thread is None and self.heartbeat_s > 0:
                 self._thread = threading.Thread(target=self._beat, name="burstlab-meter", daemon=True)
                 self._thread.start()
         return interval_id
 
-    def stop(self, interval_id: str, detail: dict | None = None) -> UsageRecord | None:
-        """Close an interval now (idempotent), merging ``detail`` into it; return its final record."""
-        now = self.clock.now_ns()
+    def set_start(self, interval_id: str, start_ns: int) -> None:
+        """Move an open interval's start (a map's worker: to when its first input really started)."""
+        if self.ledger.set_start(interval_id, start_ns):
+            with self._lock:
+                rec = self._open.get(interval_id)
+                if rec is not None:
+                    self._open[interval_id] = _replace(rec, start_ns=int(start_ns))
+
+    def stop(self, interval_id: str, detail: dict | None = None, stop_ns: int | None = None) -> UsageRecord | None:
+        """Close an interval now (or at ``stop_ns``), merging ``detail`` into it; return its final record.
+        Idempotent: stopping a closed interval changes nothing and returns the record as it was closed."""
+        now = self.clock.now_ns() if stop_ns is None else int(stop_ns)
         self.ledger.close_interval(interval_id, now, detail)
         with self._lock:
-            self._open.discard(interval_id)
+            self._open.pop(interval_id, None)
         return self.ledger.get(interval_id, now)
 
     def record(self, interval_id: str) -> UsageRecord | None:
-        return self.ledger.get(interval_id, self.clock.now_ns())
+        """The interval priced up to now: from memory while this meter holds it open, else the ledger."""
+        with self._lock:
+            rec = self._open.get(interval_id)
+        now = self.clock.now_ns()
+        if rec is None:
+            return self.ledger.get(interval_id, now)
+        billed = billed_seconds(rec.start_ns, max(now, rec.start_ns))
+        return _replace(rec, billed_s=billed, cost_microusd=cost_microusd(billed, rec.rate_nusd_per_s, rec.quantity))
+
+    def open_records(self) -> list[UsageRecord]:
+        """This meter's open intervals, priced up to now."""
+        with self._lock:
+            ids = list(self._open)
+        return [r for r in (self.record(i) for i in ids) if r is not None]
+
+    def burn_nusd_per_s(self) -> int:
+        """What this meter's open intervals cost per second, together."""
+        with self._lock:
+            return sum(r.rate_nusd_per_s * r.quantity for r in self._open.values())
+
+    def heartbeat_now(self) -> None:
+        """Write one heartbeat for every open interval (the heartbeat thread calls this)."""
+        with self._lock:
+            ids = list(self._open)
+        if ids:
+            self.ledger.heartbeat(ids, self.clock.now_ns())
+            self.beats += 1
 
     def close(self) -> None:
         """Close every interval this meter has open and stop heartbeating."""
@@ -81,10 +136,19 @@ class Meter:
             self._thread.join(timeout=2)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._heartbeat_s):
-            with self._lock:
-                ids = list(self._open)
-            self.ledger.heartbeat(ids, self.clock.now_ns())
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.heartbeat_now()
+                self._beat_failed = False
+            except Exception as exc:  # the database is away: keep beating; intervals stay open meanwhile
+                if not self._beat_failed:
+                    sys.stderr.write(f"[burstlab: ledger heartbeat failed ({exc}); retrying every "
+                                     f"{self.heartbeat_s:g} s]\n")
+                self._beat_failed = True
+
+
+def _replace(record: UsageRecord, **changes) -> UsageRecord:
+    return dataclasses.replace(record, **changes)
 
 
 __all__ = ["Clock", "Meter"]

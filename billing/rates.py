@@ -7,9 +7,13 @@ Billed seconds are the interval's length rounded up to a whole second, minimum o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Mapping
 
+from burstlab.errors import ConfigError
+
 NS_PER_S = 1_000_000_000
+GIB = 1 << 30
 
 # Public per-second list prices (US$ per GPU-second), late 2026; override with c.BurstLab.rates.
 DEFAULT_USD_PER_S = {
@@ -28,14 +32,31 @@ DEFAULT_USD_PER_S = {
     "T4": 0.000164,
     # Sandboxes and CPU-only fan-out: per CPU-second.
     "CPU": 0.0000131,
+    # Sandbox memory: per GiB-second of its memory limit.
+    "MEM": 0.00000222,
 }
 # A GPU type with no price of its own (seen through NVML, say) is billed at this rate until configured.
 FALLBACK_USD_PER_S = 0.001097
 
 
-def usd_to_nusd(usd: float) -> int:
-    """Dollars per second as given in config -> integer nano-dollars per second (rounded)."""
-    return int(round(float(usd) * 1e9))
+def _scaled(usd: float | int | str | Decimal, scale: int, what: str) -> int:
+    try:
+        value = Decimal(str(usd))
+    except InvalidOperation:
+        raise ConfigError(f"{what} {usd!r} is not a number of dollars (e.g. 0.001097 or 5).") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"{what} {usd!r} must be a finite number of dollars, 0 or more.")
+    return int((value * scale).to_integral_value(ROUND_HALF_UP))
+
+
+def usd_to_nusd(usd: float | int | str | Decimal) -> int:
+    """Dollars per second as given in config -> integer nano-dollars per second (decimal, half up)."""
+    return _scaled(usd, 10**9, "A rate of")
+
+
+def usd_to_microusd(usd: float | int | str | Decimal) -> int:
+    """Dollars (a budget) -> integer micro-dollars, from the number's decimal digits, not its binary float."""
+    return _scaled(usd, 10**6, "An amount of")
 
 
 def billed_seconds(start_ns: int, stop_ns: int) -> int:
@@ -60,12 +81,23 @@ class RateCard:
     def from_config(cls, overrides: Mapping[str, float] | None = None) -> "RateCard":
         usd = dict(DEFAULT_USD_PER_S)
         for key, value in (overrides or {}).items():
-            usd[str(key).upper()] = float(value)
+            usd[str(key).upper()] = value
         return cls({k: usd_to_nusd(v) for k, v in usd.items()})
 
     def rate(self, resource: str) -> int:
         """Nano-dollars per second for one unit of ``resource``."""
         return self.nusd_per_s.get(resource.upper(), usd_to_nusd(FALLBACK_USD_PER_S))
 
+    def sandbox_rate(self, cpus: int, memory_bytes: int) -> int:
+        """Nano-dollars per second *per CPU* of a sandbox with ``cpus`` CPUs and ``memory_bytes`` of memory.
 
-__all__ = ["DEFAULT_USD_PER_S", "NS_PER_S", "RateCard", "billed_seconds", "cost_microusd", "usd_to_nusd"]
+        The memory's price is shared out over the CPUs (rounded up to a whole nano-dollar per second),
+        so the interval keeps one rate and ``quantity`` stays its CPU count.
+        """
+        cpus = max(1, int(cpus))
+        memory = max(0, int(memory_bytes)) * self.rate("MEM")
+        return self.rate("CPU") + -(-memory // (GIB * cpus))
+
+
+__all__ = ["DEFAULT_USD_PER_S", "GIB", "NS_PER_S", "RateCard", "billed_seconds", "cost_microusd", "usd_to_microusd",
+           "usd_to_nusd"]
