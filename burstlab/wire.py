@@ -180,7 +180,27 @@ class UsageRecord(_Wire):
         return self.cost_microusd / 1_000_000
 
 
+@dataclass(frozen=True)
+class BudgetStatus(_Wire):
+    """A budget and where spending stands against it.
+
+    ``scope`` is ``user`` or ``notebook``; ``name`` the user or notebook it limits. Money is integer
+    micro-dollars; ``state`` is ``ok``, ``warning`` (spent reached ``soft_fraction`` of the limit)
+    or ``exceeded`` (spent reached the limit: running cells and maps in that scope are stopped, new
+    ones refused).
+    """
+
+    scope: str
+    name: str
+    limit_microusd: int
+    soft_fraction: float
+    spent_microusd: int
+    remaining_microusd: int
+    state: str
+
+
 __all__ = [
+    "BudgetStatus",
     "Execution",
     "ExecutionError",
     "GpuInventoryEntry",
