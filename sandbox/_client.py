@@ -48,12 +48,15 @@ class Collected:
     execution_count: int | None = None
     reply: bool = False
     idle: bool = False
+    on_output: Callable[[Output], None] | None = None  # told each output kept, as it arrives (streaming)
 
     def add(self, out: Output, size: int) -> None:
         if self.used + size > self.limit:
             self.dropped += size
             return
         self.used += size
+        if self.on_output is not None:
+            self.on_output(out)
         last = self.outputs[-1] if self.outputs else None
         if out.kind == "stream" and last is not None and last.kind == "stream" and last.name == out.name:
             self.outputs[-1] = Output(kind="stream", name=out.name, text=last.text + out.text)

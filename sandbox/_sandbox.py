@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from burstlab._sync import run_sync
 from burstlab.errors import SandboxError
@@ -162,8 +162,9 @@ class Sandbox:
         run_sync(self.astart())
         return self
 
-    def run(self, code: str, timeout: float | None = None) -> Execution:
-        return run_sync(self.arun(code, timeout))
+    def run(self, code: str, timeout: float | None = None,
+            on_output: Callable[[Output], None] | None = None) -> Execution:
+        return run_sync(self.arun(code, timeout, on_output))
 
     def restart(self) -> None:
         run_sync(self.arestart())
@@ -346,8 +347,12 @@ class Sandbox:
             self._cgroup._apply(self.limits)
 
     # -- running code ---------------------------------------------------------------------------
-    async def arun(self, code: str, timeout: float | None = None) -> Execution:
-        """Run one cell; the user's errors and the limits it hits are in ``.error``."""
+    async def arun(self, code: str, timeout: float | None = None,
+                   on_output: Callable[[Output], None] | None = None) -> Execution:
+        """Run one cell; the user's errors and the limits it hits are in ``.error``.
+
+        ``on_output(output)`` is called (on burstlab's loop) with each output as it arrives, for
+        streaming; consecutive stream chunks are still merged in the returned Execution."""
         if not isinstance(code, str):
             raise SandboxError(f"run() takes the cell's source as a str, not {type(code).__name__}.")
         timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
@@ -367,7 +372,7 @@ class Sandbox:
             oom0, pids0 = cg.oom_kills(), cg.pids_max_events()
             t0 = time.monotonic()
             msg_id = k.client.send_execute(code)
-            col = Collected(limit=self.limits.output + 64 * 1024)
+            col = Collected(limit=self.limits.output + 64 * 1024, on_output=on_output)
             pids_hit = lambda: cg.pids_max_events() > pids0  # noqa: E731
             how = await k.client.collect(msg_id, col, t0 + timeout, k.exited, pids_hit)
             error = col.error

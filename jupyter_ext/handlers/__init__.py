@@ -1,0 +1,44 @@
+"""The REST handlers, one module per resource, and their routes under ``{base_url}burstlab/api/``."""
+
+from __future__ import annotations
+
+import re
+
+from .budgets import BudgetHandler, BudgetsHandler
+from .files import FilesHandler
+from .hosts import HostsHandler
+from .maps import MapHandler, MapsHandler
+from .sandboxes import SandboxesHandler, SandboxExecuteHandler, SandboxHandler
+from .sessions import SessionExecuteHandler, SessionHandler, SessionsHandler
+from .spec import OpenApiHandler
+from .usage import UsageHandler
+from .workspace import WorkspaceHandler
+
+_ID = r"(?P<id>[^/]+)"
+
+ROUTES = [
+    (r"workspace", WorkspaceHandler),
+    (r"hosts", HostsHandler),
+    (r"sessions", SessionsHandler),
+    (rf"sessions/{_ID}", SessionHandler),
+    (rf"sessions/{_ID}/execute", SessionExecuteHandler),
+    (r"sandboxes", SandboxesHandler),
+    (rf"sandboxes/{_ID}", SandboxHandler),
+    (rf"sandboxes/{_ID}/execute", SandboxExecuteHandler),
+    (rf"sandboxes/{_ID}/files(?:/(?P<path>.*))?", FilesHandler),
+    (r"maps", MapsHandler),
+    (rf"maps/{_ID}", MapHandler),
+    (r"usage", UsageHandler),
+    (r"budgets", BudgetsHandler),
+    (r"budgets/(?P<scope>user|notebook)/(?P<name>[^/]+)", BudgetHandler),
+    (r"openapi\.json", OpenApiHandler),
+]
+
+
+def routes(base_url: str) -> list[tuple[str, type]]:
+    """Tornado routes under ``base_url`` (taken literally: it may hold regex characters)."""
+    prefix = re.escape(base_url.rstrip("/") + "/burstlab/api/")
+    return [(prefix + pattern + "/?$", handler) for pattern, handler in ROUTES]
+
+
+__all__ = ["ROUTES", "routes"]

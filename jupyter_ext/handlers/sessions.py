@@ -1,0 +1,42 @@
+"""GPU sessions: ``GET/POST sessions``, ``GET/DELETE sessions/{id}``, ``POST sessions/{id}/execute``."""
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from .base import BurstLabHandler, api_errors
+
+
+class SessionsHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def get(self):
+        self.reply(await self.manager.list_sessions(self.user))
+
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def post(self):
+        self.reply(await self.manager.create_session(self.user, self.json_body()), 201)
+
+
+class SessionHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def get(self, id):
+        self.reply(await self.manager.get_session(self.user, id))
+
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def delete(self, id):
+        self.reply(await self.manager.stop_session(self.user, id))
+
+
+class SessionExecuteHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def post(self, id):
+        self.reply(await self.manager.execute_session(self.user, id, self.json_body()))

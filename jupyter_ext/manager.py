@@ -1,0 +1,439 @@
+"""The server's side of the REST API, without HTTP: one Workspace, the users' sandboxes, who owns what.
+
+The handlers (``handlers/``) are thin over :class:`Manager`; it knows nothing of tornado. Every
+method takes the calling user's name and answers only with that user's objects: another user's id
+is :class:`NotFound`, exactly as an unknown one. Blocking Workspace calls run in a thread
+(``asyncio.to_thread``); sandboxes and GPU sessions are driven on burstlab's private loop
+(``burstlab._sync``), where their sockets live, and awaited from the server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+from burstlab import _sync
+from burstlab.errors import (
+    BudgetExceeded,
+    CapacityError,
+    GpuSpecError,
+    NoGpuError,
+    SandboxError,
+    SandboxLimitError,
+    SessionLostError,
+)
+from burstlab.sandbox import Sandbox, parse_size
+from burstlab.sandbox._limits import format_size
+from burstlab.wire import Execution, Output
+
+from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PaymentRequired
+from .openapi import validate
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Maxima:
+    """What API callers may ask of a sandbox at most (the app's traitlets fill it)."""
+
+    timeout: float = 600.0
+    memory: int = 4 * 1024**3
+    pids: int = 1024
+    cpus: float = 4.0
+    network: bool = False
+    sandboxes_per_user: int = 16
+
+
+@dataclass
+class _SandboxEntry:
+    id: str
+    user: str
+    notebook: str
+    sandbox: Sandbox
+    created: float
+    state: str = "running"
+    last_usage: dict = field(default_factory=dict)
+
+
+async def _on_burstlab_loop(coro: Awaitable[T]) -> T:
+    """Run ``coro`` on burstlab's private loop (where sandboxes and sessions live) and await it here."""
+    return await asyncio.wrap_future(_sync.submit(coro))
+
+
+class Manager:
+    """One Workspace for the whole server, and per-user views of it."""
+
+    def __init__(self, workspace, maxima: Maxima | None = None, default_notebook: str = "api"):
+        self.ws = workspace
+        self.maxima = maxima or Maxima()
+        self.default_notebook = default_notebook
+        self._sandboxes: dict[str, _SandboxEntry] = {}
+        self._reserved: dict[str, int] = {}  # user -> sandboxes being created
+        self._closing = False
+
+    @property
+    def owner(self) -> str:
+        """The server's own user (a Jupyter server's requests, and its kernels' token)."""
+        return self.ws.user
+
+    # -- workspace and hosts ------------------------------------------------------------------------
+
+    async def workspace(self, user: str) -> dict:
+        from burstlab import __version__
+
+        def scheduler() -> str:
+            return self.ws.client.scheduler.address
+
+        address = await self._blocking(scheduler)
+        url = self.ws.config.ledger_url
+        return {"user": user, "version": __version__, "scheduler": address,
+                "ledger": "postgresql" if url.startswith("postgres") else "sqlite",
+                "idle_timeout": float(self.ws.config.idle_timeout)}
+
+    async def hosts(self, user: str) -> dict:
+        entries = await self._blocking(self.ws.hosts)
+        return {"hosts": [{**e.to_json(), "declared": e.declared} for e in entries]}
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def _cluster_up(self) -> bool:
+        """Whether a Dask cluster exists yet; before it does there are no sessions or maps to list."""
+        return getattr(self.ws, "_client", None) is not None or bool(self.ws.config.scheduler)
+
+    async def list_sessions(self, user: str) -> dict:
+        if not self._cluster_up():
+            return {"sessions": []}
+        return {"sessions": await self._blocking(self.ws.list_sessions, user)}
+
+    async def _session_record(self, user: str, id: str) -> dict:
+        if self._cluster_up():
+            for record in await self._blocking(self.ws.list_sessions, user):
+                if record["id"] == id:
+                    return record
+        raise NotFound(f"No running GPU session {id!r} of yours; GET sessions lists them.")
+
+    async def get_session(self, user: str, id: str) -> dict:
+        return await self._session_record(user, id)
+
+    async def create_session(self, user: str, body: Any) -> dict:
+        body = validate("SessionCreate", body)
+        notebook = body.get("notebook") or self.default_notebook
+        session = await self._blocking(self.ws.session, body["gpu"], float(body.get("wait", 0)),
+                                       user=user, notebook=notebook, reuse=False)
+        return self._session_json(session, user, notebook)
+
+    def _session_json(self, session, user: str, notebook: str) -> dict:
+        usage = self.ws.meter.record(session.interval_id) if session.interval_id else None
+        return {"id": session.id, "spec": session.key, "gpu_type": session.gpu_type, "count": session.count,
+                "declared": session.declared, "host": session.host, "user": user, "notebook": notebook,
+                "started": session.started, "state": session.state,
+                "billed_s": usage.billed_s if usage else 0, "cost_microusd": usage.cost_microusd if usage else 0,
+                "origin": "server"}
+
+    async def stop_session(self, user: str, id: str) -> dict:
+        record = await self._session_record(user, id)
+        mine = self.ws.get_session(id)
+        await self._blocking(self.ws.stop_session, id, f"stopped through the REST API by {user}")
+        if mine is not None:
+            return self._session_json(mine, record["user"], record["notebook"])
+        return {**record, "state": "stopped"}
+
+    async def execute_session(self, user: str, id: str, body: Any) -> dict:
+        body = validate("ExecuteRequest", body)
+        record = await self._session_record(user, id)
+        session = self.ws.get_session(id)
+        if session is None or record.get("origin") != "server":
+            raise Conflict(f"Session {id!r} belongs to a notebook's %%gpu cells; run code there, or start a "
+                           "session of your own with POST sessions.")
+        timeout = self._run_timeout(body.get("timeout"), None)
+
+        async def run() -> Execution:
+            task = asyncio.ensure_future(session.execute(body["code"]))
+            if timeout is None:
+                return await task
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                await session.interrupt()
+            return await task
+
+        try:
+            return (await _on_burstlab_loop(run())).to_json()
+        except SessionLostError as exc:
+            raise Conflict(str(exc)) from None
+
+    # -- sandboxes --------------------------------------------------------------------------------
+
+    def _entry(self, user: str, id: str) -> _SandboxEntry:
+        entry = self._sandboxes.get(id)
+        if entry is None or entry.user != user or entry.state != "running":
+            raise NotFound(f"No sandbox {id!r} of yours; GET sandboxes lists them.")
+        return entry
+
+    def _sandbox_json(self, e: _SandboxEntry) -> dict:
+        sb = e.sandbox
+        if e.state == "running":
+            try:
+                e.last_usage = sb.usage()
+            except OSError:  # the cgroup went away under us (closing)
+                pass
+        u = e.last_usage
+        lim = sb.limits
+        return {"id": e.id, "user": e.user, "notebook": e.notebook, "state": e.state, "created": e.created,
+                "network": sb.network,
+                "limits": {"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
+                           "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
+                           "max_upload": lim.max_upload, "max_download": lim.max_download},
+                "usage": {"cpu_s": float(u.get("cpu_s", 0.0)), "wall_s": float(u.get("wall_s", 0.0)),
+                          "memory_peak": int(u.get("memory_peak_bytes", 0))}}
+
+    def list_sandboxes(self, user: str) -> dict:
+        return {"sandboxes": [self._sandbox_json(e) for e in self._sandboxes.values()
+                              if e.user == user and e.state == "running"]}
+
+    def get_sandbox(self, user: str, id: str) -> dict:
+        return self._sandbox_json(self._entry(user, id))
+
+    def _run_timeout(self, timeout: float | None, default: float | None) -> float | None:
+        if timeout is None:
+            return default
+        if timeout > self.maxima.timeout:
+            raise BadRequest(f"timeout: {timeout:g} s is above this service's maximum of {self.maxima.timeout:g} s; "
+                             "ask for less (the administrator sets c.BurstLabApp.max_sandbox_timeout).")
+        return float(timeout)
+
+    def _sandbox_kwargs(self, body: dict) -> dict:
+        m = self.maxima
+        kwargs: dict[str, Any] = {}
+        if "timeout" in body:
+            kwargs["timeout"] = self._run_timeout(body["timeout"], None)
+        if "memory" in body:
+            try:
+                memory = parse_size(body["memory"], "memory")
+            except SandboxError as exc:
+                raise BadRequest(str(exc)) from None
+            if memory > m.memory:
+                raise BadRequest(f"memory: {format_size(memory)} is above this service's maximum of "
+                                 f"{format_size(m.memory)}; ask for less (c.BurstLabApp.max_sandbox_memory).")
+            kwargs["memory"] = memory
+        if "pids" in body:
+            if body["pids"] > m.pids:
+                raise BadRequest(f"pids: {body['pids']} is above this service's maximum of {m.pids} "
+                                 "(c.BurstLabApp.max_sandbox_pids).")
+            kwargs["pids"] = body["pids"]
+        if "cpus" in body:
+            if body["cpus"] > m.cpus:
+                raise BadRequest(f"cpus: {body['cpus']:g} is above this service's maximum of {m.cpus:g} "
+                                 "(c.BurstLabApp.max_sandbox_cpus).")
+            kwargs["cpus"] = float(body["cpus"])
+        if body.get("network"):
+            if not m.network:
+                raise BadRequest("network: this service does not give sandboxes network access (a sandbox with "
+                                 "network shares the host's); leave it false, or the administrator sets "
+                                 "c.BurstLabApp.allow_sandbox_network = True.")
+            kwargs["network"] = True
+        return kwargs
+
+    async def create_sandbox(self, user: str, body: Any) -> dict:
+        body = validate("SandboxCreate", body)
+        kwargs = self._sandbox_kwargs(body)
+        notebook = body.get("notebook") or self.default_notebook
+        if self._closing:
+            raise Conflict("The server is shutting down; no new sandboxes.")
+        held = sum(1 for e in self._sandboxes.values() if e.user == user and e.state == "running")
+        if held + self._reserved.get(user, 0) >= self.maxima.sandboxes_per_user:
+            raise Conflict(f"You have {held} sandboxes, this service's maximum per user "
+                           f"({self.maxima.sandboxes_per_user}); close one with DELETE sandboxes/ID first.")
+        try:
+            sandbox = Sandbox(**kwargs, meter=self.ws.meter, user=user, notebook=notebook)
+        except SandboxError as exc:
+            raise BadRequest(str(exc)) from None
+        self._reserved[user] = self._reserved.get(user, 0) + 1
+        try:
+            try:
+                await _on_burstlab_loop(sandbox.astart())
+            except BaseException:
+                await _on_burstlab_loop(sandbox.aclose())
+                raise
+        finally:
+            self._reserved[user] -= 1
+        entry = _SandboxEntry(id="sb-" + secrets.token_hex(8), user=user, notebook=notebook, sandbox=sandbox,
+                              created=time.time())
+        self._sandboxes[entry.id] = entry
+        if self._closing:  # shut down while we were starting: do not leave it behind
+            await self._close_entry(entry)
+            raise Conflict("The server is shutting down; no new sandboxes.")
+        return self._sandbox_json(entry)
+
+    async def _close_entry(self, entry: _SandboxEntry) -> None:
+        if entry.state != "running":
+            return
+        entry.state = "closing"
+        try:
+            entry.last_usage = entry.sandbox.usage()
+        except OSError:
+            pass
+        try:
+            await _on_burstlab_loop(entry.sandbox.aclose())
+        finally:
+            entry.state = "closed"
+            self._sandboxes.pop(entry.id, None)
+
+    async def close_sandbox(self, user: str, id: str) -> dict:
+        entry = self._entry(user, id)
+        await self._close_entry(entry)
+        return self._sandbox_json(entry)
+
+    async def execute_sandbox(self, user: str, id: str, body: Any,
+                              on_output: Callable[[Output], None] | None = None) -> dict:
+        body = validate("ExecuteRequest", body)
+        entry = self._entry(user, id)
+        timeout = self._run_timeout(body.get("timeout"), None)
+        try:
+            execution = await _on_burstlab_loop(entry.sandbox.arun(body["code"], timeout, on_output))
+        except SandboxError as exc:
+            if entry.state != "running":
+                raise NotFound(f"Sandbox {id!r} was closed during the run.") from None
+            raise
+        return execution.to_json()
+
+    # -- sandbox files ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _files_error(exc: SandboxError) -> Exception:
+        if isinstance(exc, SandboxLimitError):
+            return PayloadTooLarge(str(exc))
+        if "does not exist" in str(exc):
+            return NotFound(str(exc))
+        return BadRequest(str(exc))
+
+    async def _files(self, user: str, id: str, op: str, *args: Any) -> Any:
+        entry = self._entry(user, id)
+        files = entry.sandbox.files
+        try:
+            return await self._blocking(getattr(files, op), *args)
+        except SandboxError as exc:
+            raise self._files_error(exc) from None
+
+    async def read_file(self, user: str, id: str, path: str) -> bytes | dict:
+        """A file's bytes, or ``{"entries": [...]}`` for a directory (or the work dir, path "")."""
+        entry = self._entry(user, id)
+        if path.strip("/") in ("", "."):
+            return {"entries": await self._files(user, id, "list", ".")}
+        try:
+            listing = await self._blocking(entry.sandbox.files.list, path)
+        except SandboxError:
+            listing = None  # not a directory: read it as a file
+        if listing is not None:
+            return {"entries": listing}
+        return await self._files(user, id, "read", path)
+
+    def upload_limit(self, user: str, id: str) -> int:
+        return self._entry(user, id).sandbox.limits.max_upload
+
+    async def write_file(self, user: str, id: str, path: str, data: bytes) -> dict:
+        size = await self._files(user, id, "write", path, data)
+        return {"path": path, "size": size}
+
+    async def remove_file(self, user: str, id: str, path: str) -> dict:
+        await self._files(user, id, "remove", path)
+        return {"path": path, "removed": True}
+
+    # -- maps -------------------------------------------------------------------------------------
+
+    async def list_maps(self, user: str) -> dict:
+        if not self._cluster_up():
+            return {"maps": []}
+        return {"maps": await self._blocking(self.ws.list_maps, user)}
+
+    async def cancel_map(self, user: str, id: str) -> dict:
+        maps = (await self.list_maps(user))["maps"]
+        record = next((m for m in maps if m["id"] == id), None)
+        if record is None:
+            raise NotFound(f"No map {id!r} of yours; GET maps lists them.")
+        if record["state"] == "running":
+            await self._blocking(self.ws.cancel_map, id, f"cancelled through the REST API by {user}")
+        return record
+
+    # -- money ------------------------------------------------------------------------------------
+
+    async def usage(self, user: str, notebook: str | None = None, kind: str | None = None,
+                    since: float | None = None, until: float | None = None) -> dict:
+        filters: dict[str, Any] = {"user": user, "notebook": notebook, "kind": kind}
+        if since is not None:
+            filters["since_ns"] = int(since * 1e9)
+        if until is not None:
+            filters["until_ns"] = int(until * 1e9)
+        records = await self._blocking(self.ws.usage, **filters)
+        by_kind: dict[str, int] = {}
+        by_notebook: dict[str, int] = {}
+        by_day: dict[str, int] = {}
+        for r in records:
+            by_kind[r.kind] = by_kind.get(r.kind, 0) + r.cost_microusd
+            by_notebook[r.notebook] = by_notebook.get(r.notebook, 0) + r.cost_microusd
+            day = time.strftime("%Y-%m-%d", time.gmtime(r.start_ns / 1e9))
+            by_day[day] = by_day.get(day, 0) + r.cost_microusd
+        return {"records": [r.to_json() for r in records],
+                "totals": {"billed_s": sum(r.billed_s for r in records),
+                           "cost_microusd": sum(r.cost_microusd for r in records),
+                           "by_kind": by_kind, "by_notebook": by_notebook, "by_day": by_day}}
+
+    def _budget_api(self, name: str):
+        method = getattr(self.ws, name, None)
+        if method is None:
+            raise NotFound("Budgets are not available in this version of burstlab.")
+        return method
+
+    @staticmethod
+    def _check_budget_owner(user: str, scope: str, name: str) -> None:
+        if scope == "user" and name != user:
+            raise NotFound(f"No budget of yours for user {name!r}; your user name is {user!r}.")
+
+    async def budgets(self, user: str) -> dict:
+        budgets = await self._blocking(self._budget_api("budgets"), user)
+        return {"budgets": [b.to_json() for b in budgets]}
+
+    async def set_budget(self, user: str, scope: str, name: str, body: Any) -> dict:
+        body = validate("BudgetSet", body)
+        self._check_budget_owner(user, scope, name)
+        budget = await self._blocking(self._budget_api("set_budget"), scope, name, float(body["limit_usd"]),
+                                      float(body.get("soft_fraction", 0.8)))
+        return budget.to_json()
+
+    async def remove_budget(self, user: str, scope: str, name: str) -> dict:
+        self._check_budget_owner(user, scope, name)
+        mine = {(b["scope"], b["name"]): b for b in (await self.budgets(user))["budgets"]}
+        if (scope, name) not in mine:
+            raise NotFound(f"No {scope} budget named {name!r} of yours; GET budgets lists them.")
+        await self._blocking(self._budget_api("remove_budget"), scope, name)
+        return mine[(scope, name)]
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking Workspace call, in a thread; burstlab's errors become the API's."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except GpuSpecError as exc:
+            raise BadRequest(str(exc)) from None
+        except (CapacityError, NoGpuError) as exc:
+            raise Conflict(str(exc)) from None
+        except BudgetExceeded as exc:
+            raise PaymentRequired(str(exc)) from None
+
+    async def close(self) -> None:
+        """Close every sandbox, then the workspace (its sessions, meter intervals, cluster)."""
+        self._closing = True
+        entries = list(self._sandboxes.values())
+        results = await asyncio.gather(*(self._close_entry(e) for e in entries), return_exceptions=True)
+        for e, r in zip(entries, results):
+            if isinstance(r, BaseException):
+                import logging
+
+                logging.getLogger("burstlab").warning("closing sandbox %s failed: %r", e.id, r)
+        await asyncio.to_thread(self.ws.close)
+
+
+__all__ = ["Manager", "Maxima"]

@@ -1,0 +1,269 @@
+"""The OpenAPI 3.1 document of the REST API, and the request validation that uses the same schemas.
+
+Request bodies are validated against the very schemas this document publishes (``validate``), so
+what the document says a handler accepts is what it accepts. docs/api.md is the prose of the same
+contract; tests/server/test_openapi.py drives schemathesis against this document.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .errors import BadRequest
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_BOOL = {"type": "boolean"}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": extra}
+    out["required"] = sorted(props) if required is None else required
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# -- request bodies (validated by the handlers with exactly these) --------------------------------
+
+_SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1, "maxLength": 64}],
+         "description": 'bytes, or a size string such as "512MiB", "1GiB", "64M"'}
+_NOTEBOOK = {"type": "string", "maxLength": 512, "description": "what usage is attributed to (default: the API)"}
+_TIMEOUT = {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}],
+            "description": "seconds; null: the sandbox's own timeout (sessions: none)"}
+
+REQUESTS: dict[str, dict[str, Any]] = {
+    "SessionCreate": _obj({
+        "gpu": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200},
+                          {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "minItems": 1, "maxItems": 16}],
+                "description": 'a GPU spec: "H100", "H100:2", or fallbacks ["H100", "A100"]'},
+        "wait": {"type": "number", "minimum": 0, "maximum": 3600,
+                 "description": "seconds to queue for a free GPU (default 0: 409 at once)"},
+        "notebook": _NOTEBOOK,
+    }, required=["gpu"]),
+    "SandboxCreate": _obj({
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "seconds per run"},
+        "memory": _SIZE,
+        "network": _BOOL,
+        "pids": {"type": "integer", "minimum": 16},
+        "cpus": {"type": "number", "exclusiveMinimum": 0},
+        "notebook": _NOTEBOOK,
+    }, required=[]),
+    "ExecuteRequest": _obj({"code": {"type": "string"}, "timeout": _TIMEOUT}, required=["code"]),
+    "BudgetSet": _obj({
+        "limit_usd": {"type": "number", "minimum": 0, "maximum": 1e9},
+        "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    }, required=["limit_usd"]),
+}
+
+# -- responses --------------------------------------------------------------------------------------
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Error": _obj({"message": _STR, "reason": _nullable(_STR)}, required=["message"], extra=True),
+    "Workspace": _obj({"user": _STR, "version": _STR, "scheduler": _STR,
+                       "ledger": {"type": "string", "enum": ["sqlite", "postgresql"]}, "idle_timeout": _NUM}),
+    "Host": _obj({"type": _STR, "host": _STR, "count": _INT, "free": _INT,
+                  "source": {"type": "string", "enum": ["nvml", "declared", "dask"]}, "declared": _BOOL}),
+    "Hosts": _obj({"hosts": {"type": "array", "items": _ref("Host")}}),
+    "Session": _obj({
+        "id": _STR, "spec": _STR, "gpu_type": _STR, "count": _INT, "declared": _BOOL, "host": _STR, "user": _STR,
+        "notebook": _STR, "started": _NUM, "state": {"type": "string", "enum": ["running", "stopped", "lost"]},
+        "billed_s": _INT, "cost_microusd": _INT, "origin": {"type": "string", "enum": ["server", "kernel"]},
+    }),
+    "Sessions": _obj({"sessions": {"type": "array", "items": _ref("Session")}}),
+    "Limits": _obj({k: (_NUM if k in ("timeout", "cpus") else _INT) for k in
+                    ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
+                     "max_download")}),
+    "Sandbox": _obj({
+        "id": _STR, "user": _STR, "notebook": _STR, "state": {"type": "string", "enum": ["running", "closed"]},
+        "created": _NUM, "network": _BOOL, "limits": _ref("Limits"),
+        "usage": _obj({"cpu_s": _NUM, "wall_s": _NUM, "memory_peak": _INT}),
+    }),
+    "Sandboxes": _obj({"sandboxes": {"type": "array", "items": _ref("Sandbox")}}),
+    "Output": _obj({"kind": {"type": "string", "enum": ["stream", "display_data", "execute_result"]},
+                    "name": _STR, "text": _STR, "data": {"type": "object"}, "metadata": {"type": "object"}}),
+    "ExecutionError": _obj({"ename": _STR, "evalue": _STR, "traceback": {"type": "array", "items": _STR}}),
+    "Execution": _obj({"outputs": {"type": "array", "items": _ref("Output")},
+                       "error": {"anyOf": [_ref("ExecutionError"), {"type": "null"}]},
+                       "execution_count": _nullable(_INT), "duration_s": _NUM}),
+    "FileEntry": _obj({"name": _STR, "type": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
+                       "size": _INT}),
+    "Directory": _obj({"entries": {"type": "array", "items": _ref("FileEntry")}}),
+    "FileWritten": _obj({"path": _STR, "size": _INT}),
+    "FileRemoved": _obj({"path": _STR, "removed": _BOOL}),
+    "Map": _obj({"id": _STR, "name": _nullable(_STR), "user": _STR, "notebook": _nullable(_STR),
+                 "gpu": _nullable(_STR), "total": _nullable(_INT), "done": _nullable(_INT), "failed": _nullable(_INT),
+                 "running": _nullable(_INT),
+                 "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled", "lost"]},
+                 "started": _nullable(_NUM), "cost_microusd": _nullable(_INT)}),
+    "Maps": _obj({"maps": {"type": "array", "items": _ref("Map")}}),
+    "UsageRecord": _obj({
+        "id": _STR, "kind": _STR, "user": _STR, "notebook": _STR, "resource": _STR, "quantity": _INT,
+        "declared": _BOOL, "rate_nusd_per_s": _INT, "start_ns": _INT, "heartbeat_ns": _INT,
+        "stop_ns": _nullable(_INT), "billed_s": _INT, "cost_microusd": _INT, "recovered": _BOOL,
+        "detail": {"type": "object"},
+    }),
+    "Usage": _obj({
+        "records": {"type": "array", "items": _ref("UsageRecord")},
+        "totals": _obj({"billed_s": _INT, "cost_microusd": _INT,
+                        **{k: {"type": "object", "additionalProperties": _INT}
+                           for k in ("by_kind", "by_notebook", "by_day")}}),
+    }),
+    "Budget": _obj({"scope": {"type": "string", "enum": ["user", "notebook"]}, "name": _STR,
+                    "limit_microusd": _INT, "soft_fraction": _NUM, "spent_microusd": _INT,
+                    "remaining_microusd": _INT, "state": {"type": "string", "enum": ["ok", "warning", "exceeded"]}},
+                   extra=True),
+    "Budgets": _obj({"budgets": {"type": "array", "items": _ref("Budget")}}),
+}
+
+
+def validate(name: str, body: Any) -> dict[str, Any]:
+    """``body`` checked against request schema ``name``; raises BadRequest naming the first problem."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(REQUESTS[name])
+    errors = sorted(validator.iter_errors(body), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.path) or "body"
+        if err.validator == "additionalProperties":
+            allowed = ", ".join(sorted(REQUESTS[name]["properties"]))
+            raise BadRequest(f"{where}: {err.message}; the fields are: {allowed}.")
+        if err.validator == "required":
+            raise BadRequest(f"{where}: {err.message}.")
+        hint = err.schema.get("description") if isinstance(err.schema, dict) else None
+        raise BadRequest(f"{where}: {err.message}" + (f" (expected {hint})" if hint else "") + ".")
+    return body
+
+
+# -- the document -----------------------------------------------------------------------------------
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "malformed JSON, a missing, wrongly typed or unknown field, a limit above the maximum",
+            402: "a budget refuses", 403: "no valid token", 404: "unknown id, or another user's",
+            409: "no capacity", 413: "body too large"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in (403, *codes)}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_FILE = _ID + [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": "a path relative to the sandbox's work dir"}]
+_BUDGET = [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["user", "notebook"]}},
+           {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _paths() -> dict[str, Any]:
+    ok = _json
+    return {
+        "/workspace": {"get": {"summary": "The workspace: user, version, Dask scheduler address",
+                               "responses": {"200": ok(_ref("Workspace")), **_errors()}}},
+        "/hosts": {"get": {"summary": "GPU inventory", "responses": {"200": ok(_ref("Hosts")), **_errors()}}},
+        "/sessions": {
+            "get": {"summary": "The caller's running GPU sessions", "responses": {"200": ok(_ref("Sessions")), **_errors()}},
+            "post": {"summary": "Start a GPU session", "requestBody": _body("SessionCreate"),
+                     "responses": {"201": ok(_ref("Session"), "Created"), **_errors(400, 402, 409, 413)}},
+        },
+        "/sessions/{id}": {
+            "parameters": _ID,
+            "get": {"summary": "One session", "responses": {"200": ok(_ref("Session")), **_errors(404)}},
+            "delete": {"summary": "Stop a session (its GPUs are free when this returns)",
+                       "responses": {"200": ok(_ref("Session")), **_errors(404)}},
+        },
+        "/sessions/{id}/execute": {
+            "parameters": _ID,
+            "post": {"summary": "Run code in a session this API started", "requestBody": _body("ExecuteRequest"),
+                     "responses": {"200": ok(_ref("Execution")), **_errors(400, 404, 413)}},
+        },
+        "/sandboxes": {
+            "get": {"summary": "The caller's sandboxes", "responses": {"200": ok(_ref("Sandboxes")), **_errors()}},
+            "post": {"summary": "Create a sandbox", "requestBody": _body("SandboxCreate"),
+                     "responses": {"201": ok(_ref("Sandbox"), "Created"), **_errors(400, 402, 409, 413)}},
+        },
+        "/sandboxes/{id}": {
+            "parameters": _ID,
+            "get": {"summary": "One sandbox", "responses": {"200": ok(_ref("Sandbox")), **_errors(404)}},
+            "delete": {"summary": "Close a sandbox", "responses": {"200": ok(_ref("Sandbox")), **_errors(404)}},
+        },
+        "/sandboxes/{id}/execute": {
+            "parameters": _ID + [{"name": "stream", "in": "query", "required": False,
+                                  "schema": {"type": "string", "enum": ["0", "1"]},
+                                  "description": "1: answer application/x-ndjson events as output arrives"}],
+            "post": {
+                "summary": "Run a cell in the sandbox", "requestBody": _body("ExecuteRequest"),
+                "responses": {"200": {"description": "The execution (a limit hit is an error inside it)",
+                                      "content": {"application/json": {"schema": _ref("Execution")},
+                                                  "application/x-ndjson": {"schema": {"type": "string"}}}},
+                              **_errors(400, 404, 413)},
+            },
+        },
+        "/sandboxes/{id}/files/{path}": {
+            "parameters": _FILE,
+            "get": {"summary": "A file's bytes, or a directory's entries",
+                    "responses": {"200": {"description": "bytes, or a listing",
+                                          "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                              "format": "binary"}},
+                                                      "application/json": {"schema": _ref("Directory")}}},
+                                  **_errors(400, 404, 413)}},
+            "put": {"summary": "Write a file (raw body)",
+                    "requestBody": {"required": True, "content": {"application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {"200": ok(_ref("FileWritten")), **_errors(400, 404, 413)}},
+            "delete": {"summary": "Remove a file (or an empty directory)",
+                       "responses": {"200": ok(_ref("FileRemoved")), **_errors(400, 404)}},
+        },
+        "/maps": {"get": {"summary": "The caller's maps", "responses": {"200": ok(_ref("Maps")), **_errors()}}},
+        "/maps/{id}": {"parameters": _ID,
+                       "delete": {"summary": "Cancel a running map", "responses": {"200": ok(_ref("Map")), **_errors(404)}}},
+        "/usage": {"get": {
+            "summary": "The caller's ledger rows and totals",
+            "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in
+                           (("notebook", _STR), ("kind", _STR), ("since", _NUM), ("until", _NUM))],
+            "responses": {"200": ok(_ref("Usage")), **_errors(400)}}},
+        "/budgets": {"get": {"summary": "The caller's budgets", "responses": {"200": ok(_ref("Budgets")), **_errors()}}},
+        "/budgets/{scope}/{name}": {
+            "parameters": _BUDGET,
+            "put": {"summary": "Set a budget", "requestBody": _body("BudgetSet"),
+                    "responses": {"200": ok(_ref("Budget")), **_errors(400, 404, 413)}},
+            "delete": {"summary": "Remove a budget", "responses": {"200": ok(_ref("Budget")), **_errors(404)}},
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok({"type": "object"})}}},
+    }
+
+
+def document(base_url: str = "/", version: str = "") -> dict[str, Any]:
+    """The OpenAPI document, its server URL under ``base_url``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "burstlab", "version": version,
+                 "description": "GPU sessions, sandboxes, maps and the bill of one burstlab workspace. "
+                                "See docs/api.md."},
+        "servers": [{"url": base_url.rstrip("/") + "/burstlab/api"}],
+        "security": [{"token": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
+                                          "description": "`Authorization: token TOKEN` or `Bearer TOKEN`"}},
+            "schemas": copy.deepcopy({**REQUESTS, **RESPONSES}),
+        },
+    }
+
+
+__all__ = ["REQUESTS", "RESPONSES", "document", "validate"]
