@@ -1,0 +1,283 @@
+// burstlab-lab: GPUs, sessions, fan-outs, sandboxes and cost where the notebook user works.
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { CodeCell } from '@jupyterlab/cells';
+import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { Menu } from '@lumino/widgets';
+
+import {
+  AgentBadges,
+  AgentRouting,
+  createCellExecutor,
+  isAgentCell,
+  isGpuType,
+  runCellsThrough,
+  selectedCells,
+  setAgentCell
+} from './cells';
+import { gpuIcon, sandboxIcon } from './icons';
+import { BurstlabModel } from './model';
+import { BurstlabPanel } from './panel';
+import { GpuStatus } from './statusbar';
+import { Ticker } from './ticker';
+
+export namespace CommandIDs {
+  export const openPanel = 'burstlab:open-panel';
+  export const refresh = 'burstlab:refresh';
+  export const runOnGpu = 'burstlab:run-on-gpu';
+  export const runOnGpuMenu = 'burstlab:run-on-gpu-menu';
+  export const runInSandbox = 'burstlab:run-in-sandbox';
+  export const runInKernel = 'burstlab:run-in-kernel';
+  export const toggleAgentCell = 'burstlab:toggle-agent-cell';
+  export const noGpuTypes = 'burstlab:no-gpu-types';
+}
+
+const PLUGIN_ID = 'burstlab-lab:plugin';
+const CELL_SELECTOR = '.jp-Notebook .jp-CodeCell';
+
+/** Settings shared by the plugins of this package (filled from the settings registry once it answers). */
+const config = {
+  defaultGpuType: '',
+  refreshInterval: 3,
+  agentCells: 'sandbox' as AgentRouting
+};
+
+/**
+ * Runs notebook cells: JupyterLab's own executor for every cell, except agent-written cells, which go through
+ * `%%sandbox` while the `agentCells` setting says "sandbox". package.json disables the core executor plugin
+ * (`@jupyterlab/notebook-extension:cell-executor`) so that this one provides the token.
+ */
+const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
+  id: 'burstlab-lab:cell-executor',
+  description: 'Runs agent-written cells in a burstlab sandbox; every other cell as JupyterLab does.',
+  autoStart: true,
+  provides: INotebookCellExecutor,
+  activate: (): INotebookCellExecutor => createCellExecutor(() => config.agentCells)
+};
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'burstlab: GPU status bar item, side panel, Run on GPU / Run in sandbox, agent-cell badges.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [IStatusBar, ISettingRegistry, ILayoutRestorer, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    statusBar: IStatusBar | null,
+    settingRegistry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
+  ) => {
+    const { commands, shell } = app;
+    const model = new BurstlabModel({ serverSettings: app.serviceManager.serverSettings, interval: config.refreshInterval });
+    const ticker = new Ticker();
+    const showError = (message: string) => {
+      Notification.error(message, { autoClose: 10000 });
+    };
+
+    // Side panel.
+    const panel = new BurstlabPanel({ model, ticker, onError: showError });
+    shell.add(panel, 'left', { rank: 850, type: 'burstlab' });
+    restorer?.add(panel, 'burstlab-panel');
+
+    // Status bar.
+    if (statusBar) {
+      const status = new GpuStatus(model, tracker, ticker, () => void commands.execute(CommandIDs.openPanel));
+      statusBar.registerStatusItem('burstlab-lab:status', {
+        item: status,
+        align: 'left',
+        rank: 50,
+        isActive: () => status.hasContent,
+        activeStateChanged: status.stateChanged
+      });
+    }
+
+    // The notebook the user works in: the current one, or the last one focused.
+    const currentPanel = (): NotebookPanel | null => tracker.currentWidget;
+    const gpuTypeFor = (args: { type?: unknown }): string | null => {
+      const wanted = args.type ?? (config.defaultGpuType || model.gpuTypes[0]);
+      return isGpuType(wanted) ? wanted : null;
+    };
+    const runThrough = (magicLine: string) => {
+      const nb = currentPanel();
+      if (!nb) {
+        return;
+      }
+      runCellsThrough(nb, selectedCells(nb.content), magicLine).catch(reason => showError(String(reason?.message ?? reason)));
+    };
+
+    commands.addCommand(CommandIDs.openPanel, {
+      label: 'Show the burstlab panel',
+      caption: 'GPUs, sessions, fan-outs, sandboxes, bill and budgets',
+      icon: gpuIcon,
+      execute: () => shell.activateById(panel.id)
+    });
+    commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh burstlab',
+      execute: () => model.refresh()
+    });
+    commands.addCommand(CommandIDs.runOnGpu, {
+      label: args => {
+        const type = gpuTypeFor(args);
+        if (!args.type) {
+          return type ? `Run on GPU (${type})` : 'Run on GPU';
+        }
+        const hosts = model.hosts.filter(h => h.type === args.type);
+        const free = hosts.reduce((n, h) => n + h.free, 0);
+        const count = hosts.reduce((n, h) => n + h.count, 0);
+        return hosts.length ? `${args.type} (${free}/${count} free)` : String(args.type);
+      },
+      caption: args => `Run the selected cell through %%gpu ${gpuTypeFor(args) ?? 'TYPE'}, without editing it`,
+      icon: args => (args.type ? undefined : gpuIcon),
+      isEnabled: args => !!currentPanel() && gpuTypeFor(args) !== null,
+      execute: args => {
+        const type = gpuTypeFor(args);
+        if (!type) {
+          showError(
+            model.errors.hosts ?? 'burstlab: no GPU type to run on; this workspace lists none (see the burstlab panel).'
+          );
+          return;
+        }
+        runThrough(`%%gpu ${type}`);
+      }
+    });
+    commands.addCommand(CommandIDs.noGpuTypes, {
+      label: () => (model.errors.hosts ? 'GPU types unavailable (see the burstlab panel)' : 'No GPU types in this workspace'),
+      isEnabled: () => false,
+      execute: () => undefined
+    });
+
+    // "Run on GPU ▸ H100 / A100 / …", filled from GET hosts.
+    const gpuMenu = new Menu({ commands });
+    gpuMenu.id = 'burstlab-run-on-gpu-menu';
+    gpuMenu.title.label = 'Run on GPU';
+    gpuMenu.title.icon = gpuIcon;
+    let shownTypes = '\0';
+    const fillGpuMenu = () => {
+      const types = model.gpuTypes;
+      if (types.join(',') === shownTypes) {
+        return;
+      }
+      shownTypes = types.join(',');
+      gpuMenu.clearItems();
+      if (!types.length) {
+        gpuMenu.addItem({ command: CommandIDs.noGpuTypes });
+      }
+      for (const type of types) {
+        gpuMenu.addItem({ command: CommandIDs.runOnGpu, args: { type } });
+      }
+    };
+    fillGpuMenu();
+    model.changed.connect(fillGpuMenu);
+
+    commands.addCommand(CommandIDs.runOnGpuMenu, {
+      label: 'Run on GPU…',
+      caption: 'Run the selected cell on a GPU (%%gpu TYPE) without editing it',
+      icon: gpuIcon,
+      isEnabled: () => !!currentPanel(),
+      execute: () => {
+        void model.refresh();
+        const active = currentPanel()?.content.activeCell?.node;
+        const anchor =
+          active?.querySelector('.jp-cell-toolbar [data-command="burstlab:run-on-gpu-menu"]') ??
+          active?.querySelector('.jp-cell-toolbar') ??
+          active;
+        const rect = anchor?.getBoundingClientRect();
+        gpuMenu.open(rect ? rect.left : window.innerWidth / 2, rect ? rect.bottom : window.innerHeight / 2);
+      }
+    });
+    commands.addCommand(CommandIDs.runInSandbox, {
+      label: 'Run in sandbox',
+      caption: 'Run the selected cell through %%sandbox (an isolated kernel), without editing it',
+      icon: sandboxIcon,
+      isEnabled: () => !!currentPanel(),
+      execute: () => runThrough('%%sandbox')
+    });
+    commands.addCommand(CommandIDs.runInKernel, {
+      label: 'Run in this kernel (not the sandbox)',
+      caption: 'Run an agent-written cell in the notebook kernel this once',
+      isVisible: () => {
+        const cell = currentPanel()?.content.activeCell;
+        return !!cell && isAgentCell(cell.model) && config.agentCells === 'sandbox';
+      },
+      execute: async () => {
+        const nb = currentPanel();
+        const cell = nb?.content.activeCell;
+        if (!nb || !cell) {
+          return;
+        }
+        await CodeCell.execute(cell as CodeCell, nb.sessionContext).catch(reason =>
+          showError(String(reason?.message ?? reason))
+        );
+      }
+    });
+    commands.addCommand(CommandIDs.toggleAgentCell, {
+      label: () => {
+        const cell = currentPanel()?.content.activeCell;
+        return cell && isAgentCell(cell.model) ? 'Unmark as agent-written' : 'Mark as agent-written';
+      },
+      caption: 'Set or clear the cell metadata burstlab.agent',
+      isEnabled: () => currentPanel()?.content.activeCell?.model.type === 'code',
+      execute: () => {
+        const cell = currentPanel()?.content.activeCell;
+        if (cell && cell.model.type === 'code') {
+          setAgentCell(cell.model, !isAgentCell(cell.model));
+        }
+      }
+    });
+
+    app.contextMenu.addItem({ type: 'separator', selector: CELL_SELECTOR, rank: 20 });
+    app.contextMenu.addItem({ type: 'submenu', submenu: gpuMenu, selector: CELL_SELECTOR, rank: 20.1 });
+    app.contextMenu.addItem({ command: CommandIDs.runInSandbox, selector: CELL_SELECTOR, rank: 20.2 });
+    app.contextMenu.addItem({ command: CommandIDs.runInKernel, selector: CELL_SELECTOR, rank: 20.3 });
+    app.contextMenu.addItem({ command: CommandIDs.toggleAgentCell, selector: CELL_SELECTOR, rank: 20.4 });
+
+    if (palette) {
+      const category = 'burstlab';
+      for (const command of [
+        CommandIDs.openPanel,
+        CommandIDs.refresh,
+        CommandIDs.runOnGpu,
+        CommandIDs.runInSandbox,
+        CommandIDs.toggleAgentCell
+      ]) {
+        palette.addItem({ command, category });
+      }
+    }
+
+    // Agent badges on every notebook.
+    const badges = new Set<AgentBadges>();
+    tracker.widgetAdded.connect((_, nb) => {
+      const b = new AgentBadges(nb, () => config.agentCells);
+      badges.add(b);
+      nb.disposed.connect(() => badges.delete(b));
+    });
+    tracker.forEach(nb => badges.add(new AgentBadges(nb, () => config.agentCells)));
+
+    // Settings: read when the registry answers; nothing here waits for it.
+    if (settingRegistry) {
+      settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const apply = () => {
+            const type = settings.get('defaultGpuType').composite;
+            config.defaultGpuType = typeof type === 'string' ? type : '';
+            const interval = Number(settings.get('refreshInterval').composite);
+            config.refreshInterval = Number.isFinite(interval) && interval >= 1 ? interval : 3;
+            config.agentCells = settings.get('agentCells').composite === 'kernel' ? 'kernel' : 'sandbox';
+            model.interval = config.refreshInterval;
+            badges.forEach(b => b.schedule());
+            commands.notifyCommandChanged();
+          };
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(reason => console.error(`burstlab-lab: could not load settings: ${reason}`));
+    }
+  }
+};
+
+export default [executorPlugin, plugin];
