@@ -12,11 +12,12 @@ import threading
 import time
 from typing import Any
 
-from burstlab.billing import Meter, RateCard, open_ledger
+from burstlab._metering import Watcher
+from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
 from burstlab.errors import BurstlabError, GpuSpecError
 from burstlab.gpus import discover, parse_gpu_spec
-from burstlab.wire import GpuInventoryEntry, GpuSpec, UsageRecord
+from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, UsageRecord
 
 
 def default_notebook() -> str:
@@ -38,6 +39,7 @@ class Workspace:
         self.ledger = open_ledger(self.config.ledger_url, self.config.home)
         self.ledger.recover()
         self.meter = Meter(self.ledger, RateCard.from_config(self.config.rates), self.config.heartbeat_interval)
+        self.watcher = Watcher(self)  # budgets (warn, stop, refuse) and GPU up-time
         self.sessions: dict[str, Any] = {}
         self.ended: dict[str, str] = {}  # session key -> why it ended, shown by the next cell for that key
         self._lock = threading.RLock()
@@ -128,7 +130,11 @@ class Workspace:
                 for existing in self.sessions.values():
                     if (existing.key, existing.user, existing.notebook) == (key, user, notebook) \
                             and existing.state == "running":
+                        self.watcher.check_cached(user, notebook)
                         return existing
+        first = parsed.choices[0]
+        self.watcher.admit(user=user, notebook=notebook, what=f"a new {key} session",
+                           start_microusd=cost_microusd(1, self.meter.rates.rate(first.type), first.count))
         lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size)
         try:
             session = GpuSession(key, lease, self._session_ended, user=user, notebook=notebook,
@@ -151,6 +157,7 @@ class Workspace:
             "lease_key": lease.futures[0].key, "lease_keys": [f.key for f in lease.futures],
         })
         self._ensure_reaper()
+        self.watcher.start()
         return session
 
     # -- the shared view: every session and map on this cluster, whoever holds it ---------------
@@ -304,6 +311,30 @@ class Workspace:
     def session_record(self, session) -> UsageRecord | None:
         return self.meter.record(session.interval_id)
 
+    def utilisation(self, since_ns: int | None = None, until_ns: int | None = None):
+        """Per GPU type: leased GPU-seconds / provisioned GPU-seconds in a window (default: the last day)."""
+        from burstlab.billing.reports import utilisation
+
+        until_ns = self.meter.clock.now_ns() if until_ns is None else until_ns
+        since_ns = until_ns - 86_400 * 10**9 if since_ns is None else since_ns
+        records = self.ledger.usage(since_ns=since_ns, until_ns=until_ns, now_ns=until_ns, include_provisioned=True)
+        return utilisation(records, since_ns, until_ns)
+
+    def budgets(self, user: str | None = None) -> list[BudgetStatus]:
+        """The budgets ``user`` (default: this workspace's) has set, with what is spent against each."""
+        return self.watcher.statuses(user or self.user)
+
+    def set_budget(self, scope: str, name: str, limit_usd: float, soft_fraction: float = 0.8, *,
+                   user: str | None = None) -> BudgetStatus:
+        """Set (or replace) a budget in dollars: ``scope`` is ``"user"`` (``name`` the user) or
+        ``"notebook"`` (``name`` the notebook, of ``user``). Warns at ``soft_fraction``; at the limit
+        running cells and maps in that scope stop and new ones are refused."""
+        return self.watcher.set(scope, name, limit_usd, soft_fraction, user or (name if scope == "user" else self.user))
+
+    def remove_budget(self, scope: str, name: str, *, user: str | None = None) -> bool:
+        """Remove a budget; False if there was none."""
+        return self.watcher.remove(scope, name, user or (name if scope == "user" else self.user))
+
     # -- shutdown -------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -317,6 +348,7 @@ class Workspace:
         with self._lock:
             self._closed = True
         self._wake.set()
+        self.watcher.close()
         self.meter.close()
         if self._client is not None:
             try:

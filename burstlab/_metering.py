@@ -1,0 +1,284 @@
+"""The workspace's side of billing: budgets it enforces and GPU up-time it records.
+
+The decisions are pure (``burstlab.billing.budgets``); this module acts on them. One watcher thread
+per workspace wakes at every heartbeat (sooner when a budget will run out before the next one),
+reads the budgets that apply to what this workspace runs, warns once at the soft fraction, and at
+the limit stops the sessions and cancels the maps in that scope, saying why. Starting a session or
+a map asks :meth:`Watcher.admit` first, which refuses with the numbers when the budget is spent.
+
+For the embedded cluster the watcher also records each GPU worker's up-time as ``provisioned``
+intervals (the operator's cost, never a user's), from a scheduler plugin that notes when workers
+come and go: utilisation is leased GPU-seconds over provisioned GPU-seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+import weakref
+from typing import Any
+
+from burstlab.billing import budgets as policy
+from burstlab.billing.ledger import PROVISIONED, BudgetRow
+from burstlab.billing.rates import usd_to_microusd
+from burstlab.errors import BudgetExceeded, ConfigError
+from burstlab.wire import BudgetStatus
+
+class Watcher:
+    """Budgets and up-time for one workspace (``ws.watcher``)."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.maps: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self.stopped: dict[str, BudgetExceeded] = {}  # session id -> why the watcher stopped it
+        self.states: dict[tuple[str, str, str], str] = {}  # (scope, name, owner) -> last state seen
+        self._warned: set[tuple[str, str, str, int]] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._uptime_ready = False
+        self._provisioned: dict[tuple[str, int], str] = {}  # (worker name, since_ns) -> interval id
+        self.checks = 0
+
+    # -- budgets: the API the Workspace exposes ---------------------------------------------------
+
+    def status(self, row: BudgetRow, now_ns: int | None = None) -> BudgetStatus:
+        spent, _ = self.ws.ledger.budget_spending(row, now_ns)
+        return _status(row, spent)
+
+    def statuses(self, user: str) -> list[BudgetStatus]:
+        return [self.status(row) for row in self.ws.ledger.budgets(owner=user)]
+
+    def set(self, scope: str, name: str, limit_usd: float, soft_fraction: float, owner: str) -> BudgetStatus:
+        if scope not in ("user", "notebook"):
+            raise ConfigError(f"Budget scope {scope!r}: use 'user' or 'notebook'.")
+        if not name:
+            raise ConfigError("A budget needs the name of the user or notebook it limits.")
+        limit = usd_to_microusd(limit_usd)
+        if limit <= 0:
+            raise ConfigError(f"A budget of ${limit_usd} would refuse everything: give an amount above 0, or "
+                              "remove the budget.")
+        try:
+            soft = policy.soft_ppm(soft_fraction)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        row = self.ws.ledger.set_budget(scope, name, owner, limit, soft)
+        with self._lock:
+            self._warned = {w for w in self._warned if w[:3] != (scope, name, owner)}
+        self.wake()
+        return self.status(row)
+
+    def remove(self, scope: str, name: str, owner: str) -> bool:
+        removed = self.ws.ledger.remove_budget(scope, name, owner)
+        self.states.pop((scope, name, owner), None)
+        return removed
+
+    def _applicable(self, user: str, notebook: str) -> list[BudgetRow]:
+        return [b for b in self.ws.ledger.budgets()
+                if (b.scope == "user" and b.name == user) or (b.scope == "notebook" and (b.name, b.owner) == (notebook, user))]
+
+    def admit(self, *, user: str, notebook: str, what: str, start_microusd: int) -> None:
+        """Raise BudgetExceeded, with the numbers, if starting ``what`` (which costs at least
+        ``start_microusd``) would pass a budget of ``user`` or ``notebook``."""
+        for row in self._applicable(user, notebook):
+            spent, _ = self.ws.ledger.budget_spending(row)
+            if not policy.admit(spent, row.limit_microusd, start_microusd):
+                raise _refusal(row, spent, what, start_microusd)
+
+    def check_cached(self, user: str, notebook: str) -> None:
+        """Refuse at once (no database read) if the last check found a budget of this scope exceeded:
+        the gate of a cell on a session that is already running."""
+        for (scope, name, owner), state in list(self.states.items()):
+            if state == policy.EXCEEDED and ((scope == "user" and name == user)
+                                             or (scope == "notebook" and (name, owner) == (notebook, user))):
+                row = next((r for r in self._applicable(user, notebook) if (r.scope, r.name) == (scope, name)), None)
+                if row is not None:
+                    spent, _ = self.ws.ledger.budget_spending(row)
+                    if spent >= row.limit_microusd:
+                        raise _refusal(row, spent, "this cell", 0)
+
+    def estimate_note(self, *, user: str, notebook: str, name: str, estimate_microusd: int) -> str:
+        """A line to show when a map's estimate passes what is left of a budget ("" when it fits)."""
+        for row in self._applicable(user, notebook):
+            spent, _ = self.ws.ledger.budget_spending(row)
+            left = row.limit_microusd - spent
+            if estimate_microusd > left:
+                return (f"{name} is estimated to cost {policy.usd(estimate_microusd)} more, but the "
+                        f"{policy.describe(row.scope, row.name, spent, row.limit_microusd)} leaves "
+                        f"{policy.usd(max(0, left))}: it will be stopped when the budget is spent. "
+                        f"Raise it with `%gpu budget` or pass fewer inputs.")
+        return ""
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def track(self, run) -> None:
+        """A map started: watch it (it stops being watched when it is garbage or untracked)."""
+        self.maps.add(run)
+        self.start()
+
+    def untrack(self, run) -> None:
+        self.maps.discard(run)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name="burstlab-budgets", daemon=True)
+                self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._sync_uptime(final=True)
+
+    def _loop(self) -> None:
+        heartbeat = max(0.05, float(self.ws.config.heartbeat_interval) or 5.0)
+        while not self._closed:
+            try:
+                until = self.check()
+            except Exception as exc:  # the ledger is away: try again at the next heartbeat
+                sys.stderr.write(f"[burstlab: budget check failed ({exc}); retrying]\n")
+                until = []
+            try:
+                self._sync_uptime()
+            except Exception:
+                pass
+            self._wake.wait(policy.next_check(heartbeat, until))
+            self._wake.clear()
+
+    def _running(self) -> tuple[list, list]:
+        sessions = [s for s in list(self.ws.sessions.values()) if s.state == "running"]
+        maps = [m for m in list(self.maps) if not getattr(m, "_closed", False)]
+        return sessions, maps
+
+    def check(self) -> list[float | None]:
+        """One pass: warn or stop per budget; returns seconds until each budget runs out."""
+        self.checks += 1
+        sessions, maps = self._running()
+        scopes = {(getattr(s, "user", "") or self.ws.user, getattr(s, "notebook", "") or self.ws.notebook)
+                  for s in sessions}
+        scopes |= {(self.ws.user, self.ws.notebook) for _ in maps[:1]}
+        if not scopes:
+            return []
+        rows = self.ws.ledger.budgets()
+        until = []
+        for row in rows:
+            hit = [(u, n) for u, n in scopes
+                   if (row.scope == "user" and row.name == u) or (row.scope == "notebook" and (row.name, row.owner) == (n, u))]
+            if not hit:
+                continue
+            spent, burn = self.ws.ledger.budget_spending(row)
+            state = policy.decide(spent, row.limit_microusd, row.soft_ppm)
+            self.states[(row.scope, row.name, row.owner)] = state
+            until.append(policy.seconds_until(spent, row.limit_microusd, burn))
+            if state == policy.WARNING:
+                self._warn(row, spent)
+            elif state == policy.EXCEEDED:
+                self._enforce(row, spent, sessions, maps)
+        return until
+
+    def _warn(self, row: BudgetRow, spent: int) -> None:
+        key = (row.scope, row.name, row.owner, row.limit_microusd)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        sys.stderr.write(f"[burstlab: {row.soft_ppm / 1e4:g}% of the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}."
+                         f" At the limit, running cells and maps stop.]\n")
+
+    def _enforce(self, row: BudgetRow, spent: int, sessions: list, maps: list) -> None:
+        def mine(user: str, notebook: str) -> bool:
+            return (row.scope == "user" and row.name == user) or (row.scope == "notebook" and (row.name, row.owner) == (notebook, user))
+
+        for s in sessions:
+            if getattr(s, "id", s.key) in self.stopped:
+                continue
+            if mine(getattr(s, "user", "") or self.ws.user, getattr(s, "notebook", "") or self.ws.notebook):
+                exc = _stop_error(row, spent, f"the {s.label} session was stopped and its GPUs released; "
+                                              "its state is gone")
+                self.stopped[getattr(s, "id", s.key)] = exc
+                threading.Thread(target=s.stop, args=(str(exc),), name="burstlab-budget-stop", daemon=True).start()
+        for m in maps:
+            if mine(self.ws.user, self.ws.notebook):
+                m.stop_for(_stop_error(row, spent, f"the map {m.name} was cancelled and its workers released "
+                                                   f"after {m.done} of {m.total if m.total is not None else '?'} inputs"))
+
+    # -- provisioned GPU time (embedded cluster only) ------------------------------------------------
+
+    def _sync_uptime(self, final: bool = False) -> None:
+        ws = self.ws
+        if ws._cluster is None or ws._client is None:
+            return
+        from ._uptime import UptimeLog, drain
+
+        if not self._uptime_ready:
+            if final:
+                return
+            ws._client.register_plugin(UptimeLog(), name=UptimeLog.name)
+            self._uptime_ready = True
+        try:
+            drained = ws._client.run_on_scheduler(drain)
+        except Exception:
+            drained = None
+        if drained is None:
+            up, ended = [], []
+        else:
+            up, ended = drained
+        meter = ws.meter
+        for name, gpu_type, count, since in up:
+            self._open_provisioned(name, gpu_type, count, since)
+        for name, gpu_type, count, since, until in ended:
+            interval = self._open_provisioned(name, gpu_type, count, since)
+            meter.stop(interval, stop_ns=until)
+            self._provisioned.pop((name, since), None)
+        if final:
+            for interval in list(self._provisioned.values()):
+                meter.stop(interval)
+            self._provisioned.clear()
+
+    def _open_provisioned(self, name: str, gpu_type: str, count: int, since: int) -> str:
+        interval = self._provisioned.get((name, since))
+        if interval is None:
+            interval = uuid.uuid5(uuid.NAMESPACE_URL, f"burstlab-provisioned:{name}:{since}").hex
+            self.ws.meter.start(kind=PROVISIONED, user="", notebook="", resource=gpu_type, quantity=count,
+                                declared=name.endswith("/declared"), detail={"worker": name}, id=interval,
+                                start_ns=since)
+            self._provisioned[(name, since)] = interval
+        return interval
+
+
+def _status(row: BudgetRow, spent: int) -> BudgetStatus:
+    return BudgetStatus(scope=row.scope, name=row.name, limit_microusd=row.limit_microusd,
+                        soft_fraction=row.soft_ppm / policy.PPM, spent_microusd=spent,
+                        remaining_microusd=max(0, row.limit_microusd - spent),
+                        state=policy.decide(spent, row.limit_microusd, row.soft_ppm))
+
+
+def _fix(row: BudgetRow) -> str:
+    flag = " --user" if row.scope == "user" else ""
+    return (f"Raise it with `%gpu budget{flag} AMOUNT` (or ws.set_budget({row.scope!r}, {row.name!r}, AMOUNT)), "
+            f"or remove it with `%gpu budget{flag} --remove`.")
+
+
+def _refusal(row: BudgetRow, spent: int, what: str, start_microusd: int) -> BudgetExceeded:
+    cost = f" {what} would cost at least {policy.usd(start_microusd)} (one second)." if start_microusd else ""
+    exc = BudgetExceeded(f"Refused: the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}, "
+                         f"{policy.usd(max(0, row.limit_microusd - spent))} left.{cost} {_fix(row)}")
+    exc.status = _status(row, spent)  # type: ignore[attr-defined]
+    return exc
+
+
+def _stop_error(row: BudgetRow, spent: int, what: str) -> BudgetExceeded:
+    exc = BudgetExceeded(f"Stopped at the limit: the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}; "
+                         f"{what}. {_fix(row)}")
+    exc.status = _status(row, spent)  # type: ignore[attr-defined]
+    return exc
+
+
+__all__ = ["Watcher"]
