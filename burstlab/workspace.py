@@ -296,7 +296,7 @@ class Workspace:
                 continue
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                if s.state == "running" and not s.kernel._lock.locked() and now - s.last_active >= timeout:
+                if s.state == "running" and not (s.busy or s.kernel._lock.locked()) and now - s.last_active >= timeout:
                     s.stop(f"released after {timeout:g} s idle")
 
     def set_idle_timeout(self, seconds: float) -> None:

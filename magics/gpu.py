@@ -10,14 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import queue
 import shlex
 import sys
 import time
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from burstlab import _sync
 from burstlab.errors import BurstlabError, RemoteError, TransferError
 from burstlab.gpus import parse_gpu_spec
 from burstlab.workspace import get_workspace
@@ -103,24 +101,12 @@ class GpuMagics(Magics):
         return publish.value
 
     def _run(self, session, code: str, publish: Publisher):
-        """Execute on the remote kernel, publishing outputs from this (the cell's) thread as they come.
+        """Execute on the remote kernel from this (the cell's) thread, publishing outputs as they come:
+        ipykernel routes output by thread, and no hand-off between threads keeps a warm cell fast.
 
         Ctrl-C or the notebook's stop button interrupts the remote cell; the session stays usable.
         """
-        outputs: queue.SimpleQueue = queue.SimpleQueue()
-        done = object()
-        future = _sync.submit(session.execute(code, on_output=outputs.put))
-        future.add_done_callback(lambda _f: outputs.put(done))
-        while True:
-            try:
-                item = outputs.get()
-            except KeyboardInterrupt:
-                _sync.submit(session.interrupt())
-                continue
-            if item is done:
-                break
-            publish(item)
-        return future.result()
+        return session.execute_here(code, on_output=publish)
 
     def _footer(self, session) -> None:
         record = self.workspace.session_record(session)

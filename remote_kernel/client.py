@@ -41,6 +41,46 @@ def to_output(msg: dict) -> Output | None:
     return None
 
 
+class _Collector:
+    """Turns one execution's iopub messages into an :class:`Execution` (shared by both clients)."""
+
+    def __init__(self, on_output: Callable[[Output], Any] | None):
+        self.on_output = on_output
+        self.outputs: list[Output] = []
+        self.error: ExecutionError | None = None
+        self.count: int | None = None
+        self.started = time.perf_counter()
+
+    def feed(self, msg: dict) -> bool:
+        """Take one message of this execution; True once the kernel is idle again."""
+        kind = msg["header"]["msg_type"]
+        if kind == "status":
+            return msg["content"]["execution_state"] == "idle"
+        if kind == "error":
+            c = msg["content"]
+            self.error = ExecutionError(ename=c["ename"], evalue=c["evalue"], traceback=tuple(c["traceback"]))
+        elif kind == "execute_input":
+            self.count = msg["content"].get("execution_count")
+        else:
+            out = to_output(msg)
+            if out is not None:
+                self.outputs.append(out)
+                if self.on_output is not None:
+                    self.on_output(out)
+        return False
+
+    def finish(self, reply: dict | None) -> Execution:
+        error, count = self.error, self.count
+        if reply and reply["content"].get("status") == "error" and error is None:
+            c = reply["content"]
+            error = ExecutionError(ename=c.get("ename", "Error"), evalue=c.get("evalue", ""),
+                                   traceback=tuple(c.get("traceback", ())))
+        if reply:
+            count = reply["content"].get("execution_count", count)
+        return Execution(outputs=tuple(self.outputs), error=error, execution_count=count,
+                         duration_s=time.perf_counter() - self.started)
+
+
 class RemoteKernel:
     """An async Jupyter-protocol client of one remote kernel.
 
@@ -56,6 +96,20 @@ class RemoteKernel:
         self._liveness_s = liveness_s
         self._lock = asyncio.Lock()
         self._comm_id: str | None = None
+        self._here: HereClient | None = None
+        self._here_thread = 0
+        self._connection = connection_info
+
+    def here(self) -> HereClient | None:
+        """The blocking client for the calling thread: made on the first call, None for any other
+        thread (which uses the async client)."""
+        import threading
+
+        me = threading.get_ident()
+        if self._here is None:
+            self._here = HereClient(self._connection, self._is_alive, self._liveness_s)
+            self._here_thread = me
+        return self._here if self._here_thread == me else None
 
     async def _next_iopub(self, parent_id: str, deadline: float | None) -> dict:
         while True:
@@ -76,38 +130,12 @@ class RemoteKernel:
     async def execute(self, code: str, on_output: Callable[[Output], Any] | None = None, silent: bool = False) -> Execution:
         """Run ``code``; ``on_output`` is called with each output as it arrives."""
         async with self._lock:
-            started = time.perf_counter()
+            collect = _Collector(on_output)
             msg_id = self.kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
-            outputs: list[Output] = []
-            error = None
-            count = None
-            while True:
-                msg = await self._next_iopub(msg_id, None)
-                kind = msg["header"]["msg_type"]
-                if kind == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-                if kind == "error":
-                    c = msg["content"]
-                    error = ExecutionError(ename=c["ename"], evalue=c["evalue"], traceback=tuple(c["traceback"]))
-                    continue
-                if kind == "execute_input":
-                    count = msg["content"].get("execution_count")
-                    continue
-                out = to_output(msg)
-                if out is not None:
-                    outputs.append(out)
-                    if on_output is not None:
-                        on_output(out)
+            while not collect.feed(await self._next_iopub(msg_id, None)):
+                pass
             # The shell reply follows idle (or precedes it); collect it so the channel stays in step.
-            reply = await self._shell_reply(msg_id)
-            if reply and reply["content"].get("status") == "error" and error is None:
-                c = reply["content"]
-                error = ExecutionError(ename=c.get("ename", "Error"), evalue=c.get("evalue", ""),
-                                       traceback=tuple(c.get("traceback", ())))
-            if reply:
-                count = reply["content"].get("execution_count", count)
-            return Execution(outputs=tuple(outputs), error=error, execution_count=count,
-                             duration_s=time.perf_counter() - started)
+            return collect.finish(await self._shell_reply(msg_id))
 
     async def _shell_reply(self, msg_id: str, timeout: float = 10.0) -> dict | None:
         deadline = time.monotonic() + timeout
@@ -178,6 +206,53 @@ class RemoteKernel:
         """Close the channels once no request is in flight (an in-flight one notices the death first)."""
         async with self._lock:
             self.kc.stop_channels()
+            if self._here is not None:
+                self._here.close()
 
 
-__all__ = ["RemoteKernel", "to_output"]
+class HereClient:
+    """A blocking client of the same kernel, used only from the thread that made it (a notebook
+    cell's): a warm ``%%gpu`` cell runs with no hand-off between threads, the way a raw
+    jupyter_client call in a cell does. Outputs reach ``on_output`` on that thread as they arrive.
+    Ctrl-C (KeyboardInterrupt in that thread) is forwarded as an ``interrupt_request``."""
+
+    def __init__(self, connection_info: dict, is_alive: Callable[[], bool], liveness_s: float):
+        from jupyter_client.blocking import BlockingKernelClient
+
+        self.kc = BlockingKernelClient()
+        self.kc.load_connection_info(connection_info)
+        self.kc.start_channels(hb=False, stdin=False)
+        self._is_alive = is_alive
+        self._liveness_s = liveness_s
+
+    def _get(self, get: Callable[..., dict], parent_id: str, interrupted: list) -> dict:
+        while True:
+            try:
+                msg = get(timeout=self._liveness_s)
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted.append(True)
+                    self.kc.control_channel.send(self.kc.session.msg("interrupt_request", {}))
+                continue
+            except queue.Empty:
+                if not self._is_alive():
+                    raise SessionLostError("The remote kernel died; its state is gone.") from None
+                continue
+            except zmq.ZMQError as exc:
+                raise SessionLostError(f"Lost the connection to the remote kernel: {exc}") from exc
+            if msg["parent_header"].get("msg_id") == parent_id:
+                return msg
+
+    def execute(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
+        collect = _Collector(on_output)
+        interrupted: list = []
+        msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
+        while not collect.feed(self._get(self.kc.get_iopub_msg, msg_id, interrupted)):
+            pass
+        return collect.finish(self._get(self.kc.get_shell_msg, msg_id, interrupted))
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+
+
+__all__ = ["HereClient", "RemoteKernel", "to_output"]

@@ -34,6 +34,7 @@ class GpuSession:
         self.started = time.time()
         self.last_active = time.monotonic()
         self.state = "running"  # running | stopped | lost
+        self.busy = False  # a cell runs through execute_here
         self.end_reason = ""
         self._ending = False
         self._end_lock = threading.Lock()
@@ -95,6 +96,25 @@ class GpuSession:
         finally:
             self.last_active = time.monotonic()
 
+    def execute_here(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
+        """Run ``code`` from the calling thread with no hand-off to burstlab's loop (a notebook cell's
+        fast path); outputs reach ``on_output`` on this thread. Ctrl-C interrupts the remote cell."""
+        self._check()
+        here = self.kernel.here()
+        if here is None:  # another thread made the blocking client: go through the loop
+            return _sync.run_sync(self.execute(code, on_output))
+        self.last_active = time.monotonic()
+        self.busy = True
+        try:
+            return here.execute(code, on_output)
+        except SessionLostError:
+            self._lease_done()
+            raise SessionLostError(f"The {self.label} session ended ({self.end_reason or 'the remote kernel died'}); "
+                                   "its state is gone. The next %%gpu cell starts a new one.") from None
+        finally:
+            self.busy = False
+            self.last_active = time.monotonic()
+
     async def interrupt(self) -> None:
         await self.kernel.interrupt()
 
@@ -109,7 +129,8 @@ class GpuSession:
         return await self.kernel.pull(names)
 
     def execute_sync(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
-        return _sync.run_sync(self.execute(code, on_output))
+        """Blocking twin of :meth:`execute`; the thread that first calls it gets the fast path."""
+        return self.execute_here(code, on_output)
 
     def push_sync(self, values: dict[str, Any]) -> None:
         _sync.run_sync(self.push(values))
