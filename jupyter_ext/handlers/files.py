@@ -54,8 +54,7 @@ class FilesHandler(BurstLabHandler):
         if isinstance(data, dict):
             self.reply(data)
             return
-        self.set_header("Content-Type", "application/octet-stream")
-        self.finish(data)
+        self.finish(data, set_content_type="application/octet-stream")
 
     @web.authenticated
     @authorized

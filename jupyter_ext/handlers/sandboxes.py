@@ -93,11 +93,11 @@ class SandboxExecuteHandler(BurstLabHandler):
                 except Exception as exc:  # the stream has begun: the failure is its last event
                     if connected:
                         await self._send({"event": "error", "message": str(exc)})
-                        self.finish()
+                        self.finish(set_content_type="application/x-ndjson")
                     return
             if connected:
                 await self._send({"event": "done", "execution": execution})
-                self.finish()
+                self.finish(set_content_type="application/x-ndjson")
         finally:
             if not task.done():  # the client went away: let the run finish, quietly
                 task.add_done_callback(lambda t: t.exception())
