@@ -17,11 +17,12 @@ from typing import Any, Iterable, Iterator
 
 import cloudpickle
 
-from burstlab.billing.ledger import owner_tag
+from burstlab.billing.budgets import map_estimate_microusd
 from burstlab.errors import FanoutError, GpuSpecError
 from burstlab.gpus import SPEC_FORMS, parse_gpu_spec
 
 from . import _policy
+from ._metering import MapMeter
 from ._progress import Progress
 from ._runner import run_chunk
 
@@ -143,9 +144,17 @@ class MapRun:
         self._last_size = 1
         self._seq = itertools.count()
         self.done = self.failed = self.retried = 0
-        self.spans: dict[str, _policy.Span] = {}
         self.rate = workspace.meter.rates.rate(self.resource)
         self.quantity = int(next(iter(self.resources.values()), 1))
+        self.metering = MapMeter(workspace, map_id=self.id, name=self.name, resource=self.resource,
+                                 quantity=self.quantity, declared=self.declared, key_prefix=self._key(""))
+        self.spans = self.metering.spans
+        self._stop_error: BaseException | None = None  # set by the budget watcher: raised in the map's thread
+        self._estimate_noted = False
+        self._watcher = getattr(workspace, "watcher", None)
+        if self._watcher is not None:  # refused with the numbers if a budget is spent
+            self._watcher.admit(user=workspace.user, notebook=workspace.notebook, what=f"the map {self.name}",
+                                start_microusd=self.metering.start_cost_microusd())
         self._slot_cycle = None  # set per fill by _placements()
         self.started = time.monotonic()
         self.started_wall = time.time()
@@ -159,6 +168,8 @@ class MapRun:
         self._first = self._take()  # the first chunk is checked before anything starts
         if self._first:
             self._first_blob = pickle_items(self._first)
+        if self._watcher is not None:
+            self._watcher.track(self)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -185,12 +196,14 @@ class MapRun:
     def _submit(self, chunk: list[Item], blob: bytes | None = None) -> None:
         blob = blob if blob is not None else pickle_items(chunk)
         future = self.client.submit(
-            run_chunk, self.fn_blob, blob, self.star, self.timeout,
-            key=f"burstlab-map-{self.name[:40]}-{self.id}-{next(self._seq)}", pure=False,
+            run_chunk, self.fn_blob, blob, self.star, self.timeout, key=self._key(next(self._seq)), pure=False,
             resources=self.resources if self._slot_cycle is None else {**self.resources, next(self._slot_cycle): 1},
         )
         self._inflight[future] = chunk
         future.add_done_callback(self._done_q.put)
+
+    def _key(self, seq) -> str:
+        return f"burstlab-map-{self.name[:40]}-{self.id}-{seq}"
 
     def _placements(self) -> None:
         """Pin GPU chunks to GPUs no %%gpu session holds: Dask would queue a resource-restricted task
@@ -241,7 +254,16 @@ class MapRun:
         finally:
             self.close()
 
+    def stop_for(self, exc: BaseException) -> None:
+        """Stop this map from another thread (the budget watcher): its own thread cancels what is left
+        and raises ``exc`` within a moment."""
+        self._stop_error = exc
+        self._done_q.put(None)  # wake the map's thread if it is waiting for a result
+
     def _check_stop(self) -> None:
+        if self._stop_error is not None:
+            self.cancel()
+            raise self._stop_error
         if self._stop_reason:
             self.cancel()
             raise FanoutError(f"The map {self.name} ({self.id}) was cancelled: {self._stop_reason}. "
@@ -287,12 +309,7 @@ class MapRun:
         return f"{name}: {exc}"
 
     def _chunk_results(self, chunk: list[Item], report: dict) -> Iterator[tuple[int, bool, Any]]:
-        worker = report["worker"]
-        span = self.spans.get(worker)
-        if span is None:
-            self.spans[worker] = _policy.Span(report["start_ns"], report["stop_ns"])
-        else:
-            span.extend(report["start_ns"], report["stop_ns"])
+        self.metering.report(report["worker"], report["start_ns"], report["stop_ns"])
         if "setup_error" in report:
             exc = _rebuild(report["setup_error"])
             for item in chunk:
@@ -327,7 +344,12 @@ class MapRun:
     # -- progress, money, the end -------------------------------------------------------------------
 
     def cost_microusd(self) -> int:
-        return _policy.spans_cost_microusd(self.spans, self.rate, self.quantity)
+        """What the map has cost so far (its workers' open intervals priced up to now)."""
+        return self.metering.cost_microusd()
+
+    def estimate_microusd(self) -> int | None:
+        """What the inputs not yet finished should cost, from the measured seconds per input."""
+        return map_estimate_microusd(self.total, self.done + self.failed, self._per_item_s, self.rate, self.quantity)
 
     def workers_up(self, fresh: bool = False) -> int:
         now = time.monotonic()
@@ -367,11 +389,22 @@ class MapRun:
             self._stop_reason = reason
 
     def _tick(self, final: bool = False) -> None:
+        if not final:
+            self.metering.poll(self.client)
         self._publish(final)
+        estimate = None if final else self.estimate_microusd()
+        if estimate is not None and not self._estimate_noted and self._watcher is not None:
+            self._estimate_noted = True  # checked once, from the first measured inputs
+            note = self._watcher.estimate_note(user=self.ws.user, notebook=self.ws.notebook, name=self.name,
+                                               estimate_microusd=estimate)
+            if note:
+                import sys
+
+                (self.progress.stream if self.progress is not None else sys.stderr).write(f"[burstlab: {note}]\n")
         if self.progress is not None:
             self.progress.update(done=self.done, failed=self.failed, retried=self.retried,
                                  workers=self.workers_up(final), elapsed=time.monotonic() - self.started,
-                                 cost_microusd=self.cost_microusd(), final=final)
+                                 cost_microusd=self.cost_microusd(), final=final, estimate_microusd=estimate)
 
     def cancel(self) -> None:
         """Cancel every input not finished; workers become idle (and stop after the idle window).
@@ -400,23 +433,14 @@ class MapRun:
         if self._closed:
             return
         self._closed = True
+        clean = not self._inflight and not self._retry
         self.cancel()
-        self._tick(final=True)
-        self._meter()
-
-    def _meter(self) -> None:
-        """One closed ledger interval per worker this map used: its first chunk's start to its last's end."""
-        ledger = self.ws.ledger
-        owner = owner_tag()
-        for worker, span in self.spans.items():
-            interval_id = uuid.uuid4().hex
-            ledger.open_interval(
-                id=interval_id, kind="map", user=self.ws.user, notebook=self.ws.notebook, resource=self.resource,
-                quantity=self.quantity, declared=self.declared, rate_nusd_per_s=self.rate, start_ns=span.start_ns,
-                owner=owner, detail={"map": self.id, "function": self.name, "worker": worker,
-                                     "inputs": self.done + self.failed},
-            )
-            ledger.close_interval(interval_id, span.stop_ns)
+        try:
+            self.metering.close(clean, self.done + self.failed)
+        finally:
+            if self._watcher is not None:
+                self._watcher.untrack(self)
+            self._tick(final=True)
 
 
 def _stop_if_executing(keys: list, dask_worker=None) -> bool:

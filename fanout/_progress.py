@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 
 def summary(name: str, total: int | None, done: int, failed: int, retried: int, workers: int, elapsed: float,
-            cost_microusd: int) -> str:
-    """The one line of text shown everywhere (pure)."""
+            cost_microusd: int, estimate_microusd: int | None = None) -> str:
+    """The one line of text shown everywhere (pure). ``estimate_microusd``: what the inputs not yet
+    finished should cost, from the measured time per input (shown once known)."""
     of = f"/{total}" if total is not None else ""
     parts = [f"{name}: {done + failed}{of} done"]
     if failed:
@@ -23,6 +24,8 @@ def summary(name: str, total: int | None, done: int, failed: int, retried: int, 
     parts.append(f"{workers} worker{'s' if workers != 1 else ''} up")
     parts.append(f"{elapsed:.1f} s")
     parts.append(f"${cost_microusd / 1e6:.4f}")
+    if estimate_microusd is not None:
+        parts.append(f"est. ${(cost_microusd + estimate_microusd) / 1e6:.4f} in all")
     return " | ".join(parts)
 
 
@@ -79,12 +82,12 @@ class Progress:
         self.lines += text.count("\n")
 
     def update(self, *, done: int, failed: int, retried: int, workers: int, elapsed: float, cost_microusd: int,
-               final: bool = False) -> None:
+               final: bool = False, estimate_microusd: int | None = None) -> None:
         now = time.monotonic()
         if not final and now - self._last < self.interval:
             return
         self._last = now
-        line = summary(self.name, self.total, done, failed, retried, workers, elapsed, cost_microusd)
+        line = summary(self.name, self.total, done, failed, retried, workers, elapsed, cost_microusd, estimate_microusd)
         if self._bar is not None:
             if self.total is None:
                 self._bar.max = max(self._bar.max, done + failed + 1)
