@@ -36,7 +36,14 @@ from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from burstlab._sync import run_sync, submit
-from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, SandboxError, SandboxLimitError
+from burstlab.errors import (
+    BudgetExceeded,
+    BurstlabError,
+    CapacityError,
+    SandboxError,
+    SandboxLimitError,
+    SessionLostError,
+)
 from burstlab.wire import Execution, GpuInventoryEntry, Output, UsageRecord
 
 API_PATH = "burstlab/api/"
@@ -82,15 +89,14 @@ def _http_error(base: str, method: str, path: str, status: int, body: bytes, tok
                             "This is a bug in the service; its log has the traceback.")
     else:
         text = message or f"{where} answered {status} with no message"
-        sandbox = path.startswith("sandboxes")
+        resource = path.split("?", 1)[0].split("/")
         if status == 402:
             exc = BudgetExceeded(text)
-        elif status == 409:
-            exc = CapacityError(text)
-        elif status == 413:
-            exc = SandboxLimitError(text) if sandbox else BurstlabError(text)
-        elif sandbox:
-            exc = SandboxError(text)
+        elif resource[0] == "sandboxes":
+            exc = SandboxLimitError(text) if status == 413 else SandboxError(text)
+        elif status == 409 and resource[0] == "sessions":
+            # a new session finds no free GPU; a running one's execute finds its kernel gone
+            exc = SessionLostError(text) if resource[-1] == "execute" else CapacityError(text)
         else:
             exc = BurstlabError(text)
     exc.status = status  # type: ignore[attr-defined]

@@ -30,13 +30,22 @@ import secrets
 import sys
 from typing import Any, Literal
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent
+from traitlets import Unicode
+from traitlets.config import Application
+
+try:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import CallToolResult, TextContent
+except ImportError as exc:  # an optional extra: say how to get it when the command runs
+    _MCP_MISSING: ImportError | None = exc
+else:
+    _MCP_MISSING = None
 
 from burstlab.errors import BurstlabError
 from burstlab.wire import Execution
 
+_USAGE = __doc__
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_TEXT = 20_000  # characters of any one stream in the text summary (the structured JSON has it all)
 
@@ -173,7 +182,7 @@ def _limits_text(info: dict) -> str:
 
 # -- the server -------------------------------------------------------------------------------------
 
-def build_server(backend) -> MCPServer:
+def build_server(backend) -> "MCPServer":
     """An MCPServer whose tools act through ``backend`` (RemoteBackend or LocalBackend)."""
     server = MCPServer("burstlab", instructions=INSTRUCTIONS)
 
@@ -272,23 +281,17 @@ def make_backend(url: str | None, token: str | None):
     return LocalBackend()
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jupyter burstlab mcp", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default=None, help="the service's base URL (default: $BURSTLAB_URL; none: in-process)")
-    p.add_argument("--token", default=None, help="API token (default: $BURSTLAB_TOKEN; prefer it or --token-file)")
-    p.add_argument("--token-file", default=None, help="read the API token from this file")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    token = args.token
-    if args.token_file:
-        with open(args.token_file) as f:
+def serve(url: str | None = None, token: str | None = None, token_file: str | None = None) -> int:
+    """Serve the tools over stdio until the client closes stdin; close this server's sandboxes then."""
+    if _MCP_MISSING is not None:
+        print(f"burstlab mcp needs the `mcp` package ({_MCP_MISSING}); install it with pip install 'burstlab[mcp]'.",
+              file=sys.stderr)
+        return 2
+    if token_file:
+        with open(token_file) as f:
             token = f.read().strip()
     try:
-        backend = make_backend(args.url, token)
+        backend = make_backend(url, token)
     except BurstlabError as exc:
         print(f"burstlab mcp: {exc}", file=sys.stderr)
         return 2
@@ -298,6 +301,33 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         backend.close_all()
     return 0
+
+
+class McpApp(Application):
+    """``jupyter burstlab mcp``: the subcommand the standalone app dispatches to (jupyter_ext/app.py)."""
+
+    name = "jupyter-burstlab-mcp"
+    description = _USAGE
+    url = Unicode(None, allow_none=True, help="The service's base URL (default: $BURSTLAB_URL; none: in-process sandboxes).").tag(config=True)
+    token = Unicode(None, allow_none=True, help="API token (default: $BURSTLAB_TOKEN; prefer it, or token_file, to a command line).").tag(config=True)
+    token_file = Unicode("", help="Read the API token from this file.").tag(config=True)
+    aliases = {"url": "McpApp.url", "token": "McpApp.token", "token-file": "McpApp.token_file"}
+
+    def start(self) -> None:
+        code = serve(self.url, self.token, self.token_file or None)
+        if code:
+            self.exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m burstlab.jupyter_ext.mcp [--url URL] [--token-file PATH]``."""
+    p = argparse.ArgumentParser(prog="python -m burstlab.jupyter_ext.mcp", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=None, help="the service's base URL (default: $BURSTLAB_URL; none: in-process)")
+    p.add_argument("--token", default=None, help="API token (default: $BURSTLAB_TOKEN; prefer it or --token-file)")
+    p.add_argument("--token-file", default=None, help="read the API token from this file")
+    args = p.parse_args(argv)
+    return serve(args.url, args.token, args.token_file)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,12 @@ def render(ex: Execution) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if ex.error is not None:
-        raise RemoteError(ex.error.ename, ex.error.evalue, ex.error.traceback)
+        err = ex.error
+        tb = list(err.traceback)
+        if err.ename.startswith("Sandbox") and tb:
+            # A limit's traceback is the interrupted code's (KeyboardInterrupt); end it with what happened and the fix.
+            tb.append(f"\x1b[0;31m{err.ename}\x1b[0m: {err.evalue}")
+        raise RemoteError(err.ename, err.evalue, tb)
 
 
 __all__ = ["SandboxMagics", "render"]

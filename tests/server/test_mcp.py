@@ -9,9 +9,13 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import time
 
 import anyio
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _service import standalone_service  # noqa: E402
 
 pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
@@ -19,12 +23,12 @@ from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 TOOLS = {"create_sandbox", "run_cell", "read_file", "write_file", "list_files", "list_sandboxes", "close_sandbox"}
 
 
-def _params(env: dict[str, str], *args: str) -> StdioServerParameters:
+def _params(env: dict[str, str], *args: str, jupyter: bool = False) -> StdioServerParameters:
     # stdio_client passes on only a few variables (PATH, HOME...): give the server what burstlab needs.
     keep = {k: os.environ[k] for k in ("BURSTLAB_HOME", "BURSTLAB_DECLARED_GPUS", "BURSTLAB_NOTEBOOK", "TMPDIR")
             if k in os.environ}
-    return StdioServerParameters(command=sys.executable, args=["-m", "burstlab.jupyter_ext.mcp", *args],
-                                 env={**keep, **env})
+    argv = ["-m", "jupyter", "burstlab", "mcp"] if jupyter else ["-m", "burstlab.jupyter_ext.mcp"]
+    return StdioServerParameters(command=sys.executable, args=[*argv, *args], env={**keep, **env})
 
 
 async def _agent(params: StdioServerParameters, body):
@@ -98,7 +102,65 @@ async def _exercise(session: ClientSession) -> dict:
     return seen
 
 
+def _sandbox_pids() -> list[int]:
+    """Host pids running under a sandbox uid (none should outlive the MCP server that made them)."""
+    from burstlab.sandbox._sandbox import UID_BASE, UID_SPAN
+
+    pids = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if UID_BASE <= uid < UID_BASE + UID_SPAN:
+            pids.append(int(p))
+    return pids
+
+
 @pytest.mark.slow
 def test_mcp_in_process_sandboxes():
-    seen = anyio.run(_agent, _params({}), _exercise)
+    before = set(_sandbox_pids())
+    during: dict = {}
+
+    async def body(session):
+        seen = await _exercise(session)
+        during["pids"] = set(_sandbox_pids()) - before
+        return seen
+
+    seen = anyio.run(_agent, _params({}), body)
     assert TOOLS <= seen["tools"]
+    assert during["pids"], "the second sandbox should be running while the agent is connected"
+    deadline = time.monotonic() + 10
+    while set(_sandbox_pids()) & during["pids"]:
+        assert time.monotonic() < deadline, "sandboxes outlived the MCP server"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_mcp_against_a_running_service(tmp_path):
+    """`jupyter burstlab mcp` with BURSTLAB_URL/TOKEN: the agent's sandboxes are the service's, as that user."""
+    from burstlab.client import Workspace
+
+    with standalone_service(str(tmp_path / "svc")) as svc, Workspace(svc.url, svc.tokens["alice"]) as alice:
+        during: dict = {}
+
+        async def body(session):
+            seen = await _exercise(session)
+            during["listed"] = {s.id: s.info["notebook"] for s in alice.sandboxes()}
+            return seen
+
+        env = {"BURSTLAB_URL": svc.url, "BURSTLAB_TOKEN": svc.tokens["alice"]}
+        seen = anyio.run(_agent, _params(env, jupyter=True), body)
+        assert TOOLS <= seen["tools"]
+        # the agent's second sandbox was on the service, attributed to alice's "mcp" notebook...
+        assert during["listed"] == {seen["second"]: "mcp"}
+        # ...and closed when the agent went away
+        assert alice.sandboxes() == []
+        # a bad token is a tool error that names the fix, not a crash
+        async def refused(session):
+            r = await session.call_tool("create_sandbox", {})
+            return r.is_error, _text(r)
+        is_error, text = anyio.run(_agent, _params({"BURSTLAB_URL": svc.url, "BURSTLAB_TOKEN": "wrong-token-xyz"}),
+                                   refused)
+        assert is_error and "token rejected" in text and "BURSTLAB_TOKEN" in text

@@ -1,0 +1,258 @@
+"""burstlab.client against a real standalone service (`jupyter burstlab` in a subprocess, two users).
+
+Run, stream, files, errors (bad token, unknown and other users' ids, limits as data), hosts, sessions,
+usage, and a notebook kernel whose `%%sandbox` lands in the server's sandbox list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sys
+import time
+
+import pytest
+
+from burstlab.client import Workspace
+from burstlab.errors import BurstlabError, SandboxError
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _service import standalone_service  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    with standalone_service(str(tmp_path_factory.mktemp("svc-client"))) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def alice(service):
+    with Workspace(service.url, service.tokens["alice"]) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def sb(alice):
+    with alice.sandbox(timeout=20, memory="256MiB") as s:
+        yield s
+
+
+def test_run_returns_the_execution_and_state_persists(sb):
+    ex = sb.run("x = 21\nprint('hello')\nx * 2")
+    assert (ex.stdout, ex.text, ex.error) == ("hello\n", "42", None)
+    assert ex.execution_count >= 1 and ex.duration_s > 0
+    assert sb.run("x + 1").text == "22"
+    ex = sb.run("from IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))")
+    assert ex.results == [{"text/html": "<b>hi</b>", "text/plain": "<IPython.core.display.HTML object>"}]
+    assert sb.limits["memory"] == 256 * 2**20 and sb.limits["timeout"] == 20 and not sb.network
+
+
+def test_stream_delivers_outputs_as_they_are_produced(sb):
+    got: list[tuple[str, float]] = []
+    t0 = time.monotonic()
+    ex = sb.run("import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.3)\n'end'",
+                on_output=lambda o: got.append((o.text or o.data.get("text/plain", ""), time.monotonic() - t0)))
+    total = time.monotonic() - t0
+    assert [t for t, _ in got] == ["0\n", "1\n", "2\n", "'end'"]
+    assert got[0][1] < total - 0.5  # the first line arrived while the cell was still running
+    assert ex.stdout == "0\n1\n2\n" and ex.text == "'end'" and ex.error is None
+
+
+def test_files_round_trip_with_odd_names(sb):
+    assert sb.files.write("dir a/ü #?%.txt", "héllo") == len("héllo".encode())
+    assert sb.files.read("dir a/ü #?%.txt") == "héllo".encode()
+    blob = bytes(range(256)) * 100
+    assert sb.files.write("blob.bin", blob) == len(blob)
+    assert sb.run("len(open('blob.bin','rb').read())").text == str(len(blob))
+    sb.run("open('made.txt', 'w').write('from the cell')")
+    assert sb.files.read("made.txt") == b"from the cell"
+    top = {e["name"]: e["type"] for e in sb.files.list()}
+    assert top["dir a"] == "dir" and top["blob.bin"] == "file" and top["made.txt"] == "file"
+    assert [e["name"] for e in sb.files.list("dir a")] == ["ü #?%.txt"]
+    sb.files.remove("made.txt")
+    assert "made.txt" not in {e["name"] for e in sb.files.list(".")}
+    with pytest.raises(SandboxError, match=r"'\.\.'"):
+        sb.files.read("../../etc/passwd")
+    with pytest.raises(SandboxError, match="does not exist") as info:
+        sb.files.read("nope.txt")
+    assert info.value.status == 404
+    with pytest.raises(SandboxError, match="is a directory"):
+        sb.files.read("dir a")
+    with pytest.raises(SandboxError, match="is a file"):
+        sb.files.list("blob.bin")
+
+
+def test_limits_are_errors_inside_the_execution_and_the_sandbox_survives(sb):
+    ex = sb.run("import time\ntime.sleep(10)", timeout=0.5)
+    assert ex.error is not None and ex.error.ename == "SandboxTimeout"
+    ex = sb.run("b = bytearray(600 * 2**20)")
+    assert ex.error is not None and ex.error.ename == "SandboxMemoryLimit", ex
+    assert sb.run("1 + 1").text == "2"  # a fresh kernel, same sandbox
+    ex = sb.run("raise ValueError('mine')")
+    assert (ex.error.ename, ex.error.evalue) == ("ValueError", "mine")
+
+
+def test_refusals_raise_burstlab_errors_with_the_service_message(service, alice, sb):
+    with Workspace(service.url, "not-a-token-of-this-service") as bad:
+        with pytest.raises(BurstlabError, match="token rejected.*BURSTLAB_TOKEN") as info:
+            bad.hosts()
+        assert info.value.status == 403
+    with Workspace(service.url, "") as none:
+        with pytest.raises(BurstlabError, match="no token was given"):
+            none.sandboxes()
+    with pytest.raises(SandboxError, match="No sandbox 'sb-nope'") as info:
+        alice.get_sandbox("sb-nope")
+    assert info.value.status == 404
+    with pytest.raises(SandboxError, match="maximum") as info:
+        alice.sandbox(memory="64GiB")
+    assert info.value.status == 400
+    with pytest.raises(SandboxError, match="memory"):
+        alice.sandbox(memory="lots")
+    # nothing half-created by the refusals
+    assert [s.id for s in alice.sandboxes()] == [sb.id]
+
+
+def test_each_user_sees_only_their_own(service, alice, sb):
+    with Workspace(service.url, service.tokens["bob"]) as bob:
+        assert bob.sandboxes() == []
+        with pytest.raises(SandboxError) as info:
+            bob.get_sandbox(sb.id)
+        assert info.value.status == 404  # another user's id answers as an unknown one does
+        from burstlab.client import RemoteSandbox
+
+        stolen = RemoteSandbox(bob, {"id": sb.id, "state": "running", "limits": {}})
+        with pytest.raises(SandboxError):
+            stolen.run("print('pwned')")
+        with pytest.raises(SandboxError):
+            stolen.files.read("blob.bin")
+        own = bob.sandbox()
+        assert [s.id for s in bob.sandboxes()] == [own.id]
+        assert own.id not in {s.id for s in alice.sandboxes()}
+    # bob's workspace closed the sandbox it created
+    assert own.closed
+
+
+def test_hosts_sessions_and_usage(service, alice):
+    hosts = alice.hosts()
+    assert {(h.type, h.count, h.source) for h in hosts} >= {("H100", 2, "declared")}
+    assert alice.sessions() == []
+    assert alice.info()["user"] == "alice"
+    with alice.sandbox(notebook="usage-test") as temp:
+        temp.run("1")
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in alice.usage(notebook="usage-test") if r.kind == "sandbox"]
+        if rows and rows[0].stop_ns is not None:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert rows[0].user == "alice" and rows[0].billed_s >= 0
+    report = alice.usage_report(notebook="usage-test")
+    assert "cost_microusd" in report["totals"]
+
+
+def test_async_core_on_the_callers_loop(service):
+    async def main():
+        async with Workspace(service.url, service.tokens["bob"]) as ws:
+            sbs = await asyncio.gather(*(ws.asandbox(timeout=10) for _ in range(3)))
+            exs = await asyncio.gather(*(s.arun(f"{i} * 10") for i, s in enumerate(sbs)))
+            return [e.text for e in exs], [s.id for s in sbs]
+
+    texts, ids = asyncio.run(main())
+    assert texts == ["0", "10", "20"] and len(set(ids)) == 3
+    with Workspace(service.url, service.tokens["bob"]) as ws:
+        assert not {s.id for s in ws.sandboxes()} & set(ids)  # closed with the workspace
+
+
+# -- %%sandbox in a kernel: the server's sandbox, the same rendering as in-process ---------------------
+
+def _kernel(env: dict[str, str]):
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env={**os.environ, **env}, extra_arguments=["--HistoryManager.enabled=False"])
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def _cell(kc, code: str) -> tuple[list[tuple], dict]:
+    """Outputs (kind, name-or-mimetypes, text) and the reply content of one cell."""
+    outs: list[tuple] = []
+
+    def hook(msg):
+        t, c = msg["header"]["msg_type"], msg["content"]
+        if t == "stream":
+            if outs and outs[-1][0] == "stream" and outs[-1][1] == c["name"]:
+                outs[-1] = ("stream", c["name"], outs[-1][2] + c["text"])
+            else:
+                outs.append(("stream", c["name"], c["text"]))
+        elif t in ("display_data", "execute_result"):
+            outs.append(("display", tuple(sorted(c["data"])), c["data"].get("text/html") or c["data"].get("text/plain")))
+        elif t == "error":
+            outs.append(("error", c["ename"], "\n".join(c["traceback"])))
+
+    reply = kc.execute_interactive(code, output_hook=hook, timeout=120)
+    return outs, reply["content"]
+
+
+CELLS = [
+    "%load_ext burstlab",
+    "%%sandbox --timeout 20\nimport sys\nx = 6 * 7\nprint('out', x)\nprint('err', file=sys.stderr)",
+    "%%sandbox\nfrom IPython.display import HTML, display\ndisplay(HTML('<i>x</i>'))\nx",
+    "%%sandbox\n1 / 0",
+    "%%sandbox --timeout 0.5\nimport time\ntime.sleep(5)",
+]
+
+
+def _run_cells(kc) -> list:
+    seen = []
+    for code in CELLS:
+        outs, reply = _cell(kc, code)
+        seen.append((outs, reply["status"]))
+    return seen
+
+
+def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alice):
+    env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"],
+           "BURSTLAB_NOTEBOOK": "kernel-test.ipynb", "BURSTLAB_HOME": service.home}
+    km, kc = _kernel(env)
+    try:
+        before = {s.id for s in alice.sandboxes()}
+        remote = _run_cells(kc)
+        mine = [s for s in alice.sandboxes() if s.id not in before]
+        assert [s.info["notebook"] for s in mine] == ["kernel-test.ipynb"], [s.info for s in mine]
+        # closed from elsewhere (the lab, an agent): the next cell says so and runs in a new one
+        alice.get_sandbox(mine[0].id).close()
+        outs, reply = _cell(kc, "%%sandbox\nprint('again')")
+        assert reply["status"] == "ok" and ("stream", "stdout", "again\n") in outs
+        assert any(o[1] == "stderr" and "closed on the server" in o[2] for o in outs), outs
+        _cell(kc, "%sandbox_close")
+        assert {s.info["notebook"] for s in alice.sandboxes()} <= {"api", "usage-test"}
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    # the same cells with no server in sight: an in-process sandbox, the same outputs and errors
+    km, kc = _kernel({"BURSTLAB_HOME": service.home})
+    try:
+        local = _run_cells(kc)
+        _cell(kc, "%sandbox_close")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+    def comparable(seen):
+        # tracebacks carry timings and line numbers of the run; compare their gist
+        return [([(o[0], o[1], o[2] if o[0] != "error" else "ZeroDivisionError" in o[2] or "SandboxTimeout" in o[2])
+                  for o in outs], status) for outs, status in seen]
+
+    assert comparable(remote) == comparable(local)
+    assert remote[1][0] == [("stream", "stdout", "out 42\n"), ("stream", "stderr", "err\n")]
+    assert remote[2][0][0][2] == "<i>x</i>" and remote[2][0][1][2] == "42"
+    assert remote[3][1] == "error" and "ZeroDivisionError" in remote[3][0][-1][2]
+    assert remote[4][1] == "error" and "SandboxTimeout" in remote[4][0][-1][2]
