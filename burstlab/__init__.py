@@ -6,6 +6,7 @@ below. Everything here is imported by name; ``__all__`` is the public surface.
 
 from __future__ import annotations
 
+from ._usage import usage
 from .errors import (
     BudgetExceeded,
     BurstlabError,
@@ -21,7 +22,7 @@ from .errors import (
     TransferError,
 )
 from .gpus import parse_gpu_spec
-from .wire import Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
+from .wire import BudgetStatus, Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
 from .workspace import Workspace, get_workspace
 from burstlab.fanout import Call, Function, function, map
 from burstlab.sandbox import Sandbox, SandboxPool
@@ -44,6 +45,7 @@ def unload_ipython_extension(ipython):
 
 __all__ = [
     "BudgetExceeded",
+    "BudgetStatus",
     "BurstlabError",
     "Call",
     "CapacityError",
@@ -71,4 +73,5 @@ __all__ = [
     "get_workspace",
     "map",
     "parse_gpu_spec",
+    "usage",
 ]

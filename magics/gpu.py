@@ -3,7 +3,9 @@
 ::
 
     %%gpu H100 [--wait S] [--push a,b] [--pull c,d] [--quiet]
-    %gpu hosts | status | stop [TYPE|all] | bill | idle SECONDS
+    %gpu hosts | status | stop [TYPE|all] | idle SECONDS
+    %gpu bill [--days N] [--csv FILE] [--operator]
+    %gpu budget [AMOUNT [--soft 0.8] | --remove] [--user]
     %gpu push a,b [SPEC] | pull c,d [SPEC]
 """
 
@@ -16,11 +18,11 @@ import time
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from burstlab.errors import BurstlabError, RemoteError, TransferError
+from burstlab.errors import BurstlabError, RemoteError, SessionLostError, TransferError
 from burstlab.gpus import parse_gpu_spec
 from burstlab.workspace import get_workspace
 
-from .render import Publisher, bill_table, money, table
+from .render import Publisher, Report, bill_section, money, table
 
 USAGE = __doc__
 
@@ -41,6 +43,26 @@ def _cell_parser() -> _Parser:
 
 
 _CELL_PARSER = _cell_parser()  # built once: argparse set-up costs more than a warm remote cell's overhead budget
+
+
+def _bill_parser() -> _Parser:
+    p = _Parser(prog="%gpu bill", add_help=False)
+    p.add_argument("--days", type=float, default=None)
+    p.add_argument("--csv", default=None)
+    p.add_argument("--operator", action="store_true")
+    return p
+
+
+def _budget_parser() -> _Parser:
+    p = _Parser(prog="%gpu budget", add_help=False)
+    p.add_argument("amount", nargs="?", default=None)
+    p.add_argument("--user", action="store_true")
+    p.add_argument("--soft", type=float, default=0.8)
+    p.add_argument("--remove", action="store_true")
+    return p
+
+
+_BILL_PARSER, _BUDGET_PARSER = _bill_parser(), _budget_parser()
 
 
 def _names(text: str) -> list[str]:
@@ -89,7 +111,13 @@ class GpuMagics(Magics):
         if push:
             session.push_sync(push)
         publish = Publisher()
-        execution = self._run(session, cell, publish)
+        try:
+            execution = self._run(session, cell, publish)
+        except SessionLostError:
+            stopped = ws.watcher.stopped.pop(getattr(session, "id", session.key), None)
+            if stopped is not None:  # the budget watcher stopped it: say so, with the numbers
+                raise stopped from None
+            raise
         publish.finish()
         if execution.error is None and args.pull:
             self.shell.user_ns.update(session.pull_sync(_names(args.pull)))
@@ -154,11 +182,73 @@ class GpuMagics(Magics):
         stopped = self.workspace.stop(rest[0] if rest else "all")
         print(f"Released: {', '.join(stopped)}." if stopped else "No GPU session was running.")
 
+    def _show(self, report: Report) -> None:
+        """HTML in a notebook, text in a terminal."""
+        if getattr(self.shell, "kernel", None) is not None:
+            from IPython.display import display
+
+            display(report)
+        else:
+            print(report.text)
+
     def _cmd_bill(self, rest):
+        args = _BILL_PARSER.parse_args(rest)
         ws = self.workspace
-        print(bill_table(ws.usage(notebook=ws.notebook, user=ws.user), f"This notebook ({ws.notebook}):"))
-        print()
-        print(bill_table(ws.usage(user=ws.user), f"User {ws.user}, all notebooks:"))
+        since = None if args.days is None else ws.meter.clock.now_ns() - int(args.days * 86_400e9)
+        mine = ws.usage(user=ws.user, since_ns=since)
+        if args.csv:
+            from burstlab.billing.reports import write_csv
+
+            records = ws.usage(since_ns=since) if args.operator else mine
+            n = write_csv(records, args.csv)
+            print(f"Wrote {n} usage rows ({'all users' if args.operator else ws.user}) to {args.csv}.")
+            return
+        report = Report()
+        here = [r for r in mine if r.notebook == ws.notebook]
+        bill_section(report, here, f"This notebook ({ws.notebook}):", ("kind", "resource", "day"))
+        bill_section(report, mine, f"User {ws.user}, all notebooks:", ("notebook", "kind", "resource", "day"))
+        budgets = ws.budgets()
+        if budgets:
+            report.add("Budgets:", ["scope", "name", "limit", "spent", "left", "warn at", "state"],
+                       [[b.scope, b.name, money(b.limit_microusd), money(b.spent_microusd),
+                         money(b.remaining_microusd), f"{b.soft_fraction:.0%}", b.state] for b in budgets])
+        if args.operator:
+            everyone = ws.usage(since_ns=since)
+            bill_section(report, everyone, "All users:", ("user", "kind", "resource"))
+            days = args.days or 1.0
+            until = ws.meter.clock.now_ns()
+            util = ws.utilisation(until - int(days * 86_400e9), until)
+            report.add(f"Utilisation, last {days:g} day{'s' if days != 1 else ''} (leased / provisioned GPU-seconds):",
+                       ["GPU type", "leased s", "provisioned s", "utilisation"],
+                       [[u.resource, f"{u.leased_s:.0f}", f"{u.provisioned_s:.0f}",
+                         "-" if u.fraction is None else f"{u.fraction:.1%}"] for u in util])
+        self._show(report)
+
+    def _cmd_budget(self, rest):
+        args = _BUDGET_PARSER.parse_args(rest)
+        ws = self.workspace
+        scope, name = ("user", ws.user) if args.user else ("notebook", ws.notebook)
+        if args.remove:
+            removed = ws.remove_budget(scope, name)
+            print(f"Removed the {scope} budget for {name!r}." if removed else f"There was no {scope} budget for {name!r}.")
+            return
+        if args.amount is not None:
+            try:
+                status = ws.set_budget(scope, name, args.amount.lstrip("$"), args.soft)
+            except ValueError as exc:
+                raise BurstlabError(f"%gpu budget: {exc}") from None
+            print(f"{scope.capitalize()} budget for {name!r}: {money(status.limit_microusd)} "
+                  f"({money(status.spent_microusd)} spent, {money(status.remaining_microusd)} left; warns at "
+                  f"{status.soft_fraction:.0%}, stops running cells and maps at the limit).")
+            return
+        budgets = ws.budgets()
+        if not budgets:
+            print("No budgets. Set one for this notebook with `%gpu budget 5` (dollars), or for you with "
+                  "`%gpu budget --user 50`.")
+            return
+        print(table(["scope", "name", "limit", "spent", "left", "warn at", "state"],
+                    [[b.scope, b.name, money(b.limit_microusd), money(b.spent_microusd), money(b.remaining_microusd),
+                      f"{b.soft_fraction:.0%}", b.state] for b in budgets]))
 
     def _cmd_idle(self, rest):
         if len(rest) != 1:

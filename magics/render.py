@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 from typing import Any
 
@@ -78,20 +79,57 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def bill_table(records: list[UsageRecord], title: str) -> str:
-    """Usage grouped by kind and resource, with totals."""
-    groups: dict[tuple[str, str, bool], list[UsageRecord]] = {}
-    for r in records:
-        groups.setdefault((r.kind, r.resource, r.declared), []).append(r)
-    rows = []
-    for (kind, resource, declared), rs in sorted(groups.items()):
-        rows.append([kind, resource + (" (declared)" if declared else ""), len(rs),
-                     sum(r.billed_s * r.quantity for r in rs), money(sum(r.cost_microusd for r in rs)),
-                     sum(r.stop_ns is None for r in rs)])
+class Report:
+    """Sections of tables shown as HTML in a notebook and as text in a terminal."""
+
+    def __init__(self) -> None:
+        self.sections: list[tuple[str, list[str], list[list[Any]], str]] = []
+
+    def add(self, title: str, headers: list[str], rows: list[list[Any]], footer: str = "") -> "Report":
+        self.sections.append((title, headers, rows, footer))
+        return self
+
+    @property
+    def text(self) -> str:
+        parts = []
+        for title, headers, rows, footer in self.sections:
+            body = table(headers, rows) if rows else "(none yet)"
+            parts.append("\n".join(p for p in (title, body, footer) if p))
+        return "\n\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        out = []
+        for title, headers, rows, footer in self.sections:
+            out.append(f"<h4 style='margin:0.6em 0 0.2em'>{html.escape(title)}</h4>")
+            if not rows:
+                out.append("<p><i>none yet</i></p>")
+            else:
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            if footer:
+                out.append(f"<p><b>{html.escape(footer)}</b></p>")
+        return "<div class='burstlab-bill'>" + "".join(out) + "</div>"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def bill_section(report: Report, records: list[UsageRecord], title: str, by: tuple[str, ...]) -> Report:
+    """Usage grouped ``by`` some of notebook, kind, resource (GPU type) and day, with a total."""
+    from burstlab.billing.reports import group
+
+    rows = [[*row.key, row.intervals, row.billed_s, money(row.cost_microusd),
+             row.open or "", row.recovered or ""] for row in group(records, by)]
     total_s = sum(r.billed_s * r.quantity for r in records)
     total = money(sum(r.cost_microusd for r in records))
-    body = table(["kind", "resource", "intervals", "billed s", "cost", "open"], rows) if rows else "(no usage yet)"
-    return f"{title}\n{body}\ntotal: {total_s} billed s, {total}"
+    headers = [{"resource": "GPU type"}.get(k, k) for k in by] + ["intervals", "billed s", "cost", "open", "recovered"]
+    return report.add(title, headers, rows, f"total: {total_s} billed s, {total}")
 
 
-__all__ = ["Publisher", "RemoteValue", "bill_table", "money", "table"]
+def bill_table(records: list[UsageRecord], title: str) -> str:
+    """Usage grouped by kind and resource, with totals (text)."""
+    return bill_section(Report(), records, title, ("kind", "resource")).text
+
+
+__all__ = ["Publisher", "RemoteValue", "Report", "bill_section", "bill_table", "money", "table"]
