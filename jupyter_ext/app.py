@@ -23,7 +23,8 @@ from burstlab.errors import ConfigError
 
 from .auth import BurstLabAuthorizer, BurstLabIdentityProvider, TokenTable
 from .handlers import routes
-from .manager import Manager, Maxima
+from .manager import Manager
+from .maxima import Maxima
 
 # Subcommands of `jupyter burstlab`: name -> ("package.module.AppClass", help), imported when run.
 # The MCP server (jupyter_ext/mcp.py) is `jupyter burstlab mcp`.

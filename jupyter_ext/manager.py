@@ -19,6 +19,7 @@ from burstlab import _sync
 from burstlab.errors import (
     BudgetExceeded,
     CapacityError,
+    ConfigError,
     GpuSpecError,
     NoGpuError,
     SandboxError,
@@ -30,21 +31,10 @@ from burstlab.sandbox._limits import format_size
 from burstlab.wire import Execution, Output
 
 from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PaymentRequired
+from .maxima import Maxima
 from .openapi import validate
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Maxima:
-    """What API callers may ask of a sandbox at most (the app's traitlets fill it)."""
-
-    timeout: float = 600.0
-    memory: int = 4 * 1024**3
-    pids: int = 1024
-    cpus: float = 4.0
-    network: bool = False
-    sandboxes_per_user: int = 16
 
 
 @dataclass
@@ -119,7 +109,7 @@ class Manager:
         return await self._session_record(user, id)
 
     async def create_session(self, user: str, body: Any) -> dict:
-        body = validate("SessionCreate", body)
+        body = validate("SessionCreate", body, self.maxima)
         notebook = body.get("notebook") or self.default_notebook
         session = await self._blocking(self.ws.session, body["gpu"], float(body.get("wait", 0)),
                                        user=user, notebook=notebook, reuse=False)
@@ -142,7 +132,7 @@ class Manager:
         return {**record, "state": "stopped"}
 
     async def execute_session(self, user: str, id: str, body: Any) -> dict:
-        body = validate("ExecuteRequest", body)
+        body = validate("ExecuteRequest", body, self.maxima)
         record = await self._session_record(user, id)
         session = self.ws.get_session(id)
         if session is None or record.get("origin") != "server":
@@ -237,7 +227,7 @@ class Manager:
         return kwargs
 
     async def create_sandbox(self, user: str, body: Any) -> dict:
-        body = validate("SandboxCreate", body)
+        body = validate("SandboxCreate", body, self.maxima)
         kwargs = self._sandbox_kwargs(body)
         notebook = body.get("notebook") or self.default_notebook
         if self._closing:
@@ -288,7 +278,7 @@ class Manager:
 
     async def execute_sandbox(self, user: str, id: str, body: Any,
                               on_output: Callable[[Output], None] | None = None) -> dict:
-        body = validate("ExecuteRequest", body)
+        body = validate("ExecuteRequest", body, self.maxima)
         entry = self._entry(user, id)
         timeout = self._run_timeout(body.get("timeout"), None)
         try:
@@ -388,6 +378,8 @@ class Manager:
 
     @staticmethod
     def _check_budget_owner(user: str, scope: str, name: str) -> None:
+        if scope not in ("user", "notebook"):
+            raise BadRequest(f"Budget scope {scope!r}: use budgets/user/{user} or budgets/notebook/NOTEBOOK.")
         if scope == "user" and name != user:
             raise NotFound(f"No budget of yours for user {name!r}; your user name is {user!r}.")
 
@@ -396,10 +388,10 @@ class Manager:
         return {"budgets": [b.to_json() for b in budgets]}
 
     async def set_budget(self, user: str, scope: str, name: str, body: Any) -> dict:
-        body = validate("BudgetSet", body)
+        body = validate("BudgetSet", body, self.maxima)
         self._check_budget_owner(user, scope, name)
         budget = await self._blocking(self._budget_api("set_budget"), scope, name, float(body["limit_usd"]),
-                                      float(body.get("soft_fraction", 0.8)))
+                                      float(body.get("soft_fraction", 0.8)), user=user)
         return budget.to_json()
 
     async def remove_budget(self, user: str, scope: str, name: str) -> dict:
@@ -407,7 +399,7 @@ class Manager:
         mine = {(b["scope"], b["name"]): b for b in (await self.budgets(user))["budgets"]}
         if (scope, name) not in mine:
             raise NotFound(f"No {scope} budget named {name!r} of yours; GET budgets lists them.")
-        await self._blocking(self._budget_api("remove_budget"), scope, name)
+        await self._blocking(self._budget_api("remove_budget"), scope, name, user=user)
         return mine[(scope, name)]
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -422,6 +414,8 @@ class Manager:
             raise Conflict(str(exc)) from None
         except BudgetExceeded as exc:
             raise PaymentRequired(str(exc)) from None
+        except ConfigError as exc:  # what the caller asked for is not a valid setting (a budget of $0)
+            raise BadRequest(str(exc)) from None
 
     async def close(self) -> None:
         """Close every sandbox, then the workspace (its sessions, meter intervals, cluster)."""

@@ -8,9 +8,11 @@ contract; tests/server/test_openapi.py drives schemathesis against this document
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from .errors import BadRequest
+from .maxima import Maxima
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -34,36 +36,48 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 # -- request bodies (validated by the handlers with exactly these) --------------------------------
 
-_SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1, "maxLength": 64}],
-         "description": 'bytes, or a size string such as "512MiB", "1GiB", "64M"'}
+MIN_MEMORY = 64 * 1024**2
 _NOTEBOOK = {"type": "string", "maxLength": 512, "description": "what usage is attributed to (default: the API)"}
-_TIMEOUT = {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}],
-            "description": "seconds; null: the sandbox's own timeout (sessions: none)"}
 
-REQUESTS: dict[str, dict[str, Any]] = {
-    "SessionCreate": _obj({
-        "gpu": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200},
-                          {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
-                           "minItems": 1, "maxItems": 16}],
-                "description": 'a GPU spec: "H100", "H100:2", or fallbacks ["H100", "A100"]'},
-        "wait": {"type": "number", "minimum": 0, "maximum": 3600,
-                 "description": "seconds to queue for a free GPU (default 0: 409 at once)"},
-        "notebook": _NOTEBOOK,
-    }, required=["gpu"]),
-    "SandboxCreate": _obj({
-        "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "seconds per run"},
-        "memory": _SIZE,
-        "network": _BOOL,
-        "pids": {"type": "integer", "minimum": 16},
-        "cpus": {"type": "number", "exclusiveMinimum": 0},
-        "notebook": _NOTEBOOK,
-    }, required=[]),
-    "ExecuteRequest": _obj({"code": {"type": "string"}, "timeout": _TIMEOUT}, required=["code"]),
-    "BudgetSet": _obj({
-        "limit_usd": {"type": "number", "minimum": 0, "maximum": 1e9},
-        "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    }, required=["limit_usd"]),
-}
+
+@functools.lru_cache(maxsize=8)
+def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
+    """The request bodies, bounded by this service's maxima."""
+    m = maxima
+    timeout = {"type": "number", "exclusiveMinimum": 0, "maximum": m.timeout,
+               "description": f"seconds, at most {m.timeout:g}"}
+    return {
+        "SessionCreate": _obj({
+            "gpu": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200},
+                              {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                               "minItems": 1, "maxItems": 16}],
+                    "description": 'a GPU spec: "H100", "H100:2", or fallbacks ["H100", "A100"]; a type this '
+                                   "workspace does not have is a 400"},
+            "wait": {"type": "number", "minimum": 0, "maximum": 3600,
+                     "description": "seconds to queue for a free GPU (default 0: 409 at once)"},
+            "notebook": _NOTEBOOK,
+        }, required=["gpu"]),
+        "SandboxCreate": _obj({
+            "timeout": {**timeout, "description": f"seconds per run, at most {m.timeout:g}"},
+            "memory": {"anyOf": [{"type": "integer", "minimum": MIN_MEMORY, "maximum": m.memory},
+                                 {"type": "string", "minLength": 1, "maxLength": 64}],
+                       "description": f'bytes, or a size such as "512MiB"; from 64 MiB to {m.memory} bytes'},
+            "network": {"type": "boolean"} if m.network else {"type": "boolean", "enum": [False],
+                                                              "description": "this service gives no network"},
+            "pids": {"type": "integer", "minimum": 16, "maximum": m.pids},
+            "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": m.cpus},
+            "notebook": _NOTEBOOK,
+        }, required=[]),
+        "ExecuteRequest": _obj({"code": {"type": "string"},
+                                "timeout": {"anyOf": [timeout, {"type": "null"}],
+                                            "description": "seconds; null: the sandbox's own timeout (sessions: none)"}},
+                               required=["code"]),
+        "BudgetSet": _obj({
+            "limit_usd": {"type": "number", "minimum": 0.000001, "maximum": 1e9},
+            "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        }, required=["limit_usd"]),
+    }
+
 
 # -- responses --------------------------------------------------------------------------------------
 
@@ -126,22 +140,25 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-def validate(name: str, body: Any) -> dict[str, Any]:
+def validate(name: str, body: Any, maxima: Maxima = Maxima()) -> dict[str, Any]:
     """``body`` checked against request schema ``name``; raises BadRequest naming the first problem."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(REQUESTS[name])
-    errors = sorted(validator.iter_errors(body), key=lambda e: (len(e.path), list(map(str, e.path))))
-    if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.path) or "body"
+    schema = request_schemas(maxima)[name]
+    validator = jsonschema.Draft202012Validator(schema)
+    err = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    if err is not None:
+        where = "/".join(str(p) for p in err.absolute_path) or "body"
         if err.validator == "additionalProperties":
-            allowed = ", ".join(sorted(REQUESTS[name]["properties"]))
+            allowed = ", ".join(sorted(schema["properties"]))
             raise BadRequest(f"{where}: {err.message}; the fields are: {allowed}.")
         if err.validator == "required":
             raise BadRequest(f"{where}: {err.message}.")
-        hint = err.schema.get("description") if isinstance(err.schema, dict) else None
-        raise BadRequest(f"{where}: {err.message}" + (f" (expected {hint})" if hint else "") + ".")
+        if err.validator == "type" and where == "body":
+            raise BadRequest(f"The body must be a JSON object ({err.message}).")
+        field = schema["properties"].get(str(err.absolute_path[0])) if err.absolute_path else None
+        hint = (field or {}).get("description")
+        raise BadRequest(f"{where}: {err.message}" + (f" ({hint})" if hint else "") + ".")
     return body
 
 
@@ -159,14 +176,15 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ref("Error"), text[c]) for c in (403, *codes)}
 
 
-def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+def _body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _FILE = _ID + [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
                 "description": "a path relative to the sandbox's work dir"}]
-_BUDGET = [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["user", "notebook"]}},
+_BUDGET = [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["user", "notebook"]},
+            "description": "user (name: your user name) or notebook"},
            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
@@ -190,11 +208,11 @@ def _paths() -> dict[str, Any]:
         "/sessions/{id}/execute": {
             "parameters": _ID,
             "post": {"summary": "Run code in a session this API started", "requestBody": _body("ExecuteRequest"),
-                     "responses": {"200": ok(_ref("Execution")), **_errors(400, 404, 413)}},
+                     "responses": {"200": ok(_ref("Execution")), **_errors(400, 404, 409, 413)}},
         },
         "/sandboxes": {
             "get": {"summary": "The caller's sandboxes", "responses": {"200": ok(_ref("Sandboxes")), **_errors()}},
-            "post": {"summary": "Create a sandbox", "requestBody": _body("SandboxCreate"),
+            "post": {"summary": "Create a sandbox", "requestBody": _body("SandboxCreate", required=False),
                      "responses": {"201": ok(_ref("Sandbox"), "Created"), **_errors(400, 402, 409, 413)}},
         },
         "/sandboxes/{id}": {
@@ -223,7 +241,7 @@ def _paths() -> dict[str, Any]:
                                                       "application/json": {"schema": _ref("Directory")}}},
                                   **_errors(400, 404, 413)}},
             "put": {"summary": "Write a file (raw body)",
-                    "requestBody": {"required": True, "content": {"application/octet-stream": {
+                    "requestBody": {"required": False, "content": {"application/octet-stream": {
                         "schema": {"type": "string", "format": "binary"}}}},
                     "responses": {"200": ok(_ref("FileWritten")), **_errors(400, 404, 413)}},
             "delete": {"summary": "Remove a file (or an empty directory)",
@@ -235,7 +253,7 @@ def _paths() -> dict[str, Any]:
         "/usage": {"get": {
             "summary": "The caller's ledger rows and totals",
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in
-                           (("notebook", _STR), ("kind", _STR), ("since", _NUM), ("until", _NUM))],
+                           (("notebook", _STR), ("kind", _STR), ("since", _TIME), ("until", _TIME))],
             "responses": {"200": ok(_ref("Usage")), **_errors(400)}}},
         "/budgets": {"get": {"summary": "The caller's budgets", "responses": {"200": ok(_ref("Budgets")), **_errors()}}},
         "/budgets/{scope}/{name}": {
@@ -248,8 +266,11 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def document(base_url: str = "/", version: str = "") -> dict[str, Any]:
-    """The OpenAPI document, its server URL under ``base_url``."""
+_TIME = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "seconds since the epoch"}
+
+
+def document(base_url: str = "/", version: str = "", maxima: Maxima = Maxima()) -> dict[str, Any]:
+    """The OpenAPI document, its server URL under ``base_url``, its bounds this service's ``maxima``."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "burstlab", "version": version,
@@ -261,9 +282,9 @@ def document(base_url: str = "/", version: str = "") -> dict[str, Any]:
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
                                           "description": "`Authorization: token TOKEN` or `Bearer TOKEN`"}},
-            "schemas": copy.deepcopy({**REQUESTS, **RESPONSES}),
+            "schemas": copy.deepcopy({**request_schemas(maxima), **RESPONSES}),
         },
     }
 
 
-__all__ = ["REQUESTS", "RESPONSES", "document", "validate"]
+__all__ = ["RESPONSES", "document", "request_schemas", "validate"]

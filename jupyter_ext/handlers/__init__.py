@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .base import NotFoundHandler
 from .budgets import BudgetHandler, BudgetsHandler
 from .files import FilesHandler
 from .hosts import HostsHandler
@@ -30,15 +31,17 @@ ROUTES = [
     (rf"maps/{_ID}", MapHandler),
     (r"usage", UsageHandler),
     (r"budgets", BudgetsHandler),
-    (r"budgets/(?P<scope>user|notebook)/(?P<name>[^/]+)", BudgetHandler),
+    (r"budgets/(?P<scope>[^/]+)/(?P<name>[^/]+)", BudgetHandler),
     (r"openapi\.json", OpenApiHandler),
 ]
+# Anything else under burstlab/api/ is a JSON 404 (not the server's HTML page).
+FALLBACK = (r".*", NotFoundHandler)
 
 
 def routes(base_url: str) -> list[tuple[str, type]]:
     """Tornado routes under ``base_url`` (taken literally: it may hold regex characters)."""
     prefix = re.escape(base_url.rstrip("/") + "/burstlab/api/")
-    return [(prefix + pattern + "/?$", handler) for pattern, handler in ROUTES]
+    return [(prefix + pattern + "/?$", handler) for pattern, handler in (*ROUTES, FALLBACK)]
 
 
 __all__ = ["ROUTES", "routes"]

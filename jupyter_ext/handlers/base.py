@@ -13,13 +13,14 @@ import json
 from typing import Any
 
 from jupyter_server.auth import User
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, GpuSpecError, NoGpuError
 
 from ..auth import BurstLabIdentityProvider, request_token, table_of
-from ..errors import ApiError, BadRequest, PayloadTooLarge
+from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 
 MAX_JSON_BODY = 16 * 1024 * 1024
 
@@ -88,3 +89,16 @@ class BurstLabHandler(APIHandler):
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data))  # APIHandler.finish sets application/json
+
+
+class NotFoundHandler(BurstLabHandler):
+    """Any other path under ``burstlab/api/``: a JSON 404 naming where the API is described."""
+
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def _not_found(self, *args, **kwargs):
+        raise NotFound(f"No such burstlab API path: {self.request.path}. GET {self.base_url}burstlab/api/openapi.json "
+                       "lists them.")
+
+    get = post = put = delete = patch = _not_found

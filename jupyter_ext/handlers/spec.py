@@ -14,4 +14,4 @@ class OpenApiHandler(BurstLabHandler):
     async def get(self):
         from burstlab import __version__
 
-        self.reply(openapi.document(self.base_url, __version__))
+        self.reply(openapi.document(self.base_url, __version__, self.manager.maxima))

@@ -18,7 +18,7 @@ class UsageHandler(BurstLabHandler):
             value = float(raw)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or abs(value) > 1e11:
+        if not math.isfinite(value) or not 0 <= value <= 1e11:
             raise BadRequest(f"{name}={raw!r} is not a time; give seconds since the epoch, e.g. {name}=1764000000.")
         return value
 
