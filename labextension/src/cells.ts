@@ -269,10 +269,17 @@ export class AgentBadges {
         host.appendChild(badge);
       }
       const explicit = startsWithCellMagic(cell.model.sharedModel.getSource());
-      const text = sandbox && !explicit ? 'agent · sandbox' : 'agent';
-      badge.textContent = text;
+      const routed = sandbox && !explicit;
+      if (badge.dataset.routed !== String(routed)) {
+        badge.dataset.routed = String(routed);
+        badge.replaceChildren(...(routed ? ['agent', '→ sandbox'] : ['agent']).map(t => {
+          const line = document.createElement('span');
+          line.textContent = t;
+          return line;
+        }));
+      }
       badge.title =
-        sandbox && !explicit
+        routed
           ? 'Written by an agent (metadata burstlab.agent = true): runs in a sandbox kernel through %%sandbox. ' +
             'Change this with the burstlab setting "agentCells".'
           : 'Written by an agent (metadata burstlab.agent = true).';

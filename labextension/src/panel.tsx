@@ -180,7 +180,7 @@ function Sessions(props: IPanelOptions & { now: number }): JSX.Element {
   const { model, now, onError } = props;
   const sessions = model.sessions.filter(s => s.state === 'running');
   if (!sessions.length) {
-    return <p className="burstlab-muted">No GPU sessions. A `%%gpu H100` cell starts one.</p>;
+    return <p className="burstlab-muted">No GPU sessions. A <code>%%gpu H100</code> cell starts one.</p>;
   }
   let total = 0;
   return (
@@ -236,7 +236,7 @@ function Maps(props: IPanelOptions): JSX.Element {
   const { model, onError } = props;
   const maps: IMap[] = model.maps;
   if (!maps.length) {
-    return <p className="burstlab-muted">No fan-outs. `burstlab.map(fn, items, gpu=…)` starts one.</p>;
+    return <p className="burstlab-muted">No fan-outs. <code>burstlab.map(fn, items, gpu=…)</code> starts one.</p>;
   }
   return (
     <ul className="burstlab-list">
@@ -298,7 +298,7 @@ function Sandboxes(props: IPanelOptions): JSX.Element {
   const { model, onError } = props;
   const boxes = model.sandboxes.filter(s => s.state === 'running');
   if (!boxes.length) {
-    return <p className="burstlab-muted">No sandboxes. `%%sandbox` cells and agents start them.</p>;
+    return <p className="burstlab-muted">No sandboxes. <code>%%sandbox</code> cells and agents start them.</p>;
   }
   return (
     <ul className="burstlab-list">

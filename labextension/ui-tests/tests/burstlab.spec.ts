@@ -1,0 +1,157 @@
+import { expect, Locator, Page, test } from '@playwright/test';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { api, cellSource, newNotebook, openLab, runCell, typeCell, waitExecuted } from './lab';
+
+// Screenshots go to test-results/; with UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the README's pictures).
+const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
+const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
+async function shot(target: Page | Locator, name: string): Promise<void> {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, name);
+  await target.screenshot({ path: file });
+  if (process.env.UPDATE_SCREENSHOTS) {
+    fs.mkdirSync(DOCS, { recursive: true });
+    fs.copyFileSync(file, path.join(DOCS, name));
+  }
+}
+
+interface ISession {
+  id: string;
+  gpu_type: string;
+  notebook: string;
+  state: string;
+}
+
+test.describe.configure({ mode: 'serial' });
+
+let page: Page;
+let nb: Locator;
+
+test.beforeAll(async ({ browser }) => {
+  page = await browser.newPage();
+  await openLab(page, 'burstlab-ui');
+  nb = await newNotebook(page);
+});
+
+test.afterAll(async () => {
+  await page?.close();
+});
+
+test('a %%gpu cell shows in the status bar, ticking, and the panel stops it', async () => {
+  const setup = await typeCell(page, nb, 0, ['%load_ext burstlab', 'here = "local kernel"']);
+  await runCell(page, setup);
+  await waitExecuted(setup);
+
+  const gpuCell = await typeCell(page, nb, 1, ['%%gpu H100', 'import os', "os.environ['CUDA_VISIBLE_DEVICES']"]);
+  await runCell(page, gpuCell);
+  await waitExecuted(gpuCell, 90000);
+  // The cell ran on a kernel that holds one GPU: CUDA_VISIBLE_DEVICES names it.
+  await expect(gpuCell.locator('.jp-OutputArea-executeResult')).toHaveText(/'\d+'/);
+
+  const status = page.locator('#burstlab-status');
+  await expect(status).toHaveText(/^H100 · \d+s · \$\d+\.\d+$/);
+  const first = await status.textContent();
+  await page.waitForTimeout(2100);
+  const second = await status.textContent();
+  expect(second).not.toEqual(first); // the clock ticks
+  await shot(page.locator('#jp-main-statusbar'), 'statusbar.png');
+
+  await status.click();
+  const panel = page.locator('#burstlab-panel');
+  await expect(panel).toBeVisible();
+  const row = panel.locator('.burstlab-session', { hasText: 'H100' });
+  await expect(row).toHaveCount(1);
+  await expect(panel.locator('[data-section="hosts"] tr[data-gpu-type="H100"]')).toContainText('declared');
+  await shot(page, 'lab.png');
+  await shot(panel, 'panel.png');
+
+  const before = (await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions;
+  expect(before.map(s => s.gpu_type)).toEqual(['H100']);
+  await row.locator('.burstlab-stop').click();
+  await expect(panel.locator('.burstlab-session')).toHaveCount(0);
+  await expect(status).toBeHidden();
+  expect((await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions).toEqual([]);
+
+  // The cell's next run starts a new session.
+  await runCell(page, gpuCell);
+  await waitExecuted(gpuCell, 90000);
+  await expect(status).toHaveText(/^H100 · /);
+  const after = (await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions;
+  expect(after).toHaveLength(1);
+  expect(after[0].id).not.toEqual(before[0].id);
+});
+
+test('"Run on GPU ▸ A100" from the cell menu runs the cell through %%gpu A100 without editing it', async () => {
+  const lines = ['import os', "os.environ.get('CUDA_VISIBLE_DEVICES', 'no GPU here')"];
+  const c = await typeCell(page, nb, 2, lines);
+  await runCell(page, c);
+  await waitExecuted(c);
+  await expect(c.locator('.jp-OutputArea-executeResult')).toHaveText(/'no GPU here'/);
+
+  await c.locator('.cm-content').click({ button: 'right' });
+  await page.locator('.lm-Menu-item', { hasText: 'Run on GPU' }).first().hover();
+  const a100 = page.locator('#burstlab-run-on-gpu-menu .lm-Menu-item', { hasText: 'A100' });
+  await expect(a100).toContainText('A100 (1/1 free)');
+  await a100.click();
+  await expect(c.locator('.jp-OutputArea-executeResult')).toHaveText(/'\d+'/, { timeout: 90000 });
+  await expect(c.locator('.jp-OutputArea-output').first()).toContainText('A100 (declared)');
+  expect(await cellSource(c)).toEqual(lines.join('\n'));
+
+  const sessions = (await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions;
+  expect(sessions.map(s => s.gpu_type).sort()).toEqual(['A100', 'H100']);
+  expect(sessions.every(s => s.notebook.endsWith('Untitled.ipynb'))).toBeTruthy();
+  await expect(page.locator('#burstlab-status')).toHaveText(/^(H100 \+ A100|A100 \+ H100) · \d+s · \$/);
+});
+
+test('an agent-written cell shows a badge and runs in the sandbox', async () => {
+  const lines = ["print('here' in globals(), 'sandboxed')"];
+  const c = await typeCell(page, nb, 3, lines);
+  await c.locator('.cm-content').click({ button: 'right' });
+  await page.locator('.lm-Menu-item', { hasText: 'Mark as agent-written' }).click();
+  await expect(c.locator('.burstlab-agent-badge')).toHaveText('agent→ sandbox');
+
+  await runCell(page, c);
+  await waitExecuted(c, 90000);
+  // The notebook kernel has `here`; the sandbox kernel does not.
+  await expect(c.locator('.jp-OutputArea-output').last()).toContainText('False sandboxed');
+  expect(await cellSource(c)).toEqual(lines.join('\n'));
+  const boxes = (await api<{ sandboxes: { id: string; notebook: string }[] }>(page.request, 'sandboxes')).sandboxes;
+  expect(boxes.length).toBeGreaterThan(0);
+
+  const panel = page.locator('#burstlab-panel');
+  await page.locator('#burstlab-status').click();
+  await expect(panel.locator('.burstlab-sandbox')).toHaveCount(boxes.length);
+  await expect(panel.locator('.burstlab-sandbox').first()).toContainText('no network');
+  await shot(page, 'lab.png');
+  await shot(panel, 'panel.png');
+
+  // "Run in this kernel" overrides the routing for one run.
+  await c.locator('.cm-content').click({ button: 'right' });
+  await page.locator('.lm-Menu-item', { hasText: 'Run in this kernel' }).click();
+  await expect(c.locator('.jp-OutputArea-output').last()).toContainText('True sandboxed');
+});
+
+test('errors from the server are shown, not swallowed', async () => {
+  // The documented error body ({"message", "reason"}) from a stop that fails, and from a section that fails.
+  await page.route(/\/burstlab\/api\/sessions\/[^/?]+(\?|$)/, route =>
+    route.request().method() === 'DELETE'
+      ? route.fulfill({
+          status: 409,
+          contentType: 'application/json',
+          body: JSON.stringify({ message: 'session is busy: try again in a moment', reason: 'Conflict' })
+        })
+      : route.fallback()
+  );
+  await page.route(/\/burstlab\/api\/maps(\?|$)/, route =>
+    route.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ message: 'scheduler unreachable: tcp://x', reason: 'x' }) })
+  );
+  const panel = page.locator('#burstlab-panel');
+  await panel.locator('.burstlab-session .burstlab-stop').first().click();
+  await expect(page.locator('.Toastify__toast', { hasText: 'session is busy: try again in a moment' })).toBeVisible();
+  await expect(panel.locator('[data-section="maps"] .burstlab-error')).toHaveText('scheduler unreachable: tcp://x');
+  await expect(panel.locator('.burstlab-session')).toHaveCount(2); // nothing was stopped
+  await page.unrouteAll();
+  await expect(panel.locator('[data-section="maps"] .burstlab-error')).toHaveCount(0);
+});
