@@ -33,7 +33,9 @@ class BurstLab(Configurable):
     ).tag(config=True)
 
     ledger_url = Unicode(
-        help="Where the ledger lives: empty for SQLite under `home`, or sqlite:///path. Default: $BURSTLAB_LEDGER_URL."
+        help="Where the ledger lives: empty for SQLite under `home`, sqlite:///path, or "
+        "postgresql://user:password@host:5432/db (pip install 'burstlab[postgresql]'), shared by many hosts. "
+        "Default: $BURSTLAB_LEDGER_URL."
     ).tag(config=True)
 
     user = Unicode(help="User name that usage is attributed to. Default: $BURSTLAB_USER or the login name.").tag(config=True)
@@ -64,8 +66,9 @@ class BurstLab(Configurable):
     ).tag(config=True)
 
     rates = Dict(
-        help="Per-second prices, in US dollars per GPU-second, by GPU type; merged over the defaults in "
-        "burstlab.billing.rates (e.g. {'H100': 0.001097})."
+        help="Per-second prices in US dollars, merged over the defaults in burstlab.billing.rates: per GPU-second "
+        "by GPU type (e.g. {'H100': 0.001097}), 'CPU' per CPU-second and 'MEM' per GiB-second of a sandbox's "
+        "memory limit. Each interval keeps the rate it opened with."
     ).tag(config=True)
 
     @default("declared_gpus")

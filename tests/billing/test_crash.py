@@ -16,8 +16,8 @@ import burstlab
 from burstlab.billing import Meter, RateCard, open_ledger
 
 
-def _start(code: str, home) -> subprocess.Popen:
-    env = {**os.environ, "BURSTLAB_HOME": str(home), "BURSTLAB_NOTEBOOK": "crash.ipynb"}
+def _start(code: str, home, ledger_url: str = "") -> subprocess.Popen:
+    env = {**os.environ, "BURSTLAB_HOME": str(home), "BURSTLAB_NOTEBOOK": "crash.ipynb", "BURSTLAB_LEDGER_URL": ledger_url}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -55,7 +55,8 @@ def _read_until(proc, word: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"the child never printed {word!r}")
 
 
-def test_kill_9_mid_session_loses_no_interval(tmp_path):
+def test_kill_9_mid_session_loses_no_interval(tmp_path, ledger_url):
+    """On SQLite and PostgreSQL (BURSTLAB_LEDGER_URL), through a real Workspace and %%gpu-style session."""
     proc = _start("""
         import sys, time
         if __name__ == "__main__":
@@ -68,18 +69,18 @@ def test_kill_9_mid_session_loses_no_interval(tmp_path):
                 time.sleep(0.05)
             print("beating", flush=True)
             s.execute_sync("import time; time.sleep(60)")
-    """, tmp_path)
+    """, tmp_path, ledger_url)
     try:
         interval = _read_until(proc, "interval").split()[1]
         _read_until(proc, "beating")
         time.sleep(0.3)  # inside the long cell
     finally:
         _kill_tree(proc)
-    ledger = open_ledger("", tmp_path)
+    ledger = open_ledger(ledger_url, tmp_path)
     before = ledger.get(interval)
     assert before.stop_ns is None and before.heartbeat_ns - before.start_ns >= 0.8e9  # five beats of 0.2 s
     ledger.close()
-    ws = burstlab.Workspace(home=str(tmp_path), notebook="after-crash.ipynb")  # opening recovers
+    ws = burstlab.Workspace(home=str(tmp_path), notebook="after-crash.ipynb", ledger_url=ledger_url)  # opening recovers
     try:
         after = ws.ledger.get(interval)
         assert after.recovered and after.stop_ns == before.heartbeat_ns
