@@ -100,26 +100,22 @@ def round_trips(service: Service, n: int) -> list[list[str]]:
     from burstlab.client import Workspace
     from burstlab.sandbox import Sandbox
 
-    def timed(fn, n: int) -> list[float]:
-        for _ in range(5):
-            fn()
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-        return out
-
     def check(ex):
         assert ex.error is None and ex.text == "2", ex
 
-    with Sandbox(timeout=30) as sb:
-        local = timed(lambda: check(sb.run("1+1")), n)
     user = next(iter(service.tokens))
-    with Workspace(service.url, service.tokens[user]) as ws, ws.sandbox(timeout=30) as rsb:
-        rest = timed(lambda: check(rsb.run("1+1")), n)
-        streamed = timed(lambda: check(rsb.run("1+1", on_output=lambda o: None)), n)
-        hosts = timed(ws.hosts, n)
+    with Sandbox(timeout=30) as sb, Workspace(service.url, service.tokens[user]) as ws, ws.sandbox(timeout=30) as rsb:
+        # interleaved, so that load from elsewhere on the machine hits every column alike
+        cases = {"local": lambda: check(sb.run("1+1")), "rest": lambda: check(rsb.run("1+1")),
+                 "streamed": lambda: check(rsb.run("1+1", on_output=lambda o: None)), "hosts": ws.hosts}
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for i in range(n + 5):
+            for key, fn in cases.items():
+                t = time.perf_counter()
+                fn()
+                if i >= 5:
+                    times[key].append(time.perf_counter() - t)
+    local, rest, streamed, hosts = times["local"], times["rest"], times["streamed"], times["hosts"]
     rows = [row("in-process Sandbox.run('1+1')", local), row("REST execute (burstlab.client)", rest),
             row("REST execute ?stream=1 (NDJSON)", streamed), row("REST GET hosts", hosts)]
     print_table("Execute round trip: REST vs the in-process API", rows)

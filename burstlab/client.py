@@ -134,6 +134,32 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+def _resolver():
+    """A tornado resolver that never needs a thread pool for an IP literal (``127.0.0.1``, the usual
+    service address), and falls back to a blocking lookup once the pools are shut down: at interpreter
+    exit, when :meth:`Workspace.close` still has sandboxes to close."""
+    import ipaddress
+    import socket
+
+    from tornado.netutil import DefaultLoopResolver, Resolver
+
+    def blocking(host: str, port: int, family: int) -> list:
+        return [(fam, addr) for fam, _, _, _, addr in socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)]
+
+    class _Resolver(Resolver):
+        async def resolve(self, host: str, port: int, family: int = socket.AF_UNSPEC) -> list:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                try:
+                    return await DefaultLoopResolver().resolve(host, port, family)
+                except RuntimeError:  # "cannot schedule new futures after shutdown"
+                    pass
+            return blocking(host, port, family)
+
+    return _Resolver()
+
+
 class _Response:
     __slots__ = ("status", "content_type", "body")
 
@@ -184,7 +210,7 @@ class Workspace:
         client = self._clients.get(loop)
         if client is None:
             # Our own instance (not tornado's per-loop singleton), so settings do not leak into other users of it.
-            client = AsyncHTTPClient(force_instance=True, max_clients=self._max_clients)
+            client = AsyncHTTPClient(force_instance=True, max_clients=self._max_clients, resolver=_resolver())
             self._clients[loop] = client
         return client
 

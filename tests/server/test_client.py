@@ -233,10 +233,17 @@ def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alic
         assert reply["status"] == "ok" and ("stream", "stdout", "again\n") in outs
         assert any(o[1] == "stderr" and "closed on the server" in o[2] for o in outs), outs
         _cell(kc, "%sandbox_close")
-        assert {s.info["notebook"] for s in alice.sandboxes()} <= {"api", "usage-test"}
+        assert "kernel-test.ipynb" not in {s.info["notebook"] for s in alice.sandboxes()}
+        # a kernel that shuts down closes the sandbox it made on the server
+        _cell(kc, "%%sandbox\n1")
+        assert "kernel-test.ipynb" in {s.info["notebook"] for s in alice.sandboxes()}
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        assert "kernel-test.ipynb" not in {s.info["notebook"] for s in alice.sandboxes()}
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
     # the same cells with no server in sight: an in-process sandbox, the same outputs and errors
     km, kc = _kernel({"BURSTLAB_HOME": service.home})
     try:
@@ -256,3 +263,13 @@ def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alic
     assert remote[2][0][0][2] == "<i>x</i>" and remote[2][0][1][2] == "42"
     assert remote[3][1] == "error" and "ZeroDivisionError" in remote[3][0][-1][2]
     assert remote[4][1] == "error" and "SandboxTimeout" in remote[4][0][-1][2]
+
+
+def test_a_script_that_exits_without_closing_closes_its_sandboxes(service, alice):
+    import subprocess
+
+    code = (f"from burstlab.client import Workspace\nws = Workspace({service.url!r}, {service.tokens['alice']!r})\n"
+            "sb = ws.sandbox(notebook='forgetful')\nprint(sb.run('6*7').text)\n")  # no close(), no with
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "42\n", out.stderr
+    assert "forgetful" not in {s.info["notebook"] for s in alice.sandboxes()}
