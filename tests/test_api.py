@@ -66,3 +66,12 @@ def test_billing_imports_only_the_core():
         for module in _imports(path):
             if module.startswith("burstlab"):
                 assert module in ("burstlab.errors", "burstlab.wire") or module.startswith("burstlab.billing"), (path, module)
+
+
+def test_client_is_public_and_speaks_only_http():
+    import burstlab.client
+
+    assert burstlab.client.__all__ == sorted(burstlab.client.__all__) == ["RemoteFiles", "RemoteSandbox", "Workspace"]
+    for module in _imports(ROOT / "burstlab" / "client.py"):
+        if module.startswith("burstlab"):
+            assert module in ("burstlab._sync", "burstlab.errors", "burstlab.wire"), module
