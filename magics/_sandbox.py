@@ -36,17 +36,18 @@ class SandboxMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.sandbox_obj = None  # the notebook's sandbox (local Sandbox or RemoteSandbox), created on first use
         self._client = None      # burstlab.client.Workspace, when the kernel's server hosts the workspace
+        self._client_for: tuple[str, str] = ("", "")  # the (BURSTLAB_URL, BURSTLAB_TOKEN) it was made for
 
     # -- where the sandbox lives ----------------------------------------------------------------
     def _remote_workspace(self):
         """The server's workspace (``BURSTLAB_URL`` set by the server for its kernels), or None."""
-        url = os.environ.get("BURSTLAB_URL", "")
+        url, token = os.environ.get("BURSTLAB_URL", ""), os.environ.get("BURSTLAB_TOKEN", "")
         if not url:
             return None
-        if self._client is None or self._client.url.rstrip("/") != url.rstrip("/"):
+        if self._client is None or self._client_for != (url, token):
             from burstlab.client import Workspace
 
-            self._client = Workspace(url, os.environ.get("BURSTLAB_TOKEN", ""))
+            self._client, self._client_for = Workspace(url, token), (url, token)
         return self._client
 
     def _sandbox_for(self, memory: str | None, network: bool):

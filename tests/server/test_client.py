@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import sys
 import time
 
@@ -17,16 +16,9 @@ import pytest
 from burstlab.client import Workspace
 from burstlab.errors import BurstlabError, SandboxError
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _service import standalone_service  # noqa: E402
-
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    with standalone_service(str(tmp_path_factory.mktemp("svc-client"))) as svc:
-        yield svc
+# `service` (tests/server/conftest.py): a `jupyter burstlab` process with alice's and bob's tokens, per module.
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +212,7 @@ def _run_cells(kc) -> list:
 
 def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alice):
     env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"],
-           "BURSTLAB_NOTEBOOK": "kernel-test.ipynb", "BURSTLAB_HOME": service.home}
+           "BURSTLAB_NOTEBOOK": "kernel-test.ipynb", "BURSTLAB_HOME": str(service.home)}
     km, kc = _kernel(env)
     try:
         before = {s.id for s in alice.sandboxes()}
@@ -245,7 +237,7 @@ def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alic
         if km.is_alive():
             km.shutdown_kernel(now=True)
     # the same cells with no server in sight: an in-process sandbox, the same outputs and errors
-    km, kc = _kernel({"BURSTLAB_HOME": service.home})
+    km, kc = _kernel({"BURSTLAB_HOME": str(service.home)})
     try:
         local = _run_cells(kc)
         _cell(kc, "%sandbox_close")

@@ -14,8 +14,6 @@ import time
 import anyio
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _service import standalone_service  # noqa: E402
 
 pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
@@ -138,11 +136,13 @@ def test_mcp_in_process_sandboxes():
 
 
 @pytest.mark.slow
-def test_mcp_against_a_running_service(tmp_path):
-    """`jupyter burstlab mcp` with BURSTLAB_URL/TOKEN: the agent's sandboxes are the service's, as that user."""
+def test_mcp_against_a_running_service(service):
+    """`jupyter burstlab mcp` with BURSTLAB_URL/TOKEN: the agent's sandboxes are the service's, as that user.
+
+    ``service`` (tests/server/conftest.py) is a `jupyter burstlab` process with alice's and bob's tokens."""
     from burstlab.client import Workspace
 
-    with standalone_service(str(tmp_path / "svc")) as svc, Workspace(svc.url, svc.tokens["alice"]) as alice:
+    with Workspace(service.url, service.tokens["alice"]) as alice:
         during: dict = {}
 
         async def body(session):
@@ -150,17 +150,19 @@ def test_mcp_against_a_running_service(tmp_path):
             during["listed"] = {s.id: s.info["notebook"] for s in alice.sandboxes()}
             return seen
 
-        env = {"BURSTLAB_URL": svc.url, "BURSTLAB_TOKEN": svc.tokens["alice"]}
+        env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"]}
         seen = anyio.run(_agent, _params(env, jupyter=True), body)
         assert TOOLS <= seen["tools"]
         # the agent's second sandbox was on the service, attributed to alice's "mcp" notebook...
         assert during["listed"] == {seen["second"]: "mcp"}
         # ...and closed when the agent went away
         assert alice.sandboxes() == []
-        # a bad token is a tool error that names the fix, not a crash
+
         async def refused(session):
             r = await session.call_tool("create_sandbox", {})
             return r.is_error, _text(r)
-        is_error, text = anyio.run(_agent, _params({"BURSTLAB_URL": svc.url, "BURSTLAB_TOKEN": "wrong-token-xyz"}),
-                                   refused)
+
+        # a bad token is a tool error that names the fix, not a crash
+        env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": "wrong-token-xyz"}
+        is_error, text = anyio.run(_agent, _params(env), refused)
         assert is_error and "token rejected" in text and "BURSTLAB_TOKEN" in text
