@@ -26,7 +26,7 @@ from burstlab.errors import (
     SandboxLimitError,
     SessionLostError,
 )
-from burstlab.sandbox import Sandbox, parse_size
+from burstlab.sandbox import Limits, Sandbox, parse_size
 from burstlab.sandbox._limits import format_size
 from burstlab.wire import Execution, Output
 
@@ -196,7 +196,10 @@ class Manager:
 
     def _sandbox_kwargs(self, body: dict) -> dict:
         m = self.maxima
-        kwargs: dict[str, Any] = {}
+        # Sandbox's defaults, clamped to this service's maxima; what the caller names is checked below.
+        base = Limits()
+        kwargs: dict[str, Any] = {"timeout": min(base.timeout, m.timeout), "memory": min(base.memory, m.memory),
+                                  "pids": min(base.pids, m.pids), "cpus": min(base.cpus, m.cpus)}
         if "timeout" in body:
             kwargs["timeout"] = self._run_timeout(body["timeout"], None)
         if "memory" in body:
@@ -379,7 +382,7 @@ class Manager:
     @staticmethod
     def _check_budget_owner(user: str, scope: str, name: str) -> None:
         if scope not in ("user", "notebook"):
-            raise BadRequest(f"Budget scope {scope!r}: use budgets/user/{user} or budgets/notebook/NOTEBOOK.")
+            raise NotFound(f"No budget scope {scope!r}: use budgets/user/{user} or budgets/notebook/NOTEBOOK.")
         if scope == "user" and name != user:
             raise NotFound(f"No budget of yours for user {name!r}; your user name is {user!r}.")
 

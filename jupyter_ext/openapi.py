@@ -266,7 +266,8 @@ def _paths() -> dict[str, Any]:
     }
 
 
-_TIME = {"type": "number", "minimum": 0, "maximum": 1e11, "description": "seconds since the epoch"}
+MAX_TIME = 9e9  # seconds since the epoch (year 2255): in nanoseconds it still fits the ledger's 64-bit integers
+_TIME = {"type": "number", "minimum": 0, "maximum": MAX_TIME, "description": "seconds since the epoch"}
 
 
 def document(base_url: str = "/", version: str = "", maxima: Maxima = Maxima()) -> dict[str, Any]:

@@ -74,6 +74,13 @@ class BurstLabHandler(APIHandler):
         """Whose objects this request may see: the token's user, else the server's own user."""
         return getattr(self, "_burstlab_user", None) or self.manager.owner
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: a 405 names the methods that are allowed
+            allowed = [m for m in ("GET", "POST", "PUT", "DELETE")
+                       if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+            self.set_header("Allow", ", ".join(allowed))
+        super().write_error(status_code, **kwargs)
+
     def json_body(self) -> Any:
         body = self.request.body or b""
         if len(body) > MAX_JSON_BODY:

@@ -6,6 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import BadRequest
+from ..openapi import MAX_TIME
 from .base import BurstLabHandler, api_errors
 
 
@@ -18,7 +19,7 @@ class UsageHandler(BurstLabHandler):
             value = float(raw)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or not 0 <= value <= 1e11:
+        if not math.isfinite(value) or not 0 <= value <= MAX_TIME:
             raise BadRequest(f"{name}={raw!r} is not a time; give seconds since the epoch, e.g. {name}=1764000000.")
         return value
 
