@@ -7,10 +7,10 @@ import { api, cellSource, newNotebook, openLab, runCell, typeCell, waitExecuted 
 // Screenshots go to test-results/; with UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the README's pictures).
 const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
 const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
-async function shot(target: Page | Locator, name: string): Promise<void> {
+async function shot(target: Page | Locator, name: string, clip?: { x: number; y: number; width: number; height: number }): Promise<void> {
   fs.mkdirSync(SHOTS, { recursive: true });
   const file = path.join(SHOTS, name);
-  await target.screenshot({ path: file });
+  await (clip ? (target as Page).screenshot({ path: file, clip }) : target.screenshot({ path: file }));
   if (process.env.UPDATE_SCREENSHOTS) {
     fs.mkdirSync(DOCS, { recursive: true });
     fs.copyFileSync(file, path.join(DOCS, name));
@@ -56,7 +56,8 @@ test('a %%gpu cell shows in the status bar, ticking, and the panel stops it', as
   await page.waitForTimeout(2100);
   const second = await status.textContent();
   expect(second).not.toEqual(first); // the clock ticks
-  await shot(page.locator('#jp-main-statusbar'), 'statusbar.png');
+  const bar = await page.locator('#jp-main-statusbar').boundingBox();
+  await shot(page, 'statusbar.png', { x: 0, y: bar!.y, width: 640, height: bar!.height });
 
   await status.click();
   const panel = page.locator('#burstlab-panel');
