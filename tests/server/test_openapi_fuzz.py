@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_service
+from burstlab_service import start_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")]
 

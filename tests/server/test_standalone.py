@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import start_service
+from burstlab_service import start_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")]
 

@@ -30,7 +30,7 @@ async def test_budget_errors(api):
         code, err = await api("PUT", "budgets", "notebook", "nb", body=body)
         assert code == 400 and needle in err["message"], (body, err)
     code, err = await api("PUT", "budgets", "team", "nb", body={"limit_usd": 5})
-    assert code == 400 and "scope" in err["message"]
+    assert code == 404 and "scope" in err["message"]
     code, err = await api("GET", "no", "such", "path")
     assert code == 404 and "openapi.json" in err["message"]
     assert (await api("GET", "budgets"))[1] == {"budgets": []}
