@@ -19,6 +19,7 @@ import sys
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Float, Int, Unicode
 
+from burstlab.config import BurstLab
 from burstlab.errors import ConfigError
 
 from .auth import BurstLabAuthorizer, BurstLabIdentityProvider, TokenTable
@@ -50,6 +51,8 @@ class BurstLabApp(ExtensionApp):
     description = "The burstlab workspace as a service: GPU sessions, sandboxes, maps and usage over REST."
     load_other_extensions = False  # standalone: only the API (the extension loads beside others as usual)
     open_browser = False
+
+    classes = [*ExtensionApp.classes, BurstLab]
 
     aliases = {
         "port": "ServerApp.port",
