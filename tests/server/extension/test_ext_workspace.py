@@ -62,3 +62,19 @@ async def test_openapi_document(api, jp_base_url):
         template = "/".join("{id}" if seg == "x" else seg for seg in path.split("/"))
         template = template.replace("files/a", "files/{path}").replace("budgets/user/{id}", "budgets/{scope}/{name}")
         assert (method, template) in documented, (method, template)
+
+
+def test_api_md_and_the_document_agree():
+    """docs/api.md names every method and path the OpenAPI document has, and no other."""
+    import re
+    from pathlib import Path
+
+    from burstlab.jupyter_ext.openapi import document
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "api.md").read_text()
+    documented = {(m.upper(), p.strip("/")) for p, item in document()["paths"].items() for m in item if m != "parameters"}
+    for method, path in documented:
+        assert f"{method} {path}" in text, f"docs/api.md does not name {method} {path}"
+    named = set(re.findall(r"\b(GET|POST|PUT|DELETE) ((?:workspace|hosts|sessions|sandboxes|maps|usage|budgets)[\w/{}]*)", text))
+    for method, path in named:
+        assert (method, path.rstrip("/")) in documented, (method, path)
