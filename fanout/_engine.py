@@ -151,6 +151,7 @@ class MapRun:
         self.spans = self.metering.spans
         self._stop_error: BaseException | None = None  # set by the budget watcher: raised in the map's thread
         self._estimate_noted = False
+        self._cut_short = False  # cancelled with work in flight: close the workers' intervals at the stop
         self._watcher = getattr(workspace, "watcher", None)
         if self._watcher is not None:  # refused with the numbers if a budget is spent
             self._watcher.admit(user=workspace.user, notebook=workspace.notebook, what=f"the map {self.name}",
@@ -414,6 +415,7 @@ class MapRun:
         time, so nothing else (no session) is on it.
         """
         futures = list(self._inflight)
+        self._cut_short = self._cut_short or bool(futures or self._retry)  # workers were held until now
         self._inflight.clear()
         self._retry.clear()
         self._exhausted = True
@@ -433,8 +435,8 @@ class MapRun:
         if self._closed:
             return
         self._closed = True
-        clean = not self._inflight and not self._retry
         self.cancel()
+        clean = not self._cut_short
         try:
             self.metering.close(clean, self.done + self.failed)
         finally:
