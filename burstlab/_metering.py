@@ -136,7 +136,10 @@ class Watcher:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self._sync_uptime(final=True)
+        try:
+            self._sync_uptime(final=True)
+        except Exception:  # the cluster is already gone: the meter closes its intervals anyway
+            pass
 
     def _loop(self) -> None:
         heartbeat = max(0.05, float(self.ws.config.heartbeat_interval) or 5.0)

@@ -128,6 +128,17 @@ def test_rate_in_force_is_kept_when_prices_change(ledger):
     assert [r.rate_nusd_per_s for r in ledger.usage()] == [1_000_000, 5_000_000]
 
 
+def test_a_sandbox_is_priced_for_its_cpus_and_its_memory(ledger):
+    card = RateCard.from_config()
+    meter = Meter(ledger, card, heartbeat_s=0)
+    sandbox = meter.start(kind="sandbox", user="u", notebook="n", resource="CPU", quantity=2,
+                          detail={"memory": 512 << 20})
+    fanout = meter.start(kind="map", user="u", notebook="n", resource="CPU", quantity=2)
+    assert ledger.get(sandbox).rate_nusd_per_s == card.sandbox_rate(2, 512 << 20) > card.rate("CPU")
+    assert ledger.get(fanout).rate_nusd_per_s == card.rate("CPU")  # CPU fan-out has no memory limit to price
+    meter.close()
+
+
 def test_usage_filters_and_windows(ledger):
     _open(ledger, "a", 10)
     ledger.close_interval("a", 20)
