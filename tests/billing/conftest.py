@@ -44,3 +44,13 @@ def ledger_url(request, tmp_path):
     url, drop = postgres_schema_url(PG_URL)
     yield url
     drop()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh schema on the PostgreSQL test server (for the cases that are about PostgreSQL itself)."""
+    if not PG_URL:
+        pytest.skip(NO_PG)
+    url, drop = postgres_schema_url(PG_URL)
+    yield url
+    drop()

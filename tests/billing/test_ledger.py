@@ -302,11 +302,10 @@ def test_unreachable_postgresql_names_the_url_without_its_password():
         open_ledger(f"postgresql://me:secret@127.0.0.1:{port}/db")
 
 
-def test_postgresql_connection_dropped_by_the_server_is_reopened(ledger_url):
-    if not ledger_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only: the server ends our connection")
+def test_postgresql_connection_dropped_by_the_server_is_reopened(postgres_url):
     import psycopg
 
+    ledger_url = postgres_url
     ledger = open_ledger(ledger_url)
     _open(ledger, "a", 0)
     pid = ledger.db.query("SELECT pg_backend_pid()")[0][0]
