@@ -79,6 +79,7 @@ class Workspace:
                         idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
                     )
                     self._client = Client(self._cluster, set_as_default=False)
+                    self.watcher.start()  # records the embedded cluster's GPU up-time from now on
                 if self.config.kernel_pool_size > 0 and not self._client.run_on_scheduler(_has_pool_plugin):
                     # Once per cluster: registering again would restart every worker's warm pool.
                     self._client.register_plugin(KernelPoolPlugin(self.config.kernel_pool_size))
