@@ -178,8 +178,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       caption: 'Run the selected cell on a GPU (%%gpu TYPE) without editing it',
       icon: gpuIcon,
       isEnabled: () => !!currentPanel(),
-      execute: () => {
-        void model.refresh();
+      execute: async () => {
+        // Fresh free counts in the labels (a menu does not relabel while open); never wait long for them.
+        await Promise.race([model.refresh(), new Promise(resolve => setTimeout(resolve, 1500))]);
         const active = currentPanel()?.content.activeCell?.node;
         const anchor =
           active?.querySelector('.jp-cell-toolbar [data-command="burstlab:run-on-gpu-menu"]') ??

@@ -187,10 +187,9 @@ function Sessions(props: IPanelOptions & { now: number }): JSX.Element {
     <table className="burstlab-table">
       <thead>
         <tr>
-          <th>GPUs</th>
-          <th>notebook</th>
-          <th>held</th>
-          <th>cost</th>
+          <th>GPUs · notebook</th>
+          <th className="burstlab-num">held</th>
+          <th className="burstlab-num">cost</th>
           <th />
         </tr>
       </thead>
@@ -200,11 +199,13 @@ function Sessions(props: IPanelOptions & { now: number }): JSX.Element {
           total += live.microusd;
           return (
             <tr key={s.id} className="burstlab-session" data-session-id={s.id}>
-              <td title={`${s.spec} on ${s.host}${s.declared ? ' (declared GPUs)' : ''}, ${s.origin}`}>
-                {s.spec}
-                <span className="burstlab-muted"> @{s.host}</span>
+              <td title={`${s.spec} on ${s.host}${s.declared ? ' (declared GPUs)' : ''}, ${s.origin}; ${s.notebook}`}>
+                <div>
+                  {s.spec}
+                  <span className="burstlab-muted"> @{s.host}</span>
+                </div>
+                <div className="burstlab-muted burstlab-ellipsis">{shortName(s.notebook)}</div>
               </td>
-              <td title={s.notebook}>{shortName(s.notebook)}</td>
               <td className="burstlab-num">{formatDuration(live.seconds)}</td>
               <td className="burstlab-num">{formatMoney(live.microusd)}</td>
               <td>
@@ -223,7 +224,7 @@ function Sessions(props: IPanelOptions & { now: number }): JSX.Element {
       </tbody>
       <tfoot>
         <tr>
-          <td colSpan={3}>total</td>
+          <td colSpan={2}>total</td>
           <td className="burstlab-num">{formatMoney(total)}</td>
           <td />
         </tr>
@@ -306,7 +307,9 @@ function Sandboxes(props: IPanelOptions): JSX.Element {
         <li key={s.id} className="burstlab-sandbox" data-sandbox-id={s.id}>
           <div className="burstlab-row">
             <strong title={s.id}>{s.id.slice(0, 12)}</strong>
-            <span className="burstlab-muted">{shortName(s.notebook)}</span>
+            <span className="burstlab-muted burstlab-ellipsis" title={s.notebook}>
+              {shortName(s.notebook)}
+            </span>
             <ActionButton
               label="Close"
               busyLabel="Closing…"

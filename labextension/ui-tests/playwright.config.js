@@ -34,7 +34,7 @@ module.exports = {
   use: {
     baseURL: url,
     headless: true,
-    viewport: { width: 1400, height: 860 },
+    viewport: { width: 1400, height: 1000 },
     video: 'off',
     trace: 'off',
     screenshot: 'only-on-failure',

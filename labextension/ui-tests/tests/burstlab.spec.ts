@@ -2,7 +2,7 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { api, cellSource, newNotebook, openLab, runCell, typeCell, waitExecuted } from './lab';
+import { api, cellSource, newNotebook, openLab, runCell, TOKEN, typeCell, waitExecuted } from './lab';
 
 // Screenshots go to test-results/; with UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the README's pictures).
 const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
@@ -100,6 +100,11 @@ test('"Run on GPU ▸ A100" from the cell menu runs the cell through %%gpu A100 
   await expect(c.locator('.jp-OutputArea-output').first()).toContainText('A100 (declared)');
   expect(await cellSource(c)).toEqual(lines.join('\n'));
 
+  // The cell toolbar's GPU button opens the same menu.
+  await c.locator('.jp-cell-toolbar [data-command="burstlab:run-on-gpu-menu"]').click();
+  await expect(page.locator('#burstlab-run-on-gpu-menu .lm-Menu-item')).toHaveText([/^A100 \(0\/1 free\)/, /^H100 \(1\/2 free\)/]);
+  await page.keyboard.press('Escape');
+
   const sessions = (await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions;
   expect(sessions.map(s => s.gpu_type).sort()).toEqual(['A100', 'H100']);
   expect(sessions.every(s => s.notebook.endsWith('Untitled.ipynb'))).toBeTruthy();
@@ -125,13 +130,40 @@ test('an agent-written cell shows a badge and runs in the sandbox', async () => 
   await page.locator('#burstlab-status').click();
   await expect(panel.locator('.burstlab-sandbox')).toHaveCount(boxes.length);
   await expect(panel.locator('.burstlab-sandbox').first()).toContainText('no network');
-  await shot(page, 'lab.png');
-  await shot(panel, 'panel.png');
 
   // "Run in this kernel" overrides the routing for one run.
   await c.locator('.cm-content').click({ button: 'right' });
   await page.locator('.lm-Menu-item', { hasText: 'Run in this kernel' }).click();
   await expect(c.locator('.jp-OutputArea-output').last()).toContainText('True sandboxed');
+});
+
+test('a fan-out shows in the panel with its progress', async () => {
+  const c = await typeCell(page, nb, 4, [
+    'import time',
+    'sum(burstlab.map(lambda x: (time.sleep(0.2), x * 2)[1], range(8), gpu="H100"))'
+  ]);
+  await c.locator('.cm-content').click(); // the local kernel runs burstlab.map: setup cell imported nothing
+  await page.keyboard.press('Control+Home');
+  await page.keyboard.type('import burstlab; ');
+  await runCell(page, c);
+  await waitExecuted(c, 90000);
+  await expect(c.locator('.jp-OutputArea-executeResult')).toHaveText(/\b56$/);
+  const map = page.locator('#burstlab-panel .burstlab-map').first();
+  await expect(map).toContainText('8/8');
+  await expect(map).toHaveAttribute('data-state', 'done');
+  await expect(map.locator('progress')).toHaveAttribute('value', '8');
+
+  // A budget set through the API shows with what is left.
+  const put = await page.request.put('/burstlab/api/budgets/user/ui-tester', {
+    headers: { Authorization: `token ${TOKEN}` },
+    data: { limit_usd: 5, soft_fraction: 0.8 }
+  });
+  expect(put.ok(), await put.text()).toBeTruthy();
+  const budget = page.locator('#burstlab-panel .burstlab-budget');
+  await expect(budget).toContainText('user: ui-tester');
+  await expect(budget).toContainText('$5.00');
+  await shot(page, 'lab.png');
+  await shot(page.locator('#burstlab-panel'), 'panel.png');
 });
 
 test('errors from the server are shown, not swallowed', async () => {

@@ -29,7 +29,7 @@ export function cell(nb: Locator, index: number): Locator {
 export async function typeCell(page: Page, nb: Locator, index: number, lines: string[]): Promise<Locator> {
   const cells = nb.locator('.jp-Cell');
   while ((await cells.count()) <= index) {
-    await cells.last().locator('.jp-InputArea-prompt').click();
+    await cells.last().locator('.cm-content').click();
     await page.keyboard.press('Escape');
     await page.keyboard.press('b');
   }
