@@ -244,10 +244,10 @@ class Ledger:
         where, args = self._filters(user, notebook, kind, include_provisioned)
         if since_ns is not None:
             where.append("(stop_ns IS NULL OR stop_ns >= ?)")
-            args.append(int(since_ns))
+            args.append(_clamp(since_ns))
         if until_ns is not None:
             where.append("start_ns < ?")
-            args.append(int(until_ns))
+            args.append(_clamp(until_ns))
         sql = f"SELECT {_COLUMNS} FROM intervals"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -325,6 +325,11 @@ class Ledger:
         if row.scope == "user":
             return self.spending(user=row.name, now_ns=now_ns)
         return self.spending(user=row.owner, notebook=row.name, now_ns=now_ns)
+
+
+def _clamp(ns: int) -> int:
+    """A time filter within BIGINT's range (a window far in the past or future means "everything")."""
+    return max(-(2**63), min(2**63 - 1, int(ns)))
 
 
 def _record(row: tuple, now_ns: int) -> UsageRecord:

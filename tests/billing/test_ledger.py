@@ -152,6 +152,7 @@ def test_usage_filters_and_windows(ledger):
     assert [r.id for r in ledger.usage()] == ["a", "b"]  # provisioned time is the operator's, not a user's
     assert [r.id for r in ledger.usage(include_provisioned=True)] == ["p", "a", "b"]
     assert [r.id for r in ledger.usage(kind="provisioned")] == ["p"]
+    assert [r.id for r in ledger.usage(since_ns=-10**30, until_ns=10**30)] == ["a", "b"]  # beyond BIGINT: all
 
 
 def test_open_intervals_are_priced_up_to_now(ledger):
