@@ -41,8 +41,8 @@ class BurstLab(Configurable):
     user = Unicode(help="User name that usage is attributed to. Default: $BURSTLAB_USER or the login name.").tag(config=True)
 
     idle_timeout = Float(
-        600.0,
-        help="Seconds a %%gpu session may sit idle before its GPU is released (scale to zero). 0 disables.",
+        help="Seconds a %%gpu session may sit idle before its GPU is released (scale to zero). 0 disables. "
+        "Default: $BURSTLAB_IDLE_TIMEOUT or 600.",
     ).tag(config=True)
 
     heartbeat_interval = Float(5.0, help="Seconds between ledger heartbeats of open intervals.").tag(config=True)
@@ -68,8 +68,18 @@ class BurstLab(Configurable):
     rates = Dict(
         help="Per-second prices in US dollars, merged over the defaults in burstlab.billing.rates: per GPU-second "
         "by GPU type (e.g. {'H100': 0.001097}), 'CPU' per CPU-second and 'MEM' per GiB-second of a sandbox's "
-        "memory limit. Each interval keeps the rate it opened with."
+        "memory limit. Each interval keeps the rate it opened with. Default: $BURSTLAB_RATES (JSON) or {}."
     ).tag(config=True)
+
+    @default("idle_timeout")
+    def _idle_default(self):
+        return float(os.environ.get("BURSTLAB_IDLE_TIMEOUT") or 600.0)
+
+    @default("rates")
+    def _rates_default(self):
+        import json
+
+        return json.loads(os.environ["BURSTLAB_RATES"]) if os.environ.get("BURSTLAB_RATES") else {}
 
     @default("declared_gpus")
     def _declared_default(self):

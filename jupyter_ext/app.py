@@ -13,6 +13,7 @@ Subcommands (``jupyter burstlab mcp``) are looked up in :data:`SUBCOMMANDS`.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -121,6 +122,16 @@ class BurstLabApp(ExtensionApp):
         server = self.serverapp
         os.environ["BURSTLAB_URL"] = f"http://127.0.0.1:{server.port}{server.base_url}"
         os.environ["BURSTLAB_TOKEN"] = self.kernel_token
+        # The kernels' own workspaces join this one's cluster (through BURSTLAB_URL) and must bill into
+        # the same ledger, as the same user, at the same prices: settings given as c.BurstLab.* in
+        # jupyter_server_config.py reach IPython kernels only this way.
+        config = self.manager.ws.config
+        if not hasattr(self, "_saved_environment"):  # put back at stop (an in-process server in tests)
+            self._saved_environment = {k: os.environ.get(k) for k in KERNEL_ENVIRONMENT}
+        os.environ.update(BURSTLAB_HOME=config.home, BURSTLAB_USER=config.user, BURSTLAB_RATES=json.dumps(config.rates),
+                          BURSTLAB_IDLE_TIMEOUT=repr(float(config.idle_timeout)))
+        if config.ledger_url:
+            os.environ["BURSTLAB_LEDGER_URL"] = config.ledger_url
 
     def initialize_handlers(self):
         self.serverapp.web_app.add_handlers(".*$", routes(self.serverapp.web_app.settings["base_url"]))
@@ -138,6 +149,14 @@ class BurstLabApp(ExtensionApp):
         if os.environ.get("BURSTLAB_TOKEN") == getattr(self, "kernel_token", None):
             os.environ.pop("BURSTLAB_TOKEN", None)
             os.environ.pop("BURSTLAB_URL", None)
+            for key, value in getattr(self, "_saved_environment", {}).items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+KERNEL_ENVIRONMENT = ("BURSTLAB_HOME", "BURSTLAB_USER", "BURSTLAB_RATES", "BURSTLAB_IDLE_TIMEOUT", "BURSTLAB_LEDGER_URL")
 
 
 def main(argv=None):

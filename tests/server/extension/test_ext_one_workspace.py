@@ -10,6 +10,14 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def jp_server_config(jp_server_config):
+    """Settings given to the server only (as c.BurstLab.* in jupyter_server_config.py): the kernels' sessions
+    must follow them too."""
+    return {**jp_server_config, "BurstLab": {**jp_server_config.get("BurstLab", {}), "rates": {"A100": 0.002},
+                                             "idle_timeout": 123.0, "user": "carol"}}
+
+
 async def _run(kc, code, timeout=90):
     """Execute in the kernel without blocking the server's loop (the kernel calls the server)."""
     out = {"stdout": "", "stderr": "", "result": None}
@@ -90,7 +98,12 @@ async def _check(api, kc):
     code, data = await api("GET", "sessions")
     assert [s["id"] for s in data["sessions"] if s["notebook"] == "nb/analysis.ipynb"] != [session["id"]]
 
-    # The notebook's usage is in the server's ledger, attributed to the notebook.
+    # The notebook's usage is in the server's ledger, attributed to the notebook and the server's user,
+    # priced with the server's rate card; the server's idle timeout applies to it.
     code, usage = await api("GET", "usage", params={"notebook": "nb/analysis.ipynb"})
     assert code == 200 and usage["records"], usage
     assert {r["kind"] for r in usage["records"]} == {"session"}
+    assert {r["user"] for r in usage["records"]} == {"carol"}
+    assert {r["rate_nusd_per_s"] for r in usage["records"]} == {2_000_000}
+    idle = await _run(kc, "get_workspace().config.idle_timeout")
+    assert idle["result"] == "123.0"
