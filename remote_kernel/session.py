@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any, Callable
@@ -38,6 +39,7 @@ class GpuSession:
         self.end_reason = ""
         self._ending = False
         self._end_lock = threading.Lock()
+        self._ended = threading.Event()  # set once the end is complete (GPUs released, interval closed)
         self.interval_id = ""
         self._on_end = on_end
         self._released_elsewhere = released_elsewhere
@@ -79,6 +81,7 @@ class GpuSession:
             self._on_end(self, state, reason)
         finally:
             self.state = state
+            self._ended.set()
 
     def _check(self) -> None:
         if self.state != "running":
@@ -91,6 +94,7 @@ class GpuSession:
             return await self.kernel.execute(code, on_output)
         except SessionLostError:
             self._lease_done()
+            await asyncio.to_thread(self._ended.wait, 10)
             raise SessionLostError(f"The {self.label} session ended ({self.end_reason or 'the remote kernel died'}); "
                                    "its state is gone. The next %%gpu cell starts a new one.") from None
         finally:
@@ -109,6 +113,7 @@ class GpuSession:
             return here.execute(code, on_output)
         except SessionLostError:
             self._lease_done()
+            self._ended.wait(10)  # the lease's own callback may be ending it on Dask's thread right now
             raise SessionLostError(f"The {self.label} session ended ({self.end_reason or 'the remote kernel died'}); "
                                    "its state is gone. The next %%gpu cell starts a new one.") from None
         finally:
