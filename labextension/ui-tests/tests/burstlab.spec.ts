@@ -188,3 +188,26 @@ test('errors from the server are shown, not swallowed', async () => {
   await page.unrouteAll();
   await expect(panel.locator('[data-section="maps"] .burstlab-error')).toHaveCount(0);
 });
+
+test('the agentCells setting sends agent cells to the notebook kernel instead', async () => {
+  const put = await page.request.put('/lab/api/settings/burstlab-lab:plugin', {
+    headers: { Authorization: `token ${TOKEN}` },
+    data: { raw: JSON.stringify({ refreshInterval: 1, agentCells: 'kernel' }) }
+  });
+  expect(put.ok(), await put.text()).toBeTruthy();
+  await nb.locator('.jp-Cell').first().locator('.cm-content').click();
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+s'); // keep the notebook's cells (and the agent mark) across the reload
+  const dialog = page.locator('.jp-Dialog .jp-mod-accept');
+  if (await dialog.isVisible({ timeout: 2000 }).catch(() => false)) {
+    await dialog.click();
+  }
+  await expect(page.locator('.jp-NotebookPanel-tab, .lm-TabBar-tab.jp-mod-current').first()).not.toHaveClass(/jp-mod-dirty/);
+  await page.goto(`/lab/workspaces/burstlab-ui?token=${TOKEN}`); // the same workspace: the notebook comes back
+  const status = page.locator('#jp-main-statusbar');
+  await expect(status).toContainText('| Idle', { timeout: 60000 });
+  const c = page.locator('.jp-NotebookPanel').last().locator('.jp-Cell').nth(3);
+  await expect(c.locator('.burstlab-agent-badge')).toHaveText('agent');
+  await runCell(page, c);
+  await expect(c.locator('.jp-OutputArea-output').last()).toContainText('True sandboxed');
+});
