@@ -13,7 +13,7 @@ from .base import BurstLabHandler, api_errors
 class UsageHandler(BurstLabHandler):
     def _time(self, name: str):
         raw = self.get_argument(name, None)
-        if raw is None or raw == "":
+        if raw is None:  # absent; an empty value is not a time (the document says number)
             return None
         try:
             value = float(raw)
