@@ -225,14 +225,12 @@ class HereClient:
         self._is_alive = is_alive
         self._liveness_s = liveness_s
 
-    def _get(self, get: Callable[..., dict], parent_id: str, interrupted: list) -> dict:
+    def _get(self, get: Callable[..., dict], parent_id: str) -> dict:
         while True:
             try:
                 msg = get(timeout=self._liveness_s)
-            except KeyboardInterrupt:
-                if not interrupted:
-                    interrupted.append(True)
-                    self.kc.control_channel.send(self.kc.session.msg("interrupt_request", {}))
+            except KeyboardInterrupt:  # each Ctrl-C is forwarded; the cell ends when the kernel says so
+                self.kc.control_channel.send(self.kc.session.msg("interrupt_request", {}))
                 continue
             except queue.Empty:
                 if not self._is_alive():
@@ -245,11 +243,10 @@ class HereClient:
 
     def execute(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
         collect = _Collector(on_output)
-        interrupted: list = []
         msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
-        while not collect.feed(self._get(self.kc.get_iopub_msg, msg_id, interrupted)):
+        while not collect.feed(self._get(self.kc.get_iopub_msg, msg_id)):
             pass
-        return collect.finish(self._get(self.kc.get_shell_msg, msg_id, interrupted))
+        return collect.finish(self._get(self.kc.get_shell_msg, msg_id))
 
     def close(self) -> None:
         self.kc.stop_channels()
