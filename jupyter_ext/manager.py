@@ -243,6 +243,9 @@ class Manager:
             sandbox = Sandbox(**kwargs, meter=self.ws.meter, user=user, notebook=notebook)
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
+        # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
+        await self._blocking(self.ws.watcher.admit, user=user, notebook=notebook, what="a new sandbox",
+                             start_microusd=1)
         self._reserved[user] = self._reserved.get(user, 0) + 1
         try:
             try:

@@ -48,4 +48,7 @@ async def test_spent_budget_refuses_with_402(api):
     assert "spender" in err["message"]
     code, listing = await api("GET", "sessions")
     assert listing["sessions"] == []
+    code, err = await api("POST", "sandboxes", body={"notebook": "spender"})  # sandboxes are refused too
+    assert code == 402 and "sandbox" in err["message"], err
+    assert (await api("GET", "sandboxes"))[1] == {"sandboxes": []}
     await api("DELETE", "budgets", "notebook", "spender")
