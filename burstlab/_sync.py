@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -48,4 +48,16 @@ def run_sync(coro: Awaitable[T], timeout: float | None = None) -> T:
     return submit(coro).result(timeout)
 
 
-__all__ = ["loop", "run_sync", "submit"]
+def run_interruptible(coro: Awaitable[T], interrupt: Callable[[], Awaitable[Any]]) -> T:
+    """Like ``run_sync``, but a KeyboardInterrupt in the caller (Ctrl-C, the notebook's stop button)
+    schedules ``interrupt()`` and keeps waiting: the run ends as the interrupted code decides (with
+    its own KeyboardInterrupt as data), not by abandoning it."""
+    future = submit(coro)
+    while True:
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            submit(interrupt())
+
+
+__all__ = ["loop", "run_interruptible", "run_sync", "submit"]

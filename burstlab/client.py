@@ -35,7 +35,7 @@ import weakref
 from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
-from burstlab._sync import run_sync, submit
+from burstlab._sync import run_interruptible, run_sync, submit
 from burstlab.errors import (
     BudgetExceeded,
     BurstlabError,
@@ -494,6 +494,10 @@ class RemoteSandbox:
                                "keeps happening, the service's log says why.")
         return stream.execution
 
+    async def ainterrupt(self) -> None:
+        """Interrupt the running cell: its run answers with the KeyboardInterrupt in ``.error``."""
+        self.info = await self.workspace._json("POST", f"{self._path}/interrupt", "id", whole=True)
+
     async def arefresh(self) -> dict:
         self.info = await self.workspace._json("GET", self._path, "id", whole=True)
         return self.info
@@ -517,22 +521,31 @@ class RemoteSandbox:
     def run(self, code: str, timeout: float | None = None,
             on_output: Callable[[Output], Any] | None = None) -> Execution:
         """Run one cell and return its Execution. ``on_output`` is called in *this* thread for each output
-        as it is produced (so a notebook routes it to the calling cell)."""
+        as it is produced (so a notebook routes it to the calling cell). Ctrl-C in this thread interrupts
+        the sandboxed cell, whose KeyboardInterrupt comes back in ``.error``."""
         if on_output is None:
-            return run_sync(self.arun(code, timeout))
+            return run_interruptible(self.arun(code, timeout), self.ainterrupt)
         outputs: queue.SimpleQueue = queue.SimpleQueue()
         done = object()
         future = submit(self.arun(code, timeout, on_output=outputs.put))
         future.add_done_callback(lambda _f: outputs.put(done))
         try:
             while True:
-                item = outputs.get()
+                try:
+                    item = outputs.get()
+                except KeyboardInterrupt:
+                    submit(self.ainterrupt())
+                    continue
                 if item is done:
                     return future.result()
                 on_output(item)
         except BaseException:
             future.cancel()
             raise
+
+    def interrupt(self) -> None:
+        """Interrupt the running cell (from another thread than the one waiting on ``run``)."""
+        run_sync(self.ainterrupt())
 
     def refresh(self) -> dict:
         """Fetch the sandbox's current state, limits and usage from the service."""

@@ -277,6 +277,13 @@ class Manager:
             entry.state = "closed"
             self._sandboxes.pop(entry.id, None)
 
+    async def interrupt_sandbox(self, user: str, id: str) -> dict:
+        """Interrupt the sandbox's running cell (its execute answers with the KeyboardInterrupt)."""
+        entry = self._entry(user, id)
+        if entry.state == "running":
+            await _on_burstlab_loop(entry.sandbox.ainterrupt())
+        return self._sandbox_json(entry)
+
     async def close_sandbox(self, user: str, id: str) -> dict:
         entry = self._entry(user, id)
         await self._close_entry(entry)

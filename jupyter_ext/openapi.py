@@ -232,6 +232,11 @@ def _paths() -> dict[str, Any]:
                               **_errors(400, 404, 413)},
             },
         },
+        "/sandboxes/{id}/interrupt": {
+            "parameters": _ID,
+            "post": {"summary": "Interrupt the running cell (its execute answers with KeyboardInterrupt)",
+                     "responses": {"200": ok(_ref("Sandbox")), **_errors(404)}},
+        },
         "/sandboxes/{id}/files/{path}": {
             "parameters": _FILE,
             "get": {"summary": "A file's bytes, or a directory's entries",

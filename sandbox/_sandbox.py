@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from burstlab._sync import run_sync
+from burstlab._sync import run_interruptible, run_sync
 from burstlab.errors import SandboxError
 from burstlab.wire import Execution, ExecutionError, Output
 
@@ -164,7 +164,17 @@ class Sandbox:
 
     def run(self, code: str, timeout: float | None = None,
             on_output: Callable[[Output], None] | None = None) -> Execution:
-        return run_sync(self.arun(code, timeout, on_output))
+        """Run one cell. Ctrl-C in the caller interrupts the sandboxed cell (its KeyboardInterrupt comes
+        back in ``.error``); the kernel and its state are kept."""
+        return run_interruptible(self.arun(code, timeout, on_output), self.ainterrupt)
+
+    def interrupt(self) -> None:
+        run_sync(self.ainterrupt())
+
+    async def ainterrupt(self) -> None:
+        """Interrupt the running cell, if any (an interrupt_request on the kernel's control channel)."""
+        if self._kernel is not None and not self._closed:
+            await self._kernel.client.interrupt()
 
     def restart(self) -> None:
         run_sync(self.arestart())

@@ -44,6 +44,14 @@ class SandboxHandler(BurstLabHandler):
         self.reply(await self.manager.close_sandbox(self.user, id))
 
 
+class SandboxInterruptHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def post(self, id):
+        self.reply(await self.manager.interrupt_sandbox(self.user, id))
+
+
 class SandboxExecuteHandler(BurstLabHandler):
     @web.authenticated
     @authorized

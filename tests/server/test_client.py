@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -265,3 +267,19 @@ def test_a_script_that_exits_without_closing_closes_its_sandboxes(service, alice
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout == "42\n", out.stderr
     assert "forgetful" not in {s.info["notebook"] for s in alice.sandboxes()}
+
+
+def test_ctrl_c_while_run_waits_interrupts_the_cell_on_the_service(sb):
+    """Ctrl-C (SIGINT in the waiting thread) sends POST interrupt: the cell ends with its KeyboardInterrupt,
+    streamed or not, and the sandbox keeps its state."""
+    assert threading.current_thread() is threading.main_thread()
+    sb.run("kept = 'yes'")
+    for on_output in (None, lambda out: None):
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        ex = sb.run("import time\ntime.sleep(50)", on_output=on_output)
+        timer.join()
+        assert ex.error is not None and ex.error.ename == "KeyboardInterrupt", ex
+        assert time.monotonic() - t0 < 6
+    assert sb.run("kept").text == "'yes'"

@@ -10,7 +10,7 @@ from burstlab import __version__
 ENDPOINTS = [("GET", "workspace"), ("GET", "hosts"), ("GET", "sessions"), ("POST", "sessions"),
              ("GET", "sessions/x"), ("DELETE", "sessions/x"), ("POST", "sessions/x/execute"),
              ("GET", "sandboxes"), ("POST", "sandboxes"), ("GET", "sandboxes/x"), ("DELETE", "sandboxes/x"),
-             ("POST", "sandboxes/x/execute"), ("GET", "sandboxes/x/files/a"), ("PUT", "sandboxes/x/files/a"),
+             ("POST", "sandboxes/x/execute"), ("POST", "sandboxes/x/interrupt"), ("GET", "sandboxes/x/files/a"), ("PUT", "sandboxes/x/files/a"),
              ("DELETE", "sandboxes/x/files/a"), ("GET", "maps"), ("DELETE", "maps/x"), ("GET", "usage"),
              ("GET", "budgets"), ("PUT", "budgets/user/x"), ("DELETE", "budgets/user/x"), ("GET", "openapi.json")]
 
