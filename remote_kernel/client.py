@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 import uuid
 from typing import Any, Callable
@@ -103,8 +104,6 @@ class RemoteKernel:
     def here(self) -> HereClient | None:
         """The blocking client for the calling thread: made on the first call, None for any other
         thread (which uses the async client)."""
-        import threading
-
         me = threading.get_ident()
         if self._here is None:
             self._here = HereClient(self._connection, self._is_alive, self._liveness_s)
