@@ -120,7 +120,7 @@ def main() -> None:
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
 
-    import burstlab.workspace as wsmod
+    import burstlab.workspace.workspace as wsmod
 
     wsmod._workspace = ws  # the magic uses this workspace
     shell = InteractiveShell.instance()

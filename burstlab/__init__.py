@@ -6,7 +6,8 @@ below. Everything here is imported by name; ``__all__`` is the public surface.
 
 from __future__ import annotations
 
-from ._usage import usage
+from typing import TYPE_CHECKING
+
 from .errors import (
     BudgetExceeded,
     BurstlabError,
@@ -23,9 +24,41 @@ from .errors import (
 )
 from .gpus import parse_gpu_spec
 from .wire import BudgetStatus, Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
-from .workspace import Workspace, get_workspace
-from burstlab.fanout import Call, Function, function, map
-from burstlab.sandbox import Sandbox, SandboxPool
+
+# The facade names below live in the layers above the core (fanout, sandbox, workspace). They are loaded on first
+# use, so that ``import burstlab.errors`` (or any core module) never imports the layers that import the core.
+_LAZY = {
+    "Call": "burstlab.fanout",
+    "Function": "burstlab.fanout",
+    "Sandbox": "burstlab.sandbox",
+    "SandboxPool": "burstlab.sandbox",
+    "Workspace": "burstlab.workspace",
+    "function": "burstlab.fanout",
+    "get_workspace": "burstlab.workspace",
+    "map": "burstlab.fanout",
+    "usage": "burstlab.workspace._usage",
+}
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time these load through __getattr__
+    from burstlab.fanout import Call, Function, function, map
+    from burstlab.sandbox import Sandbox, SandboxPool
+    from burstlab.workspace import Workspace, get_workspace
+    from burstlab.workspace._usage import usage
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'burstlab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __version__ = "0.1.0"

@@ -72,6 +72,6 @@ def test_client_is_public_and_speaks_only_http():
     import burstlab.client
 
     assert burstlab.client.__all__ == sorted(burstlab.client.__all__) == ["RemoteFiles", "RemoteSandbox", "Workspace"]
-    for module in _imports(ROOT / "burstlab" / "client.py"):
+    for module in _imports(ROOT / "client" / "__init__.py"):
         if module.startswith("burstlab"):
             assert module in ("burstlab._sync", "burstlab.errors", "burstlab.wire"), module

@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import burstlab
-import burstlab.workspace as workspace_module
+import burstlab.workspace.workspace as workspace_module
 from burstlab import fanout
 from burstlab.errors import BudgetExceeded, ConfigError
 

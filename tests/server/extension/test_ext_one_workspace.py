@@ -49,7 +49,7 @@ async def notebook_kernel(jp_serverapp, api):
     await kc.wait_for_ready(timeout=60)
     yield kc
     try:
-        await _run(kc, "import burstlab.workspace as w\nw._workspace and w._workspace.close()", timeout=30)
+        await _run(kc, "import burstlab.workspace.workspace as w\nw._workspace and w._workspace.close()", timeout=30)
     finally:
         kc.stop_channels()
         await sm.delete_session(model["id"])

@@ -1,6 +1,6 @@
 """A scheduler plugin that notes when each GPU worker comes up and goes down (for ``provisioned`` time).
 
-Registered by the workspace that runs the embedded cluster (``burstlab._metering``); kept apart so
+Registered by the workspace that runs the embedded cluster (``burstlab.workspace._watcher``); kept apart so
 that importing the workspace does not import ``distributed``.
 """
 

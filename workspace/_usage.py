@@ -40,7 +40,7 @@ def usage(*, user: str | None = None, notebook: str | None = None, kind: str | N
     from burstlab.billing.reports import write_csv
 
     if workspace is None:
-        from burstlab.workspace import get_workspace
+        from burstlab.workspace.workspace import get_workspace
 
         workspace = get_workspace()
     who = None if all_users else (user or workspace.user)

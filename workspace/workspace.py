@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from burstlab._metering import Watcher
+from burstlab.workspace._watcher import Watcher
 from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
 from burstlab.errors import BurstlabError, GpuSpecError
