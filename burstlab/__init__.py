@@ -52,6 +52,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'burstlab' has no attribute {name!r}")
     import importlib
 
+    importlib.import_module("burstlab.workspace")  # hands the process's workspace down to fanout (burstlab._default)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -19,9 +19,9 @@ from ._engine import MapRun
 def _workspace(workspace=None):
     if workspace is not None:
         return workspace
-    from burstlab.workspace import get_workspace
+    from burstlab._default import default_workspace  # handed down by burstlab.workspace: no upward import
 
-    return get_workspace()
+    return default_workspace()
 
 
 class Call:

@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from burstlab.errors import BurstlabError, RemoteError, SessionLostError, TransferError
 from burstlab.gpus import parse_gpu_spec
-from burstlab.workspace import get_workspace
+from burstlab.workspace import get_workspace, no_gpu_message, write_csv
 
 from .render import Publisher, Report, bill_section, money, table
 
@@ -88,8 +88,6 @@ class GpuMagics(Magics):
         if len(types) == 1:
             return types[0]
         if not types:
-            from burstlab.remote_kernel.lease import no_gpu_message
-
             raise BurstlabError(no_gpu_message())
         raise BurstlabError(f"%%gpu needs a GPU type: this workspace has {', '.join(types)} (e.g. %%gpu {types[0]}).")
 
@@ -157,8 +155,6 @@ class GpuMagics(Magics):
     def _cmd_hosts(self, rest):
         entries = self.workspace.hosts()
         if not entries:
-            from burstlab.remote_kernel.lease import no_gpu_message
-
             print(no_gpu_message())
             return
         print(table(["type", "host", "count", "free", "source"],
@@ -197,8 +193,6 @@ class GpuMagics(Magics):
         since = None if args.days is None else ws.meter.clock.now_ns() - int(args.days * 86_400e9)
         mine = ws.usage(user=ws.user, since_ns=since)
         if args.csv:
-            from burstlab.billing.reports import write_csv
-
             records = ws.usage(since_ns=since) if args.operator else mine
             n = write_csv(records, args.csv)
             print(f"Wrote {n} usage rows ({'all users' if args.operator else ws.user}) to {args.csv}.")

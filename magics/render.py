@@ -117,10 +117,10 @@ class Report:
 
 def bill_section(report: Report, records: list[UsageRecord], title: str, by: tuple[str, ...]) -> Report:
     """Usage grouped ``by`` some of notebook, kind, resource (GPU type) and day, with a total."""
-    from burstlab.billing.reports import group
+    from burstlab.workspace import group_usage
 
     rows = [[*row.key, row.intervals, row.billed_s, money(row.cost_microusd),
-             row.open or "", row.recovered or ""] for row in group(records, by)]
+             row.open or "", row.recovered or ""] for row in group_usage(records, by)]
     total_s = sum(r.billed_s * r.quantity for r in records)
     total = money(sum(r.cost_microusd for r in records))
     headers = [{"resource": "GPU type"}.get(k, k) for k in by] + ["intervals", "billed s", "cost", "open", "recovered"]

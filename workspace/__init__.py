@@ -7,6 +7,11 @@ package and the core.
 
 from __future__ import annotations
 
-from .workspace import Workspace, default_notebook, get_workspace
+from burstlab import _default
 
-__all__ = ["Workspace", "default_notebook", "get_workspace"]
+from ._usage import group_usage, usage, write_csv
+from .workspace import Workspace, default_notebook, get_workspace, no_gpu_message
+
+_default.provide(get_workspace)  # fan-out, below this layer, reaches the process's workspace through the core
+
+__all__ = ["Workspace", "default_notebook", "get_workspace", "group_usage", "no_gpu_message", "usage", "write_csv"]

@@ -6,6 +6,8 @@ import datetime as _dt
 import os
 from typing import Any
 
+from burstlab.billing.reports import group as group_usage
+from burstlab.billing.reports import write_csv
 from burstlab.wire import UsageRecord
 
 
@@ -37,8 +39,6 @@ def usage(*, user: str | None = None, notebook: str | None = None, kind: str | N
     window) narrow it. Returns a pandas DataFrame when pandas is installed (``as_frame=False`` for a
     list of :class:`UsageRecord`). ``csv=PATH`` also writes the rows there, money exact.
     """
-    from burstlab.billing.reports import write_csv
-
     if workspace is None:
         from burstlab.workspace.workspace import get_workspace
 
@@ -76,4 +76,4 @@ def to_frame(records: list[UsageRecord], pd):
     return pd.DataFrame(rows, columns=columns).astype({"stop_ns": "Int64"})
 
 
-__all__ = ["usage"]
+__all__ = ["group_usage", "usage", "write_csv"]

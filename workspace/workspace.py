@@ -48,7 +48,8 @@ class Workspace:
         self._closed = False
         self._reaper: threading.Thread | None = None
         self._wake = threading.Event()
-        atexit.register(self.close)
+        self._idle_published: dict[str, tuple[float | None, float]] = {}  # session id -> (idle_since, timeout)
+        _close_at_shutdown(self)
 
     # -- the Dask side --------------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class Workspace:
             "declared": session.declared, "host": session.host, "user": user, "notebook": notebook,
             "started": session.started, "origin": self.origin, "interval_id": session.interval_id,
             "lease_key": lease.futures[0].key, "lease_keys": [f.key for f in lease.futures],
+            "idle_timeout": float(self.config.idle_timeout), "idle_since": session.started,
         })
         self._ensure_reaper()
         self.watcher.start()
@@ -180,6 +182,8 @@ class Workspace:
                 "state": "running",
                 "billed_s": usage.billed_s if usage else 0,
                 "cost_microusd": usage.cost_microusd if usage else 0,
+                "idle_timeout": float(record.get("idle_timeout") or 0),
+                "idle_since": record.get("idle_since"),
             })
         return sorted(out, key=lambda r: r["started"])
 
@@ -297,8 +301,27 @@ class Workspace:
                 continue
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                if s.state == "running" and not (s.busy or s.kernel._lock.locked()) and now - s.last_active >= timeout:
+                busy = s.busy or s.kernel._lock.locked()
+                if s.state == "running" and not busy and now - s.last_active >= timeout:
                     s.stop(f"released after {timeout:g} s idle")
+                elif s.state == "running":
+                    self._publish_idle(s, None if busy else time.time() - (now - s.last_active), timeout)
+
+    def _publish_idle(self, s, idle_since: float | None, timeout: float) -> None:
+        """Keep the session's listed idle clock (GET sessions' ``idle_since``, the panel's "releases in")
+        current; republished only when it moved, so an idle session costs no scheduler calls."""
+        from burstlab.remote_kernel import registry
+
+        last = self._idle_published.get(s.id)
+        if last is not None and last[1] == timeout and (
+                idle_since is None and last[0] is None
+                or idle_since is not None and last[0] is not None and abs(idle_since - last[0]) < 1.0):
+            return
+        self._idle_published[s.id] = (idle_since, timeout)
+        try:
+            registry.publish(self.client, "session", s.id, {"idle_since": idle_since, "idle_timeout": timeout})
+        except Exception:  # the listing is informational; the reaper must keep reaping
+            pass
 
     def set_idle_timeout(self, seconds: float) -> None:
         self.config.idle_timeout = float(seconds)
@@ -346,6 +369,9 @@ class Workspace:
             sessions = list(self.sessions.values())
         for s in sessions:
             s.stop("workspace closed")
+        deadline = time.monotonic() + 5
+        for s in sessions:  # let Dask run each lease's done-callback while its executor still takes work
+            s.lease_settled.wait(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
         self._wake.set()
@@ -362,7 +388,27 @@ class Workspace:
             except Exception:
                 pass
         self.ledger.close()
-        atexit.unregister(self.close)
+
+
+def _close_at_shutdown(ws: Workspace) -> None:
+    """Close ``ws`` when the interpreter exits, early enough that it still can.
+
+    ``threading``'s exit hooks run before ``concurrent.futures`` stops its executors and before ``atexit``, where
+    ``distributed`` closes its clients and the embedded cluster: a workspace closed later finds its Dask client
+    closed (``ClosedClientError``) and its leases' callbacks refused ("cannot schedule new futures after
+    interpreter shutdown"). ``close`` is idempotent, so a workspace closed by hand makes the hook a no-op.
+    """
+    try:
+        threading._register_atexit(ws.close)  # the hook concurrent.futures itself uses (Python >= 3.9)
+    except (AttributeError, RuntimeError):  # RuntimeError: the interpreter is already shutting down
+        atexit.register(ws.close)
+
+
+def no_gpu_message() -> str:
+    """What to do when this workspace has no GPU (declare some, or point at a GPU cluster)."""
+    from burstlab.remote_kernel.lease import no_gpu_message as message  # imports Dask: only when needed
+
+    return message()
 
 
 def _has_pool_plugin(dask_scheduler=None) -> bool:
@@ -382,4 +428,4 @@ def get_workspace(config=None) -> Workspace:
         return _workspace
 
 
-__all__ = ["Workspace", "default_notebook", "get_workspace"]
+__all__ = ["Workspace", "default_notebook", "get_workspace", "no_gpu_message"]
