@@ -46,7 +46,8 @@ class SqliteBackend:
             try:
                 yield
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -155,6 +156,23 @@ class PostgresBackend:
             self._conn.close()
 
 
+def why_unwritable(exc: BaseException) -> str:
+    """A failed write in words: ``disk full (database or disk is full)``, ``read-only (...)``,
+    ``the server does not answer (...)``; the driver's own text stays in brackets."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if "disk is full" in low or "no space left" in low or "disk full" in low or "could not extend file" in low:
+        reason = "disk full"
+    elif "readonly" in low or "read-only" in low or "permission denied" in low:
+        reason = "read-only"
+    elif any(w in low for w in ("connection refused", "server closed", "terminating connection", "connection failed",
+                                "cannot connect", "the connection is lost", "connection is closed", "timeout")):
+        reason = "the server does not answer"
+    else:
+        reason = "the write failed"
+    return f"{reason} ({text})"
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
@@ -180,4 +198,4 @@ def backend_for(url: str, home: str | os.PathLike) -> SqliteBackend | PostgresBa
     )
 
 
-__all__ = ["PostgresBackend", "SqliteBackend", "backend_for"]
+__all__ = ["PostgresBackend", "SqliteBackend", "backend_for", "why_unwritable"]

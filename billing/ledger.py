@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
 import psutil
@@ -126,6 +127,7 @@ class Ledger:
         if url and "://" not in url:
             url = "sqlite://" + (url if url == ":memory:" else os.path.abspath(url))
         self.db = backend_for(url, home)
+        self.home = str(home)
         self.dialect = self.db.dialect
         self.where = self.db.where
         self.path = self.where  # kept for callers that printed it
@@ -142,6 +144,15 @@ class Ledger:
                     for statement in filter(str.strip, script.split(";")):
                         self.db.execute(statement)
                     self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    @property
+    def journal_dir(self) -> Path | None:
+        """Where meters keep the closes this ledger could not take (billing/journal.py): beside a
+        SQLite file, under BURSTLAB_HOME for PostgreSQL, nowhere for an in-memory ledger."""
+        if self.dialect == "sqlite":
+            return None if self.where == ":memory:" else Path(self.where).parent / "journal"
+        home = self.home or os.environ.get("BURSTLAB_HOME") or str(Path.home() / ".local" / "share" / "burstlab")
+        return Path(home) / "journal"
 
     def version(self) -> int:
         return int(self.db.query("SELECT MAX(version) FROM schema_version")[0][0] or 0)
@@ -212,11 +223,15 @@ class Ledger:
         On this host an owner is gone when its process is; on another host (a shared PostgreSQL
         ledger) when its heartbeat is older than ``stale_after_s``. Returns the ids closed now.
         """
+        from .journal import replay
+
+        # Closes a dead meter could not write are exact: they go first, heartbeats only for the rest.
+        closed = replay(self.journal_dir, self.where,
+                        lambda i, stop, detail: self.close_interval(i, stop, {**detail, "journaled": True}), alive)
         now_ns = time.time_ns() if now_ns is None else now_ns
         stale = int(stale_after_s * NS_PER_S)
         rows = self.db.query("SELECT id, owner, heartbeat_ns FROM intervals WHERE stop_ns IS NULL")
         dead = [i for i, owner, beat in rows if is_orphan(owner, beat, now_ns, stale, alive)]
-        closed = []
         for interval_id in dead:
             if self.db.execute("UPDATE intervals SET stop_ns = heartbeat_ns, recovered = 1 "
                                "WHERE id = ? AND stop_ns IS NULL", (interval_id,)) == 1:

@@ -1,5 +1,9 @@
 """The meter: opens and closes ledger intervals, and keeps open ones heartbeating.
 
+Opening must reach the ledger (:class:`~burstlab.errors.LedgerError` otherwise, so the caller undoes
+what it acquired); closing never fails: a close the ledger cannot take is kept in the meter's
+journal (billing/journal.py) and written, once, by the next write that succeeds.
+
 Timestamps come from a monotonic clock anchored to wall time once, so an interval's length is
 immune to wall-clock jumps while its endpoints stay comparable across processes. The meter also
 keeps what it needs to price its own open intervals in memory, so the footer of a warm ``%%gpu``
@@ -14,8 +18,11 @@ import threading
 import time
 import uuid
 
+from burstlab.errors import LedgerError
 from burstlab.wire import UsageRecord
 
+from ._backends import why_unwritable
+from .journal import Journal
 from .ledger import Ledger, owner_tag
 from .rates import RateCard, billed_seconds, cost_microusd
 
@@ -46,6 +53,7 @@ class Meter:
         self._thread: threading.Thread | None = None
         self.beats = 0  # heartbeats written (tests and the watcher read it)
         self._beat_failed = False
+        self.journal = Journal(ledger.journal_dir, ledger.where, self._owner)
 
     def rate_for(self, kind: str, resource: str, quantity: int, detail: dict | None) -> int:
         """The rate an interval opens with: the resource's, plus memory for a sandbox whose detail
@@ -64,10 +72,18 @@ class Meter:
         interval_id = id or uuid.uuid4().hex
         start_ns = self.clock.now_ns() if start_ns is None else int(start_ns)
         rate = self.rate_for(kind, resource, quantity, detail)
-        self.ledger.open_interval(
-            id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=quantity,
-            declared=declared, rate_nusd_per_s=rate, start_ns=start_ns, owner=self._owner, detail=detail,
-        )
+        self.settle()
+        try:
+            self.ledger.open_interval(
+                id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource, quantity=quantity,
+                declared=declared, rate_nusd_per_s=rate, start_ns=start_ns, owner=self._owner, detail=detail,
+            )
+        except Exception as exc:
+            raise LedgerError(
+                f"The ledger at {self.ledger.where} is not writable: {why_unwritable(exc)}. Nothing was started "
+                f"(the {kind} would not be billed). Free space there or start the database, or point "
+                "BURSTLAB_LEDGER_URL / c.BurstLab.ledger_url at a writable ledger; then run it again."
+            ) from exc
         record = UsageRecord(id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource,
                              quantity=int(quantity), declared=bool(declared), rate_nusd_per_s=rate, start_ns=start_ns,
                              heartbeat_ns=start_ns, stop_ns=None, billed_s=1, cost_microusd=0,
@@ -81,7 +97,12 @@ class Meter:
 
     def set_start(self, interval_id: str, start_ns: int) -> None:
         """Move an open interval's start (a map's worker: to when its first input really started)."""
-        if self.ledger.set_start(interval_id, start_ns):
+        try:
+            moved = self.ledger.set_start(interval_id, start_ns)
+        except Exception as exc:  # the ledger keeps the earlier start (more, never less, than ran)
+            self._warn(f"could not move the start of interval {interval_id}", exc)
+            return
+        if moved:
             with self._lock:
                 rec = self._open.get(interval_id)
                 if rec is not None:
@@ -89,12 +110,62 @@ class Meter:
 
     def stop(self, interval_id: str, detail: dict | None = None, stop_ns: int | None = None) -> UsageRecord | None:
         """Close an interval now (or at ``stop_ns``), merging ``detail`` into it; return its final record.
-        Idempotent: stopping a closed interval changes nothing and returns the record as it was closed."""
+        Idempotent: stopping a closed interval changes nothing and returns the record as it was closed.
+
+        Never raises for the ledger: a close it cannot take is journaled (and this meter stops
+        heartbeating the interval), written by the next write that reaches the ledger; the record
+        returned is then priced from memory."""
         now = self.clock.now_ns() if stop_ns is None else int(stop_ns)
-        self.ledger.close_interval(interval_id, now, detail)
         with self._lock:
-            self._open.pop(interval_id, None)
-        return self.ledger.get(interval_id, now)
+            rec = self._open.pop(interval_id, None)
+        try:
+            self.settle(raise_=True)
+            self.ledger.close_interval(interval_id, now, detail)
+            return self.ledger.get(interval_id, now)
+        except Exception as exc:
+            on_disk = self.journal.keep(interval_id, now, detail)
+            kept = f"kept in {self.journal.path}" if on_disk else f"kept in memory ({self.journal.error or 'journal full'})"
+            self._warn(f"the stop of interval {interval_id} is {kept} and is written when the ledger takes writes "
+                       "again; what it metered is released", exc)
+            if rec is None:
+                return None
+            stop = max(now, rec.start_ns)
+            billed = billed_seconds(rec.start_ns, stop)
+            return _replace(rec, stop_ns=stop, heartbeat_ns=stop, billed_s=billed,
+                            cost_microusd=cost_microusd(billed, rec.rate_nusd_per_s, rec.quantity),
+                            detail={**rec.detail, **(detail or {})})
+
+    def close_lost(self, interval_id: str, last_heartbeat_ns: int, detail: dict | None = None) -> UsageRecord | None:
+        """Close an interval whose host was declared lost at the last heartbeat that host sent (never
+        later than now, never before the interval started), marked ``lost`` in its detail. Same
+        guarantees as :meth:`stop` (idempotent; journaled when the ledger is away)."""
+        at = min(int(last_heartbeat_ns), self.clock.now_ns())
+        return self.stop(interval_id, detail={"lost": True, "host_last_heartbeat_ns": int(last_heartbeat_ns),
+                                              **(detail or {})}, stop_ns=at)
+
+    def pending(self) -> list[str]:
+        """Ids of closes the ledger has not taken yet (journaled)."""
+        return list(self.journal.pending)
+
+    def settle(self, raise_: bool = False) -> int:
+        """Write the journaled closes (each once); returns how many. Called before every write and at
+        every heartbeat; a ledger still away leaves them pending (raised when ``raise_``)."""
+        if not self.journal.pending:
+            return 0
+        try:
+            done = self.journal.settle(self.ledger.close_interval)
+        except Exception:
+            if raise_:
+                raise
+            return 0
+        if done:
+            sys.stderr.write(f"[burstlab: the ledger at {self.ledger.where} takes writes again; "
+                             f"{done} journaled stop{'s' if done != 1 else ''} written]\n")
+        return done
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        sys.stderr.write(f"[burstlab: the ledger at {self.ledger.where} is not writable: {why_unwritable(exc)}; "
+                         f"{what}]\n")
 
     def record(self, interval_id: str) -> UsageRecord | None:
         """The interval priced up to now: from memory while this meter holds it open, else the ledger."""
@@ -121,6 +192,7 @@ class Meter:
         """Write one heartbeat for every open interval (the heartbeat thread calls this)."""
         with self._lock:
             ids = list(self._open)
+        self.settle()
         if ids:
             self.ledger.heartbeat(ids, self.clock.now_ns())
             self.beats += 1
@@ -134,6 +206,8 @@ class Meter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self.settle()
+        self.journal.close()  # closes still pending stay on disk: the next ledger opened replays them
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

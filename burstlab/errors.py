@@ -11,6 +11,7 @@
     ├── RemoteError              the user's code raised on the remote kernel
     ├── TransferError            a variable could not be pushed or pulled (unpicklable, missing)
     ├── BudgetExceeded           spending would pass a budget
+    ├── LedgerError              the ledger cannot be written (disk full, read-only, server away)
     ├── FanoutError              a map could not start or an input failed for good
     └── SandboxError             a sandbox could not start, or a request to it was refused
         └── SandboxLimitError    a sandbox limit (timeout, memory, pids, output, file size) was hit
@@ -61,6 +62,10 @@ class TransferError(BurstlabError):
 
 class BudgetExceeded(BurstlabError):
     """Starting or continuing would spend past a budget."""
+
+
+class LedgerError(BurstlabError):
+    """The ledger refused a write that must happen first (opening an interval): nothing was started."""
 
 
 class FanoutError(BurstlabError):
