@@ -19,7 +19,7 @@ import cloudpickle
 
 from burstlab.billing.budgets import map_estimate_microusd
 from burstlab.errors import FanoutError, GpuSpecError
-from burstlab.gpus import SPEC_FORMS, parse_gpu_spec
+from burstlab.gpus import SPEC_FORMS, impossible_count_message, parse_gpu_spec
 
 from . import _policy
 from ._metering import MapMeter
@@ -96,12 +96,10 @@ def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, 
             continue
         most = have.get(request.type, (0, 0, 0, 0))[0]
         if most < request.count:
-            raise GpuSpecError(
-                f"gpu={gpu!r} asks for {request.count} {request.type} per task, but no worker has more than "
-                f"{most:g}: each task runs on one worker. Ask for gpu={request.type!r} (one GPU per input), "
-                f"or hold several GPUs in one session with %%gpu {request.type}:{request.count}. "
-                f"Valid forms: {SPEC_FORMS}."
-            )
+            raise GpuSpecError(impossible_count_message(
+                request, int(most), per="worker",
+                fix=f"Ask for gpu={request.type!r} (one GPU per input), or hold several GPUs in one session with "
+                    f"%%gpu {request.type}:{request.count}."))
         declared = gpu_types[request.type].source == "declared"
         return request.type, {request.type: request.count}, declared, int(have[request.type][3] // request.count)
     raise GpuSpecError(f"No GPU type of {gpu!r} exists here. Valid forms: {SPEC_FORMS}.")  # pragma: no cover
@@ -164,6 +162,7 @@ class MapRun:
         self.progress = Progress.make(progress, self.name, self.total)
         self._workers_up = 0
         self._workers_checked = 0.0
+        self._starts_checked = 0.0
         self._closed = False
         self._first: list[Item] | None = None
         self._first = self._take()  # the first chunk is checked before anything starts
@@ -240,8 +239,11 @@ class MapRun:
                 try:
                     ready = [self._done_q.get(timeout=0.25)]
                 except queue.Empty:
+                    ready = []
+                if not ready:
                     self._tick()
                     self._check_stop()
+                    self._check_workers()
                     continue
                 while True:
                     try:
@@ -260,6 +262,27 @@ class MapRun:
         and raises ``exc`` within a moment."""
         self._stop_error = exc
         self._done_q.put(None)  # wake the map's thread if it is waiting for a result
+
+    def _check_workers(self) -> None:
+        """Raise at once if no worker of this map's kind is up and one failed to start since the map began
+        (a crashing preload, a missing package): waiting would never end."""
+        now = time.monotonic()
+        if now - self._starts_checked < 0.5 or self.done + self.failed:
+            return
+        self._starts_checked = now
+        try:
+            errors = self.client.run_on_scheduler(_scheduler_start_errors, self.started_wall - 1.0)
+        except Exception:
+            return
+        mine = {n: e for n, e in errors.items() if (n.split("/") + ["", "", ""])[2] == self.resource}
+        if mine and not self.workers_up(fresh=True):
+            name, error = sorted(mine.items())[0]
+            self.cancel()
+            raise FanoutError(
+                f"The map {self.name} cannot run: no {self.resource} worker is up, and the worker {name} failed to "
+                f"start: {error}. Fix what its start-up runs (a worker preload, the environment, an installed "
+                "package) and run the map again; the cluster retries the worker on the next demand."
+            )
 
     def _check_stop(self) -> None:
         if self._stop_error is not None:
@@ -443,6 +466,12 @@ class MapRun:
             if self._watcher is not None:
                 self._watcher.untrack(self)
             self._tick(final=True)
+
+
+def _scheduler_start_errors(since: float, dask_scheduler=None) -> dict[str, str]:
+    """Runs on the scheduler: worker name -> error, for the workers that failed to start since ``since``."""
+    errors = getattr(dask_scheduler, "_burstlab_start_errors", None) or {}
+    return {name: error for name, (when, error) in errors.items() if when >= since}
 
 
 def _stop_if_executing(keys: list, dask_worker=None) -> bool:

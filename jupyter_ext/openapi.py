@@ -11,6 +11,17 @@ import copy
 import functools
 from typing import Any
 
+from burstlab.wire import (
+    BudgetStatus,
+    Execution,
+    ExecutionError,
+    MapRecord,
+    Output,
+    SandboxRecord,
+    SessionRecord,
+    UsageRecord,
+)
+
 from .errors import BadRequest
 from .maxima import Maxima
 
@@ -88,54 +99,32 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Host": _obj({"type": _STR, "host": _STR, "count": _INT, "free": _INT,
                   "source": {"type": "string", "enum": ["nvml", "declared", "dask"]}, "declared": _BOOL}),
     "Hosts": _obj({"hosts": {"type": "array", "items": _ref("Host")}}),
-    "Session": _obj({
-        "id": _STR, "spec": _STR, "gpu_type": _STR, "count": _INT, "declared": _BOOL, "host": _STR, "user": _STR,
-        "notebook": _STR, "started": _NUM, "state": {"type": "string", "enum": ["running", "stopped", "lost"]},
-        "billed_s": _INT, "cost_microusd": _INT, "origin": {"type": "string", "enum": ["server", "kernel"]},
-    }),
+    # The records are burstlab.wire's: their schemas are derived from the dataclasses, never written twice.
+    "Session": SessionRecord.json_schema(),
     "Sessions": _obj({"sessions": {"type": "array", "items": _ref("Session")}}),
     "Limits": _obj({k: (_NUM if k in ("timeout", "cpus") else _INT) for k in
                     ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
                      "max_download")}),
-    "Sandbox": _obj({
-        "id": _STR, "user": _STR, "notebook": _STR, "state": {"type": "string", "enum": ["running", "closed"]},
-        "created": _NUM, "network": _BOOL, "limits": _ref("Limits"),
-        "usage": _obj({"cpu_s": _NUM, "wall_s": _NUM, "memory_peak": _INT}),
-    }),
+    "Sandbox": SandboxRecord.json_schema(),
     "Sandboxes": _obj({"sandboxes": {"type": "array", "items": _ref("Sandbox")}}),
-    "Output": _obj({"kind": {"type": "string", "enum": ["stream", "display_data", "execute_result"]},
-                    "name": _STR, "text": _STR, "data": {"type": "object"}, "metadata": {"type": "object"}}),
-    "ExecutionError": _obj({"ename": _STR, "evalue": _STR, "traceback": {"type": "array", "items": _STR}}),
-    "Execution": _obj({"outputs": {"type": "array", "items": _ref("Output")},
-                       "error": {"anyOf": [_ref("ExecutionError"), {"type": "null"}]},
-                       "execution_count": _nullable(_INT), "duration_s": _NUM}),
+    "Output": Output.json_schema(),
+    "ExecutionError": ExecutionError.json_schema(),
+    "Execution": Execution.json_schema(),
     "FileEntry": _obj({"name": _STR, "type": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
                        "size": _INT}),
     "Directory": _obj({"entries": {"type": "array", "items": _ref("FileEntry")}}),
     "FileWritten": _obj({"path": _STR, "size": _INT}),
     "FileRemoved": _obj({"path": _STR, "removed": _BOOL}),
-    "Map": _obj({"id": _STR, "name": _nullable(_STR), "user": _STR, "notebook": _nullable(_STR),
-                 "gpu": _nullable(_STR), "total": _nullable(_INT), "done": _nullable(_INT), "failed": _nullable(_INT),
-                 "running": _nullable(_INT),
-                 "state": {"type": "string", "enum": ["running", "done", "failed", "cancelled", "lost"]},
-                 "started": _nullable(_NUM), "cost_microusd": _nullable(_INT)}),
+    "Map": MapRecord.json_schema(),
     "Maps": _obj({"maps": {"type": "array", "items": _ref("Map")}}),
-    "UsageRecord": _obj({
-        "id": _STR, "kind": _STR, "user": _STR, "notebook": _STR, "resource": _STR, "quantity": _INT,
-        "declared": _BOOL, "rate_nusd_per_s": _INT, "start_ns": _INT, "heartbeat_ns": _INT,
-        "stop_ns": _nullable(_INT), "billed_s": _INT, "cost_microusd": _INT, "recovered": _BOOL,
-        "detail": {"type": "object"},
-    }),
+    "UsageRecord": UsageRecord.json_schema(),
     "Usage": _obj({
         "records": {"type": "array", "items": _ref("UsageRecord")},
         "totals": _obj({"billed_s": _INT, "cost_microusd": _INT,
                         **{k: {"type": "object", "additionalProperties": _INT}
                            for k in ("by_kind", "by_notebook", "by_day")}}),
     }),
-    "Budget": _obj({"scope": {"type": "string", "enum": ["user", "notebook"]}, "name": _STR,
-                    "limit_microusd": _INT, "soft_fraction": _NUM, "spent_microusd": _INT,
-                    "remaining_microusd": _INT, "state": {"type": "string", "enum": ["ok", "warning", "exceeded"]}},
-                   extra=True),
+    "Budget": BudgetStatus.json_schema(),
     "Budgets": _obj({"budgets": {"type": "array", "items": _ref("Budget")}}),
 }
 

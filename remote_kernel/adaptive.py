@@ -113,8 +113,36 @@ class SlotAdaptive(Adaptive):
         return {"status": "down", "workers": sorted(firmly)} if firmly else {"status": "same"}
 
     async def scale_up(self, workers: list[str]) -> None:  # type: ignore[override]
+        import time
+
+        now = time.time()
+        errors = start_errors(self.cluster.scheduler)
+        workers = [n for n in workers if now - errors.get(n, (0.0, ""))[0] >= RESTART_AFTER_S]
         self.cluster.worker_spec.update({name: self.catalogue[name] for name in workers if name in self.catalogue})
-        await self.cluster._correct_state()
+        try:
+            await self.cluster._correct_state()
+        except Exception as exc:  # a worker could not start: recorded on the scheduler, so work waiting for it
+            from distributed.core import Status  # fails with this error at once (fanout) instead of waiting
+
+            failed = [n for n in workers if getattr(self.cluster.workers.get(n), "status", None) == Status.failed]
+            root = exc
+            while root.__cause__ is not None or root.__context__ is not None:  # the worker's own error
+                root = root.__cause__ or root.__context__
+            for name in failed or workers:
+                errors[name] = (time.time(), f"{type(root).__name__}: {root}")
+                self.cluster.workers.pop(name, None)  # tried again after RESTART_AFTER_S, if still wanted
+                self.cluster.worker_spec.pop(name, None)
 
 
-__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "decide", "scheduler_demand"]
+RESTART_AFTER_S = 5.0  # a worker that failed to start is not started again sooner
+
+
+def start_errors(scheduler) -> dict[str, tuple[float, str]]:
+    """Worker name -> (when, error) of the embedded cluster's workers that failed to start (on the scheduler)."""
+    errors = getattr(scheduler, "_burstlab_start_errors", None)
+    if errors is None:
+        errors = scheduler._burstlab_start_errors = {}
+    return errors
+
+
+__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "decide", "scheduler_demand", "start_errors"]

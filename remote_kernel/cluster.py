@@ -118,9 +118,10 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 
     # worker is up in ~0.1 s instead of ~0.4 s for spawn, and no notebook state is inherited.
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     ctx = get_mp_context()
-    preload = list(getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or ["__main__"])
-    if PRELOAD not in preload:  # workers ignore the kernel's Ctrl-C (see _forkserver_preload)
-        ctx.set_forkserver_preload([PRELOAD, *preload])
+    preload = [m for m in getattr(multiprocessing.forkserver._forkserver, "_preload_modules", None) or []
+               if m != "__main__"]  # the server never runs the user's script (an unguarded map would recurse)
+    if preload[:1] != [PRELOAD]:  # workers ignore the kernel's Ctrl-C and skip __main__ (see _forkserver_preload)
+        ctx.set_forkserver_preload([PRELOAD, *(m for m in preload if m != PRELOAD)])
     multiprocessing.forkserver.ensure_running()
 
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": ":0",
