@@ -1,8 +1,10 @@
 """The one wire format shared by every part of burstlab.
 
 Small frozen dataclasses with ``to_json()`` (a JSON-ready dict) and ``from_json(d)``. The magics
-render them, the sandbox returns them, the REST API serialises them. Nothing else defines a shape
-that crosses a process boundary.
+render them, the sandbox returns them, the REST API serialises them, and the OpenAPI document's
+schemas are derived from them (``json_schema()``); tests/test_api.py checks the lab's TypeScript
+types (labextension/src/types.ts) against them. Nothing else defines a shape that crosses a process
+boundary.
 """
 
 from __future__ import annotations
@@ -14,9 +16,26 @@ from typing import Any, ClassVar
 
 class _Wire:
     """Mixin: ``to_json``/``from_json`` for frozen dataclasses whose fields are JSON values,
-    tuples, or other ``_Wire`` dataclasses (or tuples of them)."""
+    tuples, or other ``_Wire`` dataclasses (or tuples of them); ``json_schema()`` for the OpenAPI
+    document (a field's ``metadata`` may add ``enum`` or replace its ``schema``)."""
 
     _nested: ClassVar[dict[str, type]] = {}
+    _open: ClassVar[bool] = False  # whether the schema allows fields beyond these
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema (OpenAPI 3.1) of ``to_json()``'s result; every field is present."""
+        props = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if "schema" in f.metadata:
+                props[f.name] = dict(f.metadata["schema"])
+                continue
+            schema = _schema_of(str(f.type), cls._nested.get(f.name))
+            if "enum" in f.metadata:
+                target = schema["anyOf"][0] if "anyOf" in schema else schema
+                target["enum"] = list(f.metadata["enum"])
+            props[f.name] = schema
+        return {"type": "object", "properties": props, "additionalProperties": cls._open, "required": sorted(props)}
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -41,6 +60,27 @@ class _Wire:
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+_SCALARS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+def _schema_of(annotation: str, nested: type | None) -> dict[str, Any]:
+    """A field's annotation (a string, as ``from __future__ import annotations`` leaves it) as JSON Schema."""
+    annotation = annotation.replace(" ", "")
+    if annotation.endswith("|None"):
+        return {"anyOf": [_schema_of(annotation[: -len("|None")], nested), {"type": "null"}]}
+    if annotation in _SCALARS:
+        return {"type": _SCALARS[annotation]}
+    if annotation.startswith("dict["):
+        return {"type": "object"}
+    if annotation.startswith("tuple["):
+        inner = annotation[len("tuple["): -len(",...]")]
+        items = {"$ref": f"#/components/schemas/{nested.__name__}"} if nested else _schema_of(inner, None)
+        return {"type": "array", "items": items}
+    if nested is not None:
+        return {"$ref": f"#/components/schemas/{nested.__name__}"}
+    raise TypeError(f"no JSON Schema for the annotation {annotation!r}")  # pragma: no cover (a new field type)
 
 
 def _dump(value: Any) -> Any:
@@ -94,19 +134,42 @@ class GpuInventoryEntry(_Wire):
         return self.source == "declared"
 
 
+OUTPUT_KINDS = ("stream", "display_data", "update_display_data", "execute_result", "clear_output")
+
+
 @dataclass(frozen=True)
 class Output(_Wire):
-    """One output of a cell, as the Jupyter protocol names it.
+    """One output of a cell, as the Jupyter protocol names it (``kind`` is one of ``OUTPUT_KINDS``).
 
-    ``kind`` is ``stream`` (``name`` is stdout/stderr, ``text`` holds it), ``display_data``
-    or ``execute_result`` (``data`` maps mimetype to content).
+    ``stream``: ``name`` is stdout/stderr, ``text`` holds it. ``display_data`` and ``execute_result``:
+    ``data`` maps mimetype to content. ``update_display_data``: replaces the earlier display whose
+    ``metadata["transient"]["display_id"]`` is the same. ``clear_output``: clears what the cell showed
+    before (``metadata["wait"]``: when the next output arrives). Every kernel client (GPU sessions,
+    sandboxes) keeps all five, in order, so an execution replays as the cell showed it; a display's
+    ``transient`` (its ``display_id``) travels in ``metadata["transient"]``.
     """
 
-    kind: str
+    kind: str = field(metadata={"enum": OUTPUT_KINDS})
     name: str = ""
     text: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, msg_type: str, content: dict[str, Any]) -> "Output | None":
+        """An iopub message (its type and content) as an Output, or None if it is not an output.
+        The one place the Jupyter protocol's output messages become records."""
+        if msg_type == "stream":
+            return cls(kind="stream", name=content.get("name", "stdout"), text=content.get("text", ""))
+        if msg_type in ("display_data", "update_display_data", "execute_result"):
+            metadata = dict(content.get("metadata") or {})
+            transient = content.get("transient") or {}
+            if transient:
+                metadata["transient"] = transient
+            return cls(kind=msg_type, data=dict(content.get("data") or {}), metadata=metadata)
+        if msg_type == "clear_output":
+            return cls(kind="clear_output", metadata={"wait": bool(content.get("wait"))})
+        return None
 
 
 @dataclass(frozen=True)
@@ -150,6 +213,83 @@ class Execution(_Wire):
         return None
 
 
+SESSION_STATES = ("running", "stopped", "lost")
+
+
+@dataclass(frozen=True)
+class SessionRecord(_Wire):
+    """A GPU session as every front door shows it (``GET sessions``, ``Workspace.list_sessions()``, the lab).
+
+    ``spec`` is the session's GPU spec (``"H100:2"``), ``gpu_type``/``count``/``host`` what it holds.
+    ``origin`` is ``server`` (started through the REST API) or ``kernel`` (a notebook's ``%%gpu``).
+    ``billed_s``/``cost_microusd`` price it up to now. ``idle_timeout`` is the workspace's (seconds, 0: off);
+    ``idle_since`` the wall time the session last finished work, None once it has ended.
+    """
+
+    id: str
+    spec: str
+    gpu_type: str
+    count: int
+    declared: bool
+    host: str
+    user: str
+    notebook: str
+    started: float
+    state: str = field(default="running", metadata={"enum": SESSION_STATES})
+    billed_s: int = 0
+    cost_microusd: int = 0
+    origin: str = field(default="kernel", metadata={"enum": ("server", "kernel")})
+    idle_timeout: float = 0.0
+    idle_since: float | None = None
+
+
+MAP_STATES = ("running", "done", "failed", "cancelled", "lost")
+
+
+@dataclass(frozen=True)
+class MapRecord(_Wire):
+    """A map (``burstlab.map``) as the registry on the scheduler holds it: progress, state and cost so far.
+
+    ``gpu`` is the resource each input runs on (a GPU type, or ``CPU``); the counts are inputs.
+    Fields are None where an older or broken peer left them out.
+    """
+
+    id: str
+    name: str | None = None
+    user: str = ""
+    notebook: str | None = None
+    gpu: str | None = None
+    total: int | None = None
+    done: int | None = None
+    failed: int | None = None
+    running: int | None = None
+    state: str = field(default="running", metadata={"enum": MAP_STATES})
+    started: float | None = None
+    cost_microusd: int | None = None
+
+
+@dataclass(frozen=True)
+class SandboxRecord(_Wire):
+    """A sandbox a service holds for a user (``GET sandboxes``): who, its limits, and what it has used.
+
+    ``limits`` has the sandbox's limits (seconds, bytes, pids, cores: ``timeout``, ``memory``, ``pids``,
+    ``cpus``, ``output``, ``work_size``, ``tmp_size``, ``max_upload``, ``max_download``); ``usage`` has
+    ``cpu_s``, ``wall_s`` and ``memory_peak`` (bytes).
+    """
+
+    id: str
+    user: str
+    notebook: str
+    state: str = field(metadata={"enum": ("running", "closed")})
+    created: float
+    network: bool
+    limits: dict[str, Any] = field(default_factory=dict, metadata={"schema": {"$ref": "#/components/schemas/Limits"}})
+    usage: dict[str, Any] = field(default_factory=dict, metadata={"schema": {
+        "type": "object", "properties": {"cpu_s": {"type": "number"}, "wall_s": {"type": "number"},
+                                         "memory_peak": {"type": "integer"}},
+        "additionalProperties": False, "required": ["cpu_s", "memory_peak", "wall_s"]}})
+
+
 @dataclass(frozen=True)
 class UsageRecord(_Wire):
     """One metered interval, as the ledger reports it.
@@ -190,13 +330,14 @@ class BudgetStatus(_Wire):
     ones refused).
     """
 
-    scope: str
+    scope: str = field(metadata={"enum": ("user", "notebook")})
     name: str
     limit_microusd: int
     soft_fraction: float
     spent_microusd: int
     remaining_microusd: int
-    state: str
+    state: str = field(metadata={"enum": ("ok", "warning", "exceeded")})
+    _open: ClassVar[bool] = True
 
 
 __all__ = [
@@ -206,6 +347,12 @@ __all__ = [
     "GpuInventoryEntry",
     "GpuRequest",
     "GpuSpec",
+    "MAP_STATES",
+    "MapRecord",
+    "OUTPUT_KINDS",
     "Output",
+    "SESSION_STATES",
+    "SandboxRecord",
+    "SessionRecord",
     "UsageRecord",
 ]
