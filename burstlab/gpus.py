@@ -97,6 +97,16 @@ def parse_gpu_spec(spec: str | Sequence[str] | GpuSpec, available: Iterable[str]
     return parsed
 
 
+def impossible_count_message(request: GpuRequest, most: int, *, per: str, fix: str) -> str:
+    """The one message for a count that no ``per`` ("host" for a session, "worker" for a map input) can ever
+    hold: waiting cannot help, so it says so and names what would."""
+    return (
+        f"{request} can never be held here: no {per} has more than {most} {request.type}, and "
+        f"{'a session holds its GPUs on one host' if per == 'host' else 'each input runs on one worker'}, "
+        f"so waiting cannot help. {fix}"
+    )
+
+
 @dataclass(frozen=True)
 class Gpu:
     """One GPU on this host. ``index`` is what ``CUDA_VISIBLE_DEVICES`` names it by."""

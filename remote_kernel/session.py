@@ -44,8 +44,11 @@ class GpuSession:
         self._on_end = on_end
         self._released_elsewhere = released_elsewhere
         self.kernel: RemoteKernel = _sync.run_sync(self._connect())
-        # The lease's primary task finishing means the kernel or its worker is gone.
-        lease.futures[0].add_done_callback(lambda _f: self._lease_done())
+        # The lease's primary task finishing means the kernel or its worker is gone. ``lease_settled`` tells a
+        # closing workspace that Dask has run this callback (at interpreter exit it must run before the
+        # callback executors stop).
+        self.lease_settled = threading.Event()
+        lease.futures[0].add_done_callback(self._on_lease_future_done)
 
     async def _connect(self) -> RemoteKernel:
         return RemoteKernel(self.lease.connection, is_alive=lambda: self.lease.ended() is None)
@@ -53,6 +56,12 @@ class GpuSession:
     @property
     def label(self) -> str:
         return f"{self.gpu_type}{'' if self.count == 1 else f' x{self.count}'}{' (declared)' if self.declared else ''}"
+
+    def _on_lease_future_done(self, _future) -> None:
+        try:
+            self._lease_done()
+        finally:
+            self.lease_settled.set()
 
     def _lease_done(self) -> None:
         if self._ending:

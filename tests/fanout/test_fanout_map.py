@@ -180,7 +180,7 @@ def test_bad_input_is_refused_before_anything_starts(fws):
         fanout.map(str, [1, lock], gpu="H100", workspace=fws, progress=False)
     with pytest.raises(GpuSpecError, match="it has: A100, H100"):
         fanout.map(str, [1], gpu="B200", workspace=fws, progress=False)
-    with pytest.raises(GpuSpecError, match="no worker has more than 1"):
+    with pytest.raises(GpuSpecError, match="no worker has more than 1 H100"):
         fanout.map(str, [1], gpu="H100:2", workspace=fws, progress=False)
 
 
