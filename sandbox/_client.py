@@ -1,10 +1,15 @@
 """A small async Jupyter-protocol client for one sandboxed kernel, over ZMQ ipc sockets.
 
-Written here rather than using jupyter_client's ``AsyncKernelClient`` for two reasons: the iopub
-socket gets ``ZMQ_MAXMSGSIZE`` before it connects (so one message can never exceed the output
-budget by much), and ``execute`` keeps a running byte count and stops keeping output past the
-limit (so the supervisor never buffers unbounded output, whatever the kernel sends). ZMQ errors
-become :class:`SandboxError` here and nowhere else.
+Written here rather than using jupyter_client's ``AsyncKernelClient`` for three reasons: the iopub
+socket gets ``ZMQ_MAXMSGSIZE`` and a small receive high-water mark before it connects (so one
+message can never exceed the output budget by much, and a flood waits in the sandbox's memory, not
+ours), ``execute`` keeps a running byte count of every message's encoded size (data, metadata,
+transient, comm messages, whatever their shape) and stops keeping output past the limit, and the
+sockets are opened safely: the socket files live in a dir the sandbox owns, so each is opened with
+``O_PATH | O_NOFOLLOW``, checked to be a socket of the sandbox's uid, and connected through
+``/proc/self/fd/N``, which pins that very inode (a symlink the sandbox swaps in later, to a host
+socket, is never followed, reconnects included). ZMQ errors become :class:`SandboxError` here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +33,23 @@ from burstlab.wire import ExecutionError, Output
 
 _RICH = ("display_data", "execute_result", "update_display_data")
 MAX_TRACEBACK_LINES = 200
+MAX_ERROR_CHARS = 64 * 1024
+_OVERHEAD = 600  # the signature, header and parent header of a message: not counted against the output cap
+IOPUB_HWM = 8  # messages queued on our side; past it ZMQ stops reading and the kernel's side queues
+
+
+def open_socket(path: str, owner_uid: int | None) -> int:
+    """An ``O_PATH`` descriptor of the unix socket at ``path``; refuses a symlink, anything but a
+    socket, and a socket that is not the sandbox's own. FileNotFoundError while it is not there yet."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISSOCK(st.st_mode) or (owner_uid is not None and st.st_uid != owner_uid):
+        os.close(fd)
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else ("not a socket" if not stat.S_ISSOCK(st.st_mode)
+                                                            else f"a socket of uid {st.st_uid}")
+        raise SandboxError(f"Refused to connect to {path}: it is {what}, not the sandbox kernel's own socket "
+                           "(something in the sandbox replaced it). Restart the sandbox.")
+    return fd
 
 
 def connection_info(ip: str, key: str) -> dict:
@@ -50,7 +74,15 @@ class Collected:
     idle: bool = False
     on_output: Callable[[Output], None] | None = None  # told each output kept, as it arrives (streaming)
 
+    def count_other(self, size: int) -> None:
+        """A message that is not kept (a comm message, another cell's output) still uses the budget."""
+        if self.used + size > self.limit:
+            self.dropped += size
+        else:
+            self.used += size
+
     def add(self, out: Output, size: int) -> None:
+        size = max(size, 0)
         if self.used + size > self.limit:
             self.dropped += size
             return
@@ -67,27 +99,47 @@ class Collected:
 class KernelClient:
     """Shell, control and iopub sockets to one kernel."""
 
-    def __init__(self, conn: dict, max_msg_bytes: int) -> None:
+    def __init__(self, conn: dict, max_msg_bytes: int, owner_uid: int | None = None) -> None:
         self.session = Session(key=conn["key"].encode(), signature_scheme=conn["signature_scheme"], username="burstlab")
         self.ctx = zmq.asyncio.Context()
-        base = f"ipc://{conn['ip']}-"
+        self.conn = conn
+        self.owner_uid = owner_uid
+        self._fds: list[int] = []
 
-        def sock(kind: int, port: int, opts: tuple = ()) -> zmq.asyncio.Socket:
+        def sock(kind: int, opts: tuple = ()) -> zmq.asyncio.Socket:
             s = self.ctx.socket(kind)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RECONNECT_IVL, 10)
             for k, v in opts:
                 s.setsockopt(k, v)
-            s.connect(base + str(port))
             return s
 
-        self.shell = sock(zmq.DEALER, conn["shell_port"])
-        self.control = sock(zmq.DEALER, conn["control_port"])
-        self.iopub = sock(zmq.SUB, conn["iopub_port"], ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.SUBSCRIBE, b"")))
+        self.shell = sock(zmq.DEALER, ((zmq.MAXMSGSIZE, max_msg_bytes),))
+        self.control = sock(zmq.DEALER)
+        self.iopub = sock(zmq.SUB, ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.RCVHWM, IOPUB_HWM), (zmq.SUBSCRIBE, b"")))
         self._poller = zmq.asyncio.Poller()
         self._poller.register(self.shell, zmq.POLLIN)
         self._poller.register(self.iopub, zmq.POLLIN)
+        self._connected = False
         self._closed = False
+
+    async def _connect(self, deadline: float, died: asyncio.Future) -> None:
+        """Connect each socket once its file exists, through a pinned descriptor (see the module doc)."""
+        for s, port in ((self.shell, "shell_port"), (self.control, "control_port"), (self.iopub, "iopub_port")):
+            path = f"{self.conn['ip']}-{self.conn[port]}"
+            while True:
+                try:
+                    fd = open_socket(path, self.owner_uid)
+                    break
+                except FileNotFoundError:
+                    if died.done():
+                        raise SandboxError("The sandbox kernel exited while starting; see its log (Sandbox.log()).") from None
+                    if time.monotonic() > deadline:
+                        raise SandboxError(f"The sandbox kernel made no socket at {path} in time; see Sandbox.log().") from None
+                    await asyncio.sleep(0.002)
+            self._fds.append(fd)
+            s.connect(f"ipc:///proc/self/fd/{fd}")
+        self._connected = True
 
     def close(self) -> None:
         if not self._closed:
@@ -95,6 +147,9 @@ class KernelClient:
             for s in (self.shell, self.control, self.iopub):
                 s.close(linger=0)
             self.ctx.term()
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
 
     async def _recv(self, sock: zmq.asyncio.Socket, timeout: float | None) -> dict | None:
         try:
@@ -103,11 +158,17 @@ class KernelClient:
             parts = await sock.recv_multipart()
         except zmq.ZMQError as exc:
             raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}); restart the sandbox.") from exc
+        size = sum(len(p) for p in parts)
         try:
             _, parts = self.session.feed_identities(parts)
-            return self._unpack(parts)
+            msg = self._unpack(parts)
+            if not isinstance(msg["header"], dict) or not isinstance(msg["parent_header"], dict) \
+                    or not isinstance(msg["content"], dict):
+                raise TypeError("not a Jupyter message")
         except (ValueError, KeyError, TypeError, IndexError):  # a malformed or unsigned message: ignore it
-            return {"header": {"msg_type": "invalid"}, "parent_header": {}, "content": {}}
+            msg = {"header": {"msg_type": "invalid"}, "parent_header": {}, "content": {}}
+        msg["size"] = size  # every frame as received: data, metadata, transient, buffers, whatever the shape
+        return msg
 
     def _unpack(self, parts: list[bytes]) -> dict:
         """Session.deserialize without its date parsing (a third of the client's time per message)."""
@@ -120,6 +181,8 @@ class KernelClient:
     async def wait_ready(self, timeout: float, died: asyncio.Future) -> None:
         """Until the kernel answers kernel_info and iopub is subscribed (no message lost after this)."""
         deadline = time.monotonic() + timeout
+        if not self._connected:
+            await self._connect(deadline, died)
         got_reply = got_iopub = False
         msg_id = None
         while not (got_reply and got_iopub):
@@ -178,6 +241,8 @@ class KernelClient:
                         break
                     if m["parent_header"].get("msg_id") == msg_id:
                         self._take(m, col)
+                    elif m["header"].get("msg_type") != "status":
+                        col.count_other(m["size"])
             if self.shell in ready:
                 while True:
                     rep = await self._recv(self.shell, 0)
@@ -190,25 +255,35 @@ class KernelClient:
                     c = rep["content"]
                     col.execution_count = c.get("execution_count")
                     if c.get("status") == "error" and col.error is None:
-                        col.error = ExecutionError(c.get("ename", ""), c.get("evalue", ""), tuple(c.get("traceback", ()))[:MAX_TRACEBACK_LINES])
+                        col.error = _error(c)
         return "done"
 
     @staticmethod
     def _take(m: dict, col: Collected) -> None:
-        t = m["header"]["msg_type"]
+        t = m["header"].get("msg_type")
         c = m["content"]
         if t == "stream":
             text = c.get("text", "")
-            col.add(Output(kind="stream", name=c.get("name", "stdout"), text=text), len(text))
-        elif t in _RICH:
-            data = c.get("data", {})
-            size = sum(len(v) if isinstance(v, str) else 64 for v in data.values())
-            kind = "display_data" if t == "update_display_data" else t
-            col.add(Output(kind=kind, data=data, metadata=c.get("metadata", {})), size)
+            text = text if isinstance(text, str) else str(text)
+            name = c.get("name", "stdout")
+            col.add(Output(kind="stream", name=name if name in ("stdout", "stderr") else "stdout", text=text),
+                    max(len(text), m["size"] - _OVERHEAD))
+        elif t in _RICH or t == "clear_output":  # every kind of burstlab.wire.OUTPUT_KINDS, kept as sent
+            col.add(Output.from_message(t, c), m["size"] - _OVERHEAD)
         elif t == "error":
-            col.error = ExecutionError(c.get("ename", ""), c.get("evalue", ""), tuple(c.get("traceback", ()))[:MAX_TRACEBACK_LINES])
+            col.error = _error(c)
         elif t == "status" and c.get("execution_state") == "idle":
             col.idle = True
+        elif t != "status":  # comm messages, anything else: counted, not kept
+            col.count_other(m["size"])
+
+
+def _error(c: dict) -> ExecutionError:
+    """An ExecutionError from an error message's content, whatever the kernel put there."""
+    ename, evalue, tb = c.get("ename", ""), c.get("evalue", ""), c.get("traceback", ())
+    tb = tb if isinstance(tb, (list, tuple)) else ()
+    return ExecutionError(str(ename)[:200], str(evalue)[:MAX_ERROR_CHARS],
+                          tuple(str(x)[:MAX_ERROR_CHARS] for x in tb[:MAX_TRACEBACK_LINES]))
 
 
 def new_key() -> str:

@@ -3,7 +3,8 @@
 Order matters, and each step is one layer of docs/sandbox.md:
 
 1. close every inherited descriptor (the template's control pipe above all), join the cgroup;
-2. ``unshare`` new mount, pid, ipc, uts, cgroup (and net, unless asked) namespaces, then fork: the
+2. ``unshare`` new mount, pid, ipc, uts, cgroup and net namespaces (or join the network namespace the
+   supervisor wired for a network policy), then fork: the
    child is pid 1 of the new pid namespace, the parent ("outer") stays behind only to wait for it;
 3. build a fresh root on a tmpfs: read-only binds of the system and Python directories, the work
    dir and the kernel's socket dir read-write, a size-limited /tmp, a new /proc, a minimal /dev;
@@ -35,6 +36,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -71,6 +73,14 @@ def umount(target: str, flags: int = 0) -> None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, nstype), f"setns {path}")
+    finally:
+        os.close(fd)
 
 
 def prctl(option: int, arg: int = 0) -> None:
@@ -201,7 +211,9 @@ def drop_privileges(spec: dict) -> None:
 def _reap_until(kernel_pid: int) -> None:
     """pid 1's job: reap everything; exit with the kernel's status when it exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # pid 1 of a namespace gets only the signals it has a handler for: without this one, a SIGTERM
+    # from the host (or from the sandbox's own code) would be ignored. Its exit ends the namespace.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(128 + signal.SIGTERM))
     while True:
         try:
             pid, status = os.wait()
@@ -215,8 +227,22 @@ def _reap_until(kernel_pid: int) -> None:
             os._exit(os.WEXITSTATUS(status))
 
 
-def enter(spec: dict, seccomp_filter, log_fd: int, start_kernel) -> None:
-    """Run steps 1-5 in the current (just forked) process. Never returns."""
+def _parent_gone(pipe_r: int) -> bool:
+    """Whether the write end of ``pipe_r`` (held by the parent alone) is closed: the parent died."""
+    os.set_blocking(pipe_r, False)
+    try:
+        return os.read(pipe_r, 1) == b""
+    except BlockingIOError:
+        return False
+
+
+def enter(spec: dict, seccomp_filter, log_fd: int, start_kernel, parent: int | None = None) -> None:
+    """Run steps 1-5 in the current (just forked) process. Never returns.
+
+    Lifetime: each process of the chain template -> outer -> pid 1 has a parent-death SIGKILL, and
+    checks after setting it that its parent is still there (it may have died just before). pid 1
+    sets it again after changing uid, which clears it, and checks through a pipe from the outer
+    process. The kernel and everything else die with pid 1 (the pid namespace ends with it)."""
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
@@ -227,25 +253,39 @@ def enter(spec: dict, seccomp_filter, log_fd: int, start_kernel) -> None:
         signal.set_wakeup_fd(-1)  # the template's wake-up pipe is closed above
         os.setsid()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if parent is not None and os.getppid() != parent:
+            os._exit(0)  # the template died before the death signal was armed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for procs in spec["cgroup_procs"]:
             _write_file(procs, str(os.getpid()))
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
-        if not spec["network"]:
+        if spec.get("netns"):
+            setns(spec["netns"], CLONE_NEWNET)  # its own namespace, wired by the supervisor (_net)
+        else:
             flags |= CLONE_NEWNET
         unshare(flags)
+        alive_r, alive_w = os.pipe()
         child = os.fork()
         if child:
             # the outer process: wait, and pass the status on (the supervisor watches this pid)
+            os.close(alive_r)
             _, status = os.waitpid(child, 0)
             os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+        os.close(alive_w)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _parent_gone(alive_r):
+            os._exit(0)
         build_root(spec)
         host = spec["hostname"].encode()
         _check(_libc.sethostname(host, len(host)), "sethostname")
-        if not spec["network"]:
+        if not spec.get("netns"):
             _loopback_up()
         drop_privileges(spec)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the uid change cleared it
+        if _parent_gone(alive_r):
+            os._exit(0)
+        os.close(alive_r)
         seccomp_filter.load()
         kernel = os.fork()
         if kernel:

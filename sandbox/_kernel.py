@@ -1,9 +1,10 @@
 """The kernel's side, inside the jail: an IPKernelApp whose output is capped at the source.
 
-``OutputCap.wrap(session)`` counts the bytes of stream and rich-output messages per execution
-(keyed by the parent request's id). Past the limit, stream text is cut and rich outputs are
+``OutputCap.wrap(session)`` counts the bytes of stream, rich-output and comm messages per
+execution (keyed by the parent request's id); a rich output counts its whole encoded content (data,
+metadata, transient, values of any type). Past the limit, stream text is cut and the others are
 dropped; before the execution's ``status: idle`` it sends one stderr marker saying how much was
-dropped. The supervisor keeps its own count too, since code in the kernel can bypass anything
+dropped. Error messages (and error replies) have their value and traceback cut to the limit. The supervisor keeps its own count too, since code in the kernel can bypass anything
 the kernel does (docs/sandbox.md).
 """
 
@@ -15,6 +16,34 @@ import threading
 from typing import Any
 
 _RICH = ("display_data", "execute_result", "update_display_data")
+_COMM = ("comm_open", "comm_msg", "comm_close")
+
+
+def encoded_size(obj: Any) -> int:
+    try:
+        return len(json.dumps(obj, default=repr))
+    except (TypeError, ValueError, RecursionError):
+        return len(repr(obj))
+
+
+def trim_error(content: dict, limit: int) -> dict:
+    """An error's ename/evalue/traceback cut to ``limit`` characters in all."""
+    ev, tb = content.get("evalue", ""), content.get("traceback", [])
+    if not isinstance(ev, str) or not isinstance(tb, list):
+        return content
+    if len(ev) + sum(len(x) if isinstance(x, str) else limit for x in tb) <= limit:
+        return content
+    room = limit
+    ev = ev[: max(room // 2, 0)]
+    room -= len(ev)
+    kept = []
+    for line in reversed(tb):  # the innermost frames and the error line are at the end
+        line = line if isinstance(line, str) else repr(line)
+        if len(line) > room:
+            break
+        kept.append(line)
+        room -= len(line)
+    return dict(content, evalue=ev, traceback=["[burstlab: traceback cut to the output limit]"] + kept[::-1])
 
 
 def marker(limit: int, dropped: int) -> str:
@@ -49,8 +78,8 @@ class OutputCap:
                 self.used = self.limit
                 self.dropped += size - len(keep.encode("utf-8"))
                 return (dict(content, text=keep) if keep else None), None
-            if msg_type in _RICH:
-                size = sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in content.get("data", {}).values())
+            if msg_type in _RICH or msg_type in _COMM:
+                size = encoded_size(content)
                 if self.used + size <= self.limit:
                     self.used += size
                     return content, None
@@ -61,6 +90,8 @@ class OutputCap:
                 text = marker(self.limit, self.dropped)
                 self.dropped = 0
                 return content, text
+            if msg_type == "error" or (msg_type == "execute_reply" and content.get("status") == "error"):
+                return trim_error(content, self.limit), None
             return content, None
 
     def wrap(self, session: Any) -> None:

@@ -69,7 +69,7 @@ def _group() -> str:
 
 def jail_spec(
     *, uid: int, gid: int, limits: Limits, network: bool, state_dir: str, cgroup_procs: list[str],
-    devices: list[str] | None = None, gpu_env: dict[str, str] | None = None,
+    devices: list[str] | None = None, gpu_env: dict[str, str] | None = None, netns: str | None = None,
 ) -> dict:
     """Everything ``_jail.enter`` needs, as plain JSON-ready data."""
     ro_binds: list[tuple[str, str]] = []
@@ -94,6 +94,8 @@ def jail_spec(
         "uid": uid,
         "gid": gid,
         "network": network,
+        "netns": netns,  # the namespace _net wired for a network policy; None: a new, empty one
+        "state_dir": state_dir,
         "hostname": HOSTNAME,
         "root_dir": os.path.join(state_dir, "root"),
         "ro_binds": ro_binds,

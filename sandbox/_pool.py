@@ -9,22 +9,31 @@ when a sandbox starts, so a pool serves one choice of those.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from burstlab._sync import run_sync, submit
 from burstlab.errors import SandboxError
 
-from ._sandbox import Sandbox
+from . import _reaper
+from ._sandbox import DEFAULT_IDLE_TIMEOUT, Sandbox
 
 
 class SandboxPool:
-    """``SandboxPool(size=4, network=False)``; ``pool.acquire(timeout=30, memory="512MiB")``."""
+    """``SandboxPool(size=4, network=False)``; ``pool.acquire(timeout=30, memory="512MiB")``.
 
-    def __init__(self, size: int = 4, *, network: bool = False, **sandbox_kwargs: Any) -> None:
+    ``sandbox_idle_timeout``: each sandbox handed out is closed after running nothing for this many
+    seconds (the ones waiting in the pool are not)."""
+
+    def __init__(self, size: int = 4, *, network: Any = False,
+                 sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, **sandbox_kwargs: Any) -> None:
         if not isinstance(size, int) or size < 1:
             raise SandboxError(f"size={size!r}: a pool holds at least 1 sandbox, e.g. SandboxPool(size=4).")
+        # validated now, with the same rules as a Sandbox's (an error here, not in a background task)
+        probe = Sandbox(network=network, sandbox_idle_timeout=sandbox_idle_timeout, **sandbox_kwargs)
         self.size = size
-        self.network = network
+        self.network = probe.network
+        self.idle_timeout = sandbox_idle_timeout
         self._kwargs = sandbox_kwargs
         self._ready: asyncio.Queue | None = None
         self._filling: set[asyncio.Task] = set()
@@ -60,6 +69,7 @@ class SandboxPool:
     # -- async core ---------------------------------------------------------------------------
     async def astart(self, wait: bool = True) -> "SandboxPool":
         if self._ready is None:
+            await asyncio.get_running_loop().run_in_executor(None, _reaper.reap_once)
             self._ready = asyncio.Queue()
             for _ in range(self.size):
                 self._refill()
@@ -73,7 +83,7 @@ class SandboxPool:
         task.add_done_callback(self._filling.discard)
 
     async def _make(self) -> None:
-        sb = Sandbox(network=self.network, **self._kwargs)
+        sb = Sandbox(network=self.network, sandbox_idle_timeout=None, **self._kwargs)
         await sb.astart()
         await sb.arun("None")  # warm the shell's first-run paths
         if self._closed or self._ready is None:
@@ -94,6 +104,9 @@ class SandboxPool:
         sb: Sandbox = await self._ready.get()
         self._refill()
         sb.reconfigure(timeout=timeout, memory=memory, pids=pids, cpus=cpus)
+        if self.idle_timeout is not None:
+            sb.idle_timeout, sb.last_active = self.idle_timeout, time.monotonic()
+            _reaper.watch_idle(sb)
         if meter is not None:
             sb.meter, sb.user, sb.notebook = meter, user or sb.user, notebook
             sb._meter_id = meter.start(

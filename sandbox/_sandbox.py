@@ -13,8 +13,6 @@ import asyncio
 import atexit
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -22,18 +20,27 @@ from burstlab._sync import run_interruptible, run_sync
 from burstlab.errors import SandboxError
 from burstlab.wire import Execution, ExecutionError, Output
 
-from . import _jail
-from ._cgroup import Cgroup, sweep_stale
+from . import _jail, _reaper
+from ._cgroup import Cgroup
 from ._client import Collected, KernelClient, connection_info, new_key
 from ._files import SandboxFiles
 from ._gpu import gpu_devices
 from ._kernel import marker
 from ._limits import Limits, format_size, make_limits, parse_size
+from ._net import net_record, parse_policy
+from ._net import setup as net_setup
+from ._net import teardown as net_teardown
 from ._policy import RUN_DIR, jail_spec
 from ._template import Template
 
-STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")
+STATE_BASE = _reaper.STATE_BASE
 UID_BASE, UID_SPAN = 1_000_000, 1_000_000
+LOG_SIZE = 1024 * 1024  # the kernel's fd 1/2 log: a tmpfs of its own, charged to the sandbox's memory
+DEFAULT_IDLE_TIMEOUT = 3600.0
+
+# Started and not yet closed: strong references, since an unreferenced sandbox still holds processes,
+# cgroups and mounts until it is closed, reaped for idleness, or this process exits.
+_live: "set[Sandbox]" = set()
 
 _template: Template | None = None
 
@@ -55,6 +62,18 @@ async def stop_template() -> None:
 
 @atexit.register
 def _stop_template_at_exit() -> None:
+    """At exit: kill the fork server (every sandbox's processes die with it) and remove what each
+    sandbox still holds (cgroups, mounts, network), so nothing outlives this process."""
+    for sb in list(_live):
+        if sb.state_dir and not sb._closed:
+            sb._closed = True
+            try:
+                k, cg = sb._kernel, sb._cgroup
+                if k is not None and cg is not None:
+                    cg.kill_all(timeout=2, spare=k.pid)  # pid 1 first, so its parent reaps it (no zombie)
+                _reaper.destroy(sb.state_dir)
+            except Exception:  # noqa: BLE001 - at exit, best effort; the next start's reaper retries
+                pass
     t = _template
     if t is not None and t.proc is not None and t.proc.returncode is None:
         try:
@@ -63,10 +82,11 @@ def _stop_template_at_exit() -> None:
             pass
 
 
-def _claim_state_dir() -> tuple[str, int]:
-    """A fresh state dir whose name is the sandbox's host uid (mkdir is the atomic claim)."""
+def _claim_state_dir() -> tuple[str, int, dict]:
+    """A fresh state dir whose name is the sandbox's host uid (mkdir is the atomic claim), with its
+    owner record (this process); the first claim of a process reaps orphans of dead owners."""
     os.makedirs(STATE_BASE, mode=0o711, exist_ok=True)
-    _sweep_state()
+    _reaper.reap_once()
     for _ in range(100):
         uid = UID_BASE + int.from_bytes(os.urandom(4), "little") % UID_SPAN
         path = os.path.join(STATE_BASE, str(uid))
@@ -74,36 +94,29 @@ def _claim_state_dir() -> tuple[str, int]:
             os.mkdir(path, 0o711)
         except FileExistsError:
             continue
-        with open(os.path.join(path, "owner"), "w") as f:
-            f.write(str(os.getpid()))
-        return path, uid
+        rec = dict(_reaper.owner_id(), uid=uid, cgroups=[], net=None)
+        _reaper.write_record(path, rec)
+        return path, uid, rec
     raise SandboxError(f"Could not claim a sandbox state dir under {STATE_BASE}; remove stale ones there.")
 
 
-def _sweep_state() -> None:
-    """Remove state dirs of supervisors that died without closing their sandboxes."""
-    try:
-        names = os.listdir(STATE_BASE)
-    except OSError:
-        return
-    for n in names:
-        path = os.path.join(STATE_BASE, n)
-        try:
-            with open(os.path.join(path, "owner")) as f:
-                owner = int(f.read() or 0)
-        except (OSError, ValueError):
-            continue
-        if owner and not os.path.exists(f"/proc/{owner}"):
-            _remove_state(path)
-    sweep_stale()
-
-
 def _remove_state(path: str) -> None:
+    _reaper.destroy(path, {})
+
+
+def _clear_dir(path: str) -> None:
+    """Remove every entry of a sandbox-owned dir without following anything in it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        _jail.umount(os.path.join(path, "fs"), _jail.MNT_DETACH)
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
+        for name in os.listdir(fd):
+            try:
+                os.unlink(name, dir_fd=fd)
+            except IsADirectoryError:
+                import shutil
+
+                shutil.rmtree(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 class _Kernel:
@@ -122,15 +135,20 @@ class Sandbox:
     call ``start()``/``close()``. ``run(code)`` returns an :class:`~burstlab.wire.Execution`;
     ``files`` reads and writes the work dir; ``usage()`` reports CPU and wall seconds and memory.
     Pass ``meter=`` (a :class:`burstlab.billing.Meter`) to record the sandbox's life in the ledger.
+
+    ``network``: ``False`` (no network: an empty namespace of its own), ``True`` (any address outside
+    this host, through NAT; never the host's own addresses, its loopback included), or a list of
+    ``"host:port"``, ``"ip"`` and ``"CIDR"`` entries it may reach and nothing else (docs/sandbox.md).
+    ``sandbox_idle_timeout``: a started sandbox that runs nothing for this many seconds is closed.
     """
 
     def __init__(
-        self, timeout: float = 30, memory: int | str = "512MiB", network: bool = False, *,
+        self, timeout: float = 30, memory: int | str = "512MiB", network: bool | list[str] | tuple = False, *,
         pids: int | None = None, cpus: float | None = None, output: int | str | None = None,
         work_size: int | str | None = None, tmp_size: int | str | None = None,
         max_upload: int | str | None = None, max_download: int | str | None = None,
         gpu: str | None = None, meter: Any = None, user: str = "", notebook: str = "",
-        limits: Limits | None = None,
+        limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
                           work_size=work_size, tmp_size=tmp_size)
@@ -139,7 +157,19 @@ class Sandbox:
         if max_download is not None:
             lim = lim.replace(max_download=parse_size(max_download, "max_download"))
         self.limits = lim
-        self.network = bool(network)
+        self._policy = parse_policy(network)
+        self.network = self._policy.public
+        if sandbox_idle_timeout is not None and (
+                isinstance(sandbox_idle_timeout, bool) or not isinstance(sandbox_idle_timeout, (int, float))
+                or not sandbox_idle_timeout > 0 or sandbox_idle_timeout == float("inf")):
+            raise SandboxError(f"sandbox_idle_timeout={sandbox_idle_timeout!r} must be a positive number of seconds "
+                               "(or None for no idle limit), e.g. sandbox_idle_timeout=3600.")
+        self.idle_timeout = sandbox_idle_timeout
+        self.last_active = time.monotonic()
+        self._busy = 0
+        self._closed_why = ""
+        self._net: dict | None = None
+        self._record: dict | None = None
         self.gpu = gpu
         self.meter = meter
         self.user = user or os.environ.get("USER", "")
@@ -202,6 +232,7 @@ class Sandbox:
         if self._files is None:
             self.start()
         assert self._files is not None
+        self.last_active = time.monotonic()
         return self._files
 
     @property
@@ -229,7 +260,7 @@ class Sandbox:
         if not self.state_dir:
             return ""
         try:
-            with open(os.path.join(self.state_dir, "kernel.log"), "rb") as f:
+            with open(os.path.join(self.state_dir, "log", "kernel.log"), "rb") as f:
                 f.seek(0, 2)
                 f.seek(max(0, f.tell() - max_bytes))
                 return f.read().decode("utf-8", "replace")
@@ -249,7 +280,7 @@ class Sandbox:
 
     async def _start_locked(self) -> None:
         if self._closed:
-            raise SandboxError("This sandbox is closed; create a new Sandbox().")
+            raise SandboxError(f"This sandbox is closed{self._closed_why}; create a new Sandbox().")
         if self._kernel is not None:
             return
         if os.geteuid() != 0:
@@ -259,24 +290,38 @@ class Sandbox:
             )
         if self.gpu:
             self._devices, self._gpu_env = gpu_devices(self.gpu)
-        self.state_dir, self.uid = _claim_state_dir()
+        self.state_dir, self.uid, self._record = _claim_state_dir()
         try:
             fs = os.path.join(self.state_dir, "fs")
             os.mkdir(fs, 0o711)
             os.mkdir(os.path.join(self.state_dir, "root"), 0o700)
             _jail.mount("tmpfs", fs, "tmpfs", _jail.MS_NOSUID | _jail.MS_NODEV,
                         f"size={self.limits.work_size + 1024 * 1024},mode=711")
+            log = os.path.join(self.state_dir, "log")
+            os.mkdir(log, 0o700)
+            _jail.mount("tmpfs", log, "tmpfs", _jail.MS_NOSUID | _jail.MS_NODEV | _jail.MS_NOEXEC,
+                        f"size={LOG_SIZE},mode=700")
             for sub in ("home", "run"):
                 os.mkdir(os.path.join(fs, sub), 0o700)
                 os.chown(os.path.join(fs, sub), self.uid, self.uid)
             self._cgroup = Cgroup.create(f"{os.getpid()}-{self.uid}", self.limits)
+            self._record["cgroups"] = sorted(set(self._cgroup.dirs.values()))
+            _reaper.write_record(self.state_dir, self._record)
+            if self._policy.kind != "none":
+                self._record["net"] = net_record(self.uid)
+                _reaper.write_record(self.state_dir, self._record)  # before anything exists, for the reapers
+                self._net = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: net_setup(self._record["net"], self._policy))
             self._files = SandboxFiles(os.path.join(fs, "home"), self.uid, self.uid,
                                        self.limits.max_upload, self.limits.max_download)
+            _live.add(self)
             await self._spawn()
         except BaseException:
             await self._teardown()
             raise
-        self._started_at = time.monotonic()
+        self._started_at = self.last_active = time.monotonic()
+        if self.idle_timeout is not None:
+            _reaper.watch_idle(self)
         if self.meter is not None:
             self._meter_id = self.meter.start(
                 kind="sandbox", user=self.user, notebook=self.notebook, resource="CPU",
@@ -287,17 +332,20 @@ class Sandbox:
     async def _spawn(self) -> None:
         assert self.state_dir and self.uid and self._cgroup
         run = os.path.join(self.state_dir, "fs", "run")
-        for name in os.listdir(run):
-            os.unlink(os.path.join(run, name))
+        _clear_dir(run)
         key = new_key()
-        with open(os.path.join(run, "kernel.json"), "w") as f:
+        # O_EXCL | O_NOFOLLOW: the sandbox owns this dir, so never write through anything it left there
+        fd = os.open(os.path.join(run, "kernel.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(connection_info(os.path.join(RUN_DIR, "k"), key), f)
-        os.chown(os.path.join(run, "kernel.json"), self.uid, self.uid)
-        spec = jail_spec(uid=self.uid, gid=self.uid, limits=self.limits, network=self.network,
+            os.fchown(f.fileno(), self.uid, self.uid)
+        spec = jail_spec(uid=self.uid, gid=self.uid, limits=self.limits, network=self._policy.kind != "none",
                          state_dir=self.state_dir, cgroup_procs=self._cgroup.procs_files,
-                         devices=self._devices, gpu_env=self._gpu_env)
-        pid, exited = await template().spawn(spec, os.path.join(self.state_dir, "kernel.log"))
-        client = KernelClient(connection_info(os.path.join(run, "k"), key), self.limits.output + (1 << 20))
+                         devices=self._devices, gpu_env=self._gpu_env,
+                         netns=self._net["netns_path"] if self._net else None)
+        pid, exited = await template().spawn(spec, os.path.join(self.state_dir, "log", "kernel.log"))
+        client = KernelClient(connection_info(os.path.join(run, "k"), key), self.limits.output + (1 << 20),
+                              owner_uid=self.uid)
         self._kernel = _Kernel(pid, exited, client)
         try:
             await client.wait_ready(60, exited)
@@ -335,15 +383,20 @@ class Sandbox:
         if self._cgroup is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._cgroup.destroy)
             self._cgroup = None
+        if self._record and self._record.get("net"):
+            await asyncio.get_running_loop().run_in_executor(None, net_teardown, self._record["net"])
+            self._net = None
         if self.state_dir:
             _remove_state(self.state_dir)
+        _live.discard(self)
         self._files = None
 
-    async def aclose(self) -> None:
+    async def aclose(self, why: str = "") -> None:
         async with self._get_lock():
             if self._closed:
                 return
             self._closed = True
+            self._closed_why = why
             if self._meter_id is not None and self.meter is not None:
                 self.meter.stop(self._meter_id, detail={"usage": self.usage()})
                 self._meter_id = None
@@ -366,6 +419,14 @@ class Sandbox:
         if not isinstance(code, str):
             raise SandboxError(f"run() takes the cell's source as a str, not {type(code).__name__}.")
         timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
+        self._busy += 1
+        try:
+            return await self._run(code, timeout, on_output)
+        finally:
+            self._busy -= 1
+            self.last_active = time.monotonic()
+
+    async def _run(self, code: str, timeout: float, on_output: Callable[[Output], None] | None) -> Execution:
         async with self._get_lock():
             await self._start_locked()
             pre: list[Output] = []

@@ -6,7 +6,8 @@ stdin/stdout and nothing else: ``{"op": "spawn", "id": n, "spec": {...}, "log": 
 "status": s}``. Forked children close the pipes before anything else (``_jail.enter``), so no
 sandbox can talk to the template. Pages the template touched stay shared (copy-on-write) between
 all its sandboxes, which is what keeps an idle sandbox small; ``gc.freeze()`` keeps the
-collector from writing to them.
+collector from writing to them. When its owner dies (parent-death SIGTERM, or its stdin closing)
+it kills every sandbox it started and removes their cgroups, mounts and networks (``_reaper``).
 """
 
 from __future__ import annotations
@@ -43,9 +44,32 @@ def main() -> None:
     from ._kernel import start_kernel
     from ._seccomp import Filter
 
-    _jail.prctl(_jail.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
+    from ._reaper import destroy
+
+    # The owner's death (or its closing the control pipe) ends every sandbox this server started:
+    # SIGTERM (not SIGKILL) so that it can also remove their cgroups, mounts and networks.
+    owner = int(os.environ.get("BURSTLAB_SANDBOX_OWNER", "0"))
+    dying: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: dying.append(1))
+    _jail.prctl(_jail.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != owner:
         os._exit(0)
+    children: set[int] = set()
+    state_dirs: set[str] = set()
+
+    def owner_gone() -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for d in state_dirs:
+            try:
+                destroy(d)
+            except Exception:  # noqa: BLE001 - best effort for each; the next reaper retries
+                pass
+        os._exit(0)
+
     _preimport()
     filt = Filter()
     import gc
@@ -69,8 +93,12 @@ def main() -> None:
     sel.register(0, selectors.EVENT_READ, "in")
     sel.register(wake_r, selectors.EVENT_READ, "chld")
     buf = b""
+    if dying:
+        owner_gone()
     while True:
         for key, _ in sel.select():
+            if dying:
+                owner_gone()
             if key.data == "chld":
                 try:
                     os.read(wake_r, 4096)
@@ -83,20 +111,25 @@ def main() -> None:
                         break
                     if pid == 0:
                         break
+                    children.discard(pid)
                     say({"op": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
                 continue
             chunk = os.read(0, 65536)
             if not chunk:
-                os._exit(0)
+                owner_gone()
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
                 if req["op"] == "spawn":
-                    log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+                    if req["spec"].get("state_dir"):
+                        state_dirs.add(req["spec"]["state_dir"])
+                    me = os.getpid()
                     pid = os.fork()
                     if pid == 0:
-                        _jail.enter(req["spec"], filt, log_fd, start_kernel)
+                        _jail.enter(req["spec"], filt, log_fd, start_kernel, parent=me)
+                    children.add(pid)
                     os.close(log_fd)
                     say({"op": "spawned", "id": req["id"], "pid": pid})
                 elif req["op"] == "exit":
@@ -125,6 +158,7 @@ class Template:
                 return
             env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
             env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+            env["BURSTLAB_SANDBOX_OWNER"] = str(os.getpid())
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-Xfrozen_modules=off", "-c", "from burstlab.sandbox._template import main; main()",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -78,11 +79,25 @@ def test_output_cap_cuts_streams_and_drops_rich_output_then_marks_it():
     assert cap.admit("stream", {"name": "stdout", "text": "12345"}, "m1") == ({"name": "stdout", "text": "12345"}, None)
     kept, _ = cap.admit("stream", {"name": "stdout", "text": "6789abcdef"}, "m1")
     assert kept == {"name": "stdout", "text": "6789a"}
-    assert cap.admit("display_data", {"data": {"text/plain": "x"}}, "m1") == (None, None)
+    rich = {"data": {"text/plain": "x"}}
+    assert cap.admit("display_data", rich, "m1") == (None, None)
     _, note = cap.admit("status", {"execution_state": "idle"}, "m1")
-    assert "6 more bytes were dropped" in note
+    assert f"{5 + len(json.dumps(rich))} more bytes were dropped" in note  # a rich output counts its whole content
     # a new execution starts with a fresh budget
     assert cap.admit("stream", {"name": "stdout", "text": "0123456789"}, "m2")[0]["text"] == "0123456789"
+
+
+def test_output_cap_counts_metadata_transient_non_str_values_and_comms():
+    cap = OutputCap(1000)
+    assert cap.admit("display_data", {"data": {"text/plain": "x"}, "metadata": {"p": "A" * 2000}}, "m1")[0] is None
+    assert cap.admit("display_data", {"data": {"application/json": {"k": ["B" * 2000]}}}, "m2")[0] is None
+    assert cap.admit("display_data", {"data": {}, "transient": {"display_id": "C" * 2000}}, "m3")[0] is None
+    assert cap.admit("comm_msg", {"comm_id": "c", "data": {"v": "D" * 2000}}, "m4")[0] is None
+    small = {"data": {"text/plain": "x"}, "metadata": {"p": 1}}
+    assert cap.admit("display_data", small, "m5") == (small, None)
+    err = {"status": "error", "ename": "E", "evalue": "F" * 5000, "traceback": ["G" * 100] * 50}
+    trimmed, _ = cap.admit("execute_reply", err, "m6")
+    assert len(trimmed["evalue"]) + sum(map(len, trimmed["traceback"])) < 1100
 
 
 def test_seccomp_filter_compiles_and_covers_the_dangerous_calls():

@@ -1,0 +1,219 @@
+"""Nothing outlives its owner: the owner record of each sandbox, and the reapers that act on it.
+
+Every sandbox's state dir (``STATE_BASE/<uid>``, root-only) holds ``owner.json``: the creating
+process's pid and start time (``/proc/<pid>/stat`` field 22, so a recycled pid is not mistaken for
+the owner), the sandbox's cgroup directories, its mounts and its network. Three reapers use it:
+
+* ``destroy(state_dir)`` kills every process in the sandbox's cgroups, removes the cgroups, the
+  network namespace and its firewall table, unmounts its tmpfs mounts and removes the dir;
+* ``reap_orphans()`` (run once per process, when the first sandbox or pool starts) destroys the
+  sandboxes whose owner is gone, whatever killed it (``kill -9`` included);
+* the fork server calls ``destroy`` on the sandboxes it spawned when its owner dies (parent-death
+  signal or its control pipe closing), so an owner killed with ``kill -9`` leaves nothing behind
+  within a second or two even if no burstlab process starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+from . import _jail
+
+STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")
+OWNER_FILE = "owner.json"
+MOUNTS = ("log", "fs")  # tmpfs mounts under a state dir, unmounted in this order
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # exited, only waiting to be reaped
+        return None
+    return int(fields[19])
+
+
+def owner_id() -> dict:
+    pid = os.getpid()
+    return {"pid": pid, "start": start_time(pid)}
+
+
+def owner_alive(rec: dict) -> bool:
+    pid = rec.get("pid")
+    return isinstance(pid, int) and pid > 0 and start_time(pid) == rec.get("start")
+
+
+def read_record(state_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(state_dir, OWNER_FILE), "rb") as f:
+            rec = json.loads(f.read() or b"null")
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def write_record(state_dir: str, rec: dict) -> None:
+    """Replace the owner record atomically (the state dir is root's; the sandbox cannot see it)."""
+    tmp = os.path.join(state_dir, OWNER_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(rec).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(state_dir, OWNER_FILE))
+
+
+def kill_cgroup(dirs: list[str], timeout: float = 5.0) -> None:
+    """SIGKILL every process in these cgroup dirs until they are empty (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids: set[int] = set()
+        for d in dirs:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids.update(int(p) for p in f.read().split())
+            except OSError:
+                continue
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
+def _rmdir(d: str, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
+def unmount_all(state_dir: str) -> None:
+    for name in MOUNTS:
+        try:
+            _jail.umount(os.path.join(state_dir, name), _jail.MNT_DETACH)
+        except OSError:
+            pass
+
+
+def destroy(state_dir: str, rec: dict | None = None) -> None:
+    """Kill and remove everything one sandbox left: processes, cgroups, network, mounts, the dir."""
+    rec = rec if rec is not None else (read_record(state_dir) or {})
+    cgroups = [d for d in rec.get("cgroups", []) if isinstance(d, str)]
+    kill_cgroup(cgroups)
+    for d in sorted(set(cgroups), reverse=True):
+        _rmdir(d)
+    if rec.get("net"):
+        from ._net import teardown
+
+        teardown(rec["net"])
+    unmount_all(state_dir)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def reap_orphans() -> list[str]:
+    """Destroy every sandbox whose owner process is gone; returns their state dirs."""
+    try:
+        names = os.listdir(STATE_BASE)
+    except OSError:
+        return []
+    reaped = []
+    for n in names:
+        if not n.isdigit():
+            continue
+        path = os.path.join(STATE_BASE, n)
+        rec = read_record(path)
+        if rec is None:
+            # no record: a claim in progress (young) or one from before records existed (old)
+            try:
+                if time.time() - os.stat(path).st_mtime < 60:
+                    continue
+            except OSError:
+                continue
+            rec = {}
+        elif owner_alive(rec):
+            continue
+        destroy(path, rec)
+        reaped.append(path)
+    from ._cgroup import sweep_stale
+
+    sweep_stale()
+    return reaped
+
+
+_reaped_once = False
+
+
+def reap_once() -> None:
+    """``reap_orphans`` the first time a process starts a sandbox or a pool."""
+    global _reaped_once
+    if not _reaped_once:
+        _reaped_once = True
+        reap_orphans()
+
+
+
+
+# -- the idle reaper -------------------------------------------------------------------------------
+_idle: dict = {}  # event loop -> (WeakSet of sandboxes it watches, its watcher task)
+
+
+def watch_idle(sb) -> None:
+    """Close ``sb`` once it has run nothing for ``sb.idle_timeout`` seconds (one watcher task per loop)."""
+    import asyncio
+    import weakref
+
+    loop = asyncio.get_running_loop()
+    watched, task = _idle.get(loop, (None, None))
+    if watched is None:
+        watched = weakref.WeakSet()
+    watched.add(sb)
+    if task is None or task.done():
+        task = loop.create_task(_idle_loop(watched))
+    _idle[loop] = (watched, task)
+
+
+async def _idle_loop(watched) -> None:
+    import asyncio
+
+    while len(watched):
+        now = time.monotonic()
+        step = 30.0
+        for sb in list(watched):
+            if sb._closed or sb.idle_timeout is None:
+                watched.discard(sb)
+                continue
+            left = sb.last_active + sb.idle_timeout - now
+            if sb._busy:
+                step = min(step, sb.idle_timeout)
+            elif left <= 0:
+                watched.discard(sb)
+                asyncio.ensure_future(sb.aclose(
+                    why=f" (it ran nothing for {sb.idle_timeout:g} s, its sandbox_idle_timeout)"))
+            else:
+                step = min(step, left)
+        sb = None
+        await asyncio.sleep(max(step, 0.05))
+
+
+__all__ = ["STATE_BASE", "destroy", "kill_cgroup", "owner_alive", "owner_id", "read_record", "reap_once",
+           "reap_orphans", "start_time", "watch_idle", "write_record"]
