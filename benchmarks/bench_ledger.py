@@ -125,7 +125,7 @@ def warm_cell_overhead(n: int) -> tuple[list[float], list[float]]:
 
     def metering():  # the gate of a cell on a running session, and the footer's priced record
         ws.watcher.check_cached(ws.user, ws.notebook)
-        ws.session_record(session)
+        ws.session_usage(session)
 
     meter_times = timeit(metering, n * 20)
 

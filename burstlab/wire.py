@@ -159,14 +159,19 @@ class Output(_Wire):
     def from_message(cls, msg_type: str, content: dict[str, Any]) -> "Output | None":
         """An iopub message (its type and content) as an Output, or None if it is not an output.
         The one place the Jupyter protocol's output messages become records."""
+        def mapping(value: Any) -> dict[str, Any]:  # a kernel may send anything: what is not an object is empty
+            return dict(value) if isinstance(value, dict) else {}
+
         if msg_type == "stream":
-            return cls(kind="stream", name=content.get("name", "stdout"), text=content.get("text", ""))
+            name, text = content.get("name"), content.get("text", "")
+            return cls(kind="stream", name=name if name in ("stdout", "stderr") else "stdout",
+                       text=text if isinstance(text, str) else str(text))
         if msg_type in ("display_data", "update_display_data", "execute_result"):
-            metadata = dict(content.get("metadata") or {})
-            transient = content.get("transient") or {}
+            metadata = mapping(content.get("metadata"))
+            transient = mapping(content.get("transient"))
             if transient:
                 metadata["transient"] = transient
-            return cls(kind=msg_type, data=dict(content.get("data") or {}), metadata=metadata)
+            return cls(kind=msg_type, data=mapping(content.get("data")), metadata=metadata)
         if msg_type == "clear_output":
             return cls(kind="clear_output", metadata={"wait": bool(content.get("wait"))})
         return None
@@ -223,7 +228,8 @@ class SessionRecord(_Wire):
     ``spec`` is the session's GPU spec (``"H100:2"``), ``gpu_type``/``count``/``host`` what it holds.
     ``origin`` is ``server`` (started through the REST API) or ``kernel`` (a notebook's ``%%gpu``).
     ``billed_s``/``cost_microusd`` price it up to now. ``idle_timeout`` is the workspace's (seconds, 0: off);
-    ``idle_since`` the wall time the session last finished work, None once it has ended.
+    ``idle_since`` when the session last went idle (seconds since the epoch), None while a cell runs on it,
+    once it has ended, or where the holder has not said.
     """
 
     id: str

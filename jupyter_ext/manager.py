@@ -28,7 +28,7 @@ from burstlab.errors import (
 )
 from burstlab.sandbox import Limits, Sandbox, parse_size
 from burstlab.sandbox._limits import format_size
-from burstlab.wire import Execution, Output
+from burstlab.wire import Execution, Output, SandboxRecord
 
 from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PaymentRequired
 from .maxima import Maxima
@@ -171,13 +171,14 @@ class Manager:
                 pass
         u = e.last_usage
         lim = sb.limits
-        return {"id": e.id, "user": e.user, "notebook": e.notebook, "state": e.state, "created": e.created,
-                "network": sb.network,
-                "limits": {"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
-                           "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
-                           "max_upload": lim.max_upload, "max_download": lim.max_download},
-                "usage": {"cpu_s": float(u.get("cpu_s", 0.0)), "wall_s": float(u.get("wall_s", 0.0)),
-                          "memory_peak": int(u.get("memory_peak_bytes", 0))}}
+        return SandboxRecord(
+            id=e.id, user=e.user, notebook=e.notebook, state=e.state, created=e.created, network=sb.network,
+            limits={"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
+                    "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
+                    "max_upload": lim.max_upload, "max_download": lim.max_download},
+            usage={"cpu_s": float(u.get("cpu_s", 0.0)), "wall_s": float(u.get("wall_s", 0.0)),
+                   "memory_peak": int(u.get("memory_peak_bytes", 0))},
+        ).to_json()
 
     def list_sandboxes(self, user: str) -> dict:
         return {"sandboxes": [self._sandbox_json(e) for e in self._sandboxes.values()

@@ -154,7 +154,7 @@ def summarise(ex: Execution) -> str:
         parts.append("stdout:\n" + _clip(ex.stdout))
     if ex.stderr:
         parts.append("stderr:\n" + _clip(ex.stderr))
-    rich = [o for o in ex.outputs if o.kind == "display_data"]
+    rich = [o for o in ex.outputs if o.kind in ("display_data", "update_display_data")]  # an update is shown too
     for o in rich:
         kinds = ", ".join(sorted(o.data))
         parts.append(f"display ({kinds}):\n" + _clip(str(o.data.get("text/plain", ""))))

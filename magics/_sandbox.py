@@ -23,6 +23,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from burstlab.errors import RemoteError, SandboxError
 from burstlab.wire import Execution
 
+from .render import Publisher
+
 
 def _say(text: str) -> None:
     sys.stderr.write(f"[burstlab: {text}]\n")
@@ -127,15 +129,19 @@ class SandboxMagics(Magics):
 
 
 def render(ex: Execution) -> None:
-    """Show an Execution as a local cell would: streams, then rich outputs, then the error."""
+    """Show an Execution as a local cell would, in order, with the one renderer ``%%gpu`` cells use
+    (:class:`~burstlab.magics.render.Publisher`: streams, displays and their updates, clear_output);
+    the sandbox's value is shown as a display, then the error is raised."""
     from IPython.display import publish_display_data
 
+    publish = Publisher()
     for out in ex.outputs:
-        if out.kind == "stream":
-            (sys.stderr if out.name == "stderr" else sys.stdout).write(out.text)
-        else:
+        if out.kind == "execute_result":  # a %%sandbox cell shows its value; it does not return it
             sys.stdout.flush()
             publish_display_data(data=dict(out.data), metadata=dict(out.metadata))
+        else:
+            publish(out)
+    publish.finish()
     sys.stdout.flush()
     sys.stderr.flush()
     if ex.error is not None:

@@ -135,7 +135,7 @@ class GpuMagics(Magics):
         return session.execute_here(code, on_output=publish)
 
     def _footer(self, session) -> None:
-        record = self.workspace.session_record(session)
+        record = self.workspace.session_usage(session)
         if record is not None:
             print(f"[{session.label} on {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far]")
 
@@ -165,7 +165,7 @@ class GpuMagics(Magics):
         rows = []
         now = time.monotonic()
         for s in list(ws.sessions.values()):
-            record = ws.session_record(s)
+            record = ws.session_usage(s)
             rows.append([s.key, s.label, s.host, s.state, record.billed_s if record else 0,
                          money(record.cost_microusd) if record else "-", f"{now - s.last_active:.0f}s"])
         if not rows:

@@ -18,28 +18,16 @@ import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from burstlab.errors import SessionLostError, TransferError
-from burstlab.wire import Execution, ExecutionError, Output
+from burstlab.wire import OUTPUT_KINDS, Execution, ExecutionError, Output
 
 from ._kernel_side import TARGET, dumps
 
-OUTPUT_TYPES = ("stream", "display_data", "update_display_data", "execute_result", "clear_output")
+OUTPUT_TYPES = OUTPUT_KINDS  # the one list, in burstlab.wire
 
 
 def to_output(msg: dict) -> Output | None:
     """An iopub message as an :class:`Output`, or None if it is not an output."""
-    kind = msg["header"]["msg_type"]
-    content = msg["content"]
-    if kind == "stream":
-        return Output(kind="stream", name=content["name"], text=content["text"])
-    if kind in ("display_data", "update_display_data", "execute_result"):
-        metadata = dict(content.get("metadata") or {})
-        transient = content.get("transient") or {}
-        if transient:
-            metadata["transient"] = transient
-        return Output(kind=kind, data=dict(content.get("data") or {}), metadata=metadata)
-    if kind == "clear_output":
-        return Output(kind="clear_output", metadata={"wait": bool(content.get("wait"))})
-    return None
+    return Output.from_message(msg["header"]["msg_type"], msg["content"])
 
 
 class _Collector:

@@ -8,6 +8,7 @@ import pytest
 
 import burstlab
 from burstlab.errors import FanoutError
+from burstlab.wire import MapRecord, SessionRecord
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +37,17 @@ def _free(ws, gpu_type):
 def test_server_lists_a_notebooks_session_and_prices_it(server, notebook):
     session = notebook.session("A100")
     try:
-        listed = {r["id"]: r for r in server.list_sessions()}
+        listed = {r.id: r for r in server.list_sessions()}
         assert session.id in listed
         row = listed[session.id]
-        assert (row["gpu_type"], row["count"], row["user"], row["notebook"], row["origin"], row["state"]) == \
+        assert isinstance(row, SessionRecord)
+        assert (row.gpu_type, row.count, row.user, row.notebook, row.origin, row.state) == \
                ("A100", 1, "alice", "analysis.ipynb", "kernel", "running")
-        assert row["declared"] is True and row["billed_s"] >= 1 and row["cost_microusd"] > 0
+        assert row.declared is True and row.billed_s >= 1 and row.cost_microusd > 0
         assert server.list_sessions(user="bob") == []
     finally:
         session.stop()
-    assert session.id not in {r["id"] for r in server.list_sessions()}
+    assert session.id not in {r.id for r in server.list_sessions()}
 
 
 def test_stop_from_the_server_ends_the_notebooks_session_and_frees_the_gpu(server, notebook):
@@ -72,7 +74,7 @@ def test_server_stops_its_own_session_too(server):
     session = server.session("H100", user="agent", notebook="agent-1", reuse=False)
     other = server.session("H100", user="agent", notebook="agent-1", reuse=False)
     assert other.id != session.id  # reuse=False: the REST API's POST makes a new one each time
-    assert {r["origin"] for r in server.list_sessions(user="agent")} == {"server"}
+    assert {r.origin for r in server.list_sessions(user="agent")} == {"server"}
     assert server.stop_session(session.id) and server.stop_session(other.id)
     assert session.state == other.state == "stopped"
     assert server.list_sessions(user="agent") == []
@@ -100,19 +102,20 @@ def test_server_lists_a_notebooks_map_and_cancels_it(server, notebook):
         deadline = time.monotonic() + 30
         maps = []
         while time.monotonic() < deadline:
-            maps = [m for m in server.list_maps(user="alice") if m["state"] == "running"]
-            if maps and maps[0]["done"] > 0:
+            maps = [m for m in server.list_maps(user="alice") if m.state == "running"]
+            if maps and maps[0].done > 0:
                 break
             time.sleep(0.1)
         assert maps, f"the map never showed up in the server's listing: {server.list_maps()} {outcome}"
         m = maps[0]
-        assert (m["name"], m["notebook"], m["gpu"], m["total"]) == ("_slow", "analysis.ipynb", "CPU", 200)
-        assert server.cancel_map(m["id"], "cancelled from the JupyterLab panel") is True
+        assert isinstance(m, MapRecord)
+        assert (m.name, m.notebook, m.gpu, m.total) == ("_slow", "analysis.ipynb", "CPU", 200)
+        assert server.cancel_map(m.id, "cancelled from the JupyterLab panel") is True
         thread.join(15)
         assert not thread.is_alive()
         assert isinstance(outcome.get("error"), FanoutError)
         assert "cancelled from the JupyterLab panel" in str(outcome["error"])
-        ended = {x["id"]: x for x in server.list_maps()}[m["id"]]
-        assert ended["state"] == "cancelled" and ended["done"] < 200
+        ended = {x.id: x for x in server.list_maps()}[m.id]
+        assert ended.state == "cancelled" and ended.done < 200
     finally:
         thread.join(30)

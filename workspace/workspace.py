@@ -17,7 +17,7 @@ from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
 from burstlab.errors import BurstlabError, GpuSpecError
 from burstlab.gpus import discover, parse_gpu_spec
-from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, UsageRecord
+from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SessionRecord, UsageRecord
 
 
 def default_notebook() -> str:
@@ -165,9 +165,9 @@ class Workspace:
 
     # -- the shared view: every session and map on this cluster, whoever holds it ---------------
 
-    def list_sessions(self, user: str | None = None) -> list[dict]:
+    def list_sessions(self, user: str | None = None) -> list[SessionRecord]:
         """Running sessions on this workspace's cluster (this process's and every notebook's that
-        joined it), as docs/api.md's session objects, priced up to now. ``user`` filters."""
+        joined it), priced up to now. ``user`` filters."""
         from burstlab.remote_kernel import registry
 
         now = self.meter.clock.now_ns()
@@ -185,11 +185,24 @@ class Workspace:
                 "idle_timeout": float(record.get("idle_timeout") or 0),
                 "idle_since": record.get("idle_since"),
             })
-        return sorted(out, key=lambda r: r["started"])
+        return sorted((SessionRecord.from_json(r) for r in out), key=lambda r: r.started)
 
     def get_session(self, id: str):
         """This process's session with ``id`` (running or not), or None."""
         return self.sessions.get(id)
+
+    def session_record(self, session, origin: str | None = None) -> SessionRecord:
+        """One of this process's sessions as the wire record every front door shows, priced up to now."""
+        usage = self.meter.record(session.interval_id) if session.interval_id else None
+        running = session.state == "running"
+        return SessionRecord(
+            id=session.id, spec=session.key, gpu_type=session.gpu_type, count=session.count,
+            declared=session.declared, host=session.host, user=session.user, notebook=session.notebook,
+            started=session.started, state=session.state, billed_s=usage.billed_s if usage else 0,
+            cost_microusd=usage.cost_microusd if usage else 0, origin=origin or self.origin,
+            idle_timeout=float(self.config.idle_timeout),
+            idle_since=time.time() - (time.monotonic() - session.last_active) if running and not session.busy else None,
+        )
 
     def stop_session(self, id: str, reason: str = "stopped from the JupyterLab panel") -> bool:
         """Stop session ``id`` wherever it is held. Returns False if no such running session. A
@@ -209,14 +222,12 @@ class Workspace:
             time.sleep(0.05)
         return True
 
-    def list_maps(self, user: str | None = None) -> list[dict]:
-        """Maps running (or ended within the hour) on this cluster, as docs/api.md's map objects."""
+    def list_maps(self, user: str | None = None) -> list[MapRecord]:
+        """Maps running (or ended within the hour) on this cluster."""
         from burstlab.remote_kernel import registry
 
-        keys = ("id", "name", "user", "notebook", "gpu", "total", "done", "failed", "running", "state", "started",
-                "cost_microusd")
-        return sorted(({k: r.get(k) for k in keys} for r in registry.listing(self.client, "map")
-                       if user is None or r.get("user") == user), key=lambda r: r["started"] or 0)
+        return sorted((MapRecord.from_json(r) for r in registry.listing(self.client, "map")
+                       if user is None or r.get("user") == user), key=lambda r: r.started or 0)
 
     def cancel_map(self, id: str, reason: str = "cancelled from the JupyterLab panel") -> bool:
         """Ask the map ``id`` to stop; its notebook cancels it at its next progress tick (under 1 s)."""
@@ -332,7 +343,8 @@ class Workspace:
     def usage(self, **filters: Any) -> list[UsageRecord]:
         return self.ledger.usage(now_ns=self.meter.clock.now_ns(), **filters)
 
-    def session_record(self, session) -> UsageRecord | None:
+    def session_usage(self, session) -> UsageRecord | None:
+        """The ledger's record of ``session``'s interval, priced up to now (from memory: no query)."""
         return self.meter.record(session.interval_id)
 
     def utilisation(self, since_ns: int | None = None, until_ns: int | None = None):
