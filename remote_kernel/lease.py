@@ -18,6 +18,7 @@ from burstlab.errors import BurstlabError, CapacityError, NoGpuError, SessionLos
 from burstlab.gpus import parse_gpu_spec
 from burstlab.wire import GpuRequest, GpuSpec
 
+from . import _held
 from .cluster import Slot, inventory, slots
 from .pool import worker_pool
 
@@ -38,29 +39,33 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
     queue = Queue(_queue_name(lease_id))
     queue.put({"event": "started", "worker": worker.address, "at": time.time()})
     kernel = None
+    held = None  # the lease's current kernel (a kernel provisioner's restart replaces it: _held.py)
     try:
         if primary:
             pool = worker_pool(worker.ip, pool_size)
             kernel, warm = pool.take()
-            kernel.run(
-                "import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, BURSTLAB_LEASE=%r); del _o"
-                % (cuda_visible, gpu_type, lease_id)
-            )
+            setup = ("import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, "
+                     "BURSTLAB_LEASE=%r); del _o" % (cuda_visible, gpu_type, lease_id))
+            kernel.run(setup)
+            held = _held.register(lease_id, kernel, pool, setup)
             queue.put({"event": "ready", "connection": kernel.connection_info, "pid": kernel.pid,
                        "host": worker.host, "warm": warm})
         while True:
             ts = worker.state.tasks.get(key)
             if ts is None or ts.state != "executing":
                 return {"ended": "released"}
-            if kernel is not None and not kernel.alive():
-                return {"ended": "kernel-died", "returncode": kernel.proc.returncode, "log": kernel.log_tail(1000)}
+            ended = held.ended() if held is not None else None
+            if ended is not None:
+                return ended
             time.sleep(POLL_S)
     except Exception as exc:
         if primary:
             queue.put({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
     finally:
-        if kernel is not None:
+        if held is not None:
+            held.close()
+        elif kernel is not None:
             kernel.kill()
 
 
@@ -76,13 +81,20 @@ class Lease:
     kernel_pid: int = 0
     warm: bool = False
     declared: bool = False
+    outcome: dict | None = None
 
     @property
     def cuda_visible(self) -> str:
         return ",".join(str(s.index) for s in self.slots)
 
     def ended(self) -> dict | None:
-        """None while held; else why it ended ({"ended": "kernel-died", ...})."""
+        """None while held; else why it ended ({"ended": "kernel-died", ...}), kept once known (releasing
+        the lease afterwards cancels its futures, which would hide a dead kernel's exit status)."""
+        if self.outcome is None:
+            self.outcome = self._outcome_now()
+        return self.outcome
+
+    def _outcome_now(self) -> dict | None:
         primary = self.futures[0] if self.futures else None
         if primary is None or not primary.done():
             return None
