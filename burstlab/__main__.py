@@ -3,8 +3,9 @@
 ::
 
     burstlab quickstart [NOTEBOOK]          run the quickstart notebook headless and print what each cell showed
-    burstlab worker tcp://HOST:8786 [--declare H100:2] [--nthreads N]
+    burstlab worker tls://HOST:8786 [--declare H100:2] [--nthreads N] [--give-up S]
                                             serve this host's GPUs to an existing Dask cluster
+                                            (TLS from Dask's config; reconnects for --give-up s)
 """
 
 from __future__ import annotations
@@ -67,17 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quickstart", help="run the quickstart notebook headless")
     q.add_argument("notebook", nargs="?", default=None)
-    w = sub.add_parser("worker", help="serve this host's GPUs to an existing Dask scheduler")
-    w.add_argument("scheduler")
-    w.add_argument("--declare", default=os.environ.get("BURSTLAB_DECLARED_GPUS", ""), help="GPUs to declare if NVML finds none")
-    w.add_argument("--nthreads", type=int, default=2)
+    from burstlab.remote_kernel import worker
+
+    worker.main_args(sub.add_parser("worker", help="serve this host's GPUs to an existing Dask scheduler"))
     args = parser.parse_args(argv)
     if args.command == "quickstart":
         return quickstart(args.notebook)
-    from burstlab.remote_kernel.cluster import run_worker
-
-    run_worker(args.scheduler, declared=args.declare, nthreads=args.nthreads)
-    return 0
+    return worker.main(args)
 
 
 if __name__ == "__main__":

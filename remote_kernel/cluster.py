@@ -51,10 +51,11 @@ def worker_env(gpu: Gpu) -> dict[str, str]:
     }
 
 
-def worker_spec(gpu: Gpu, nthreads: int, host: str = "127.0.0.1") -> dict:
+def worker_spec(gpu: Gpu, nthreads: int, host: str = "127.0.0.1", security=None) -> dict:
     """A SpecCluster worker spec for one GPU."""
     from distributed import Nanny
 
+    extra = {"security": security} if security is not None else {}
     return {
         "cls": Nanny,
         "options": {
@@ -67,11 +68,12 @@ def worker_spec(gpu: Gpu, nthreads: int, host: str = "127.0.0.1") -> dict:
             "silence_logs": 40,
             "dashboard": False,
             "dashboard_address": ":0",  # never fight another cluster for port 8787
+            **extra,
         },
     }
 
 
-def cpu_worker_spec(host: str, nthreads: int | None = None) -> tuple[str, dict]:
+def cpu_worker_spec(host: str, nthreads: int | None = None, security=None) -> tuple[str, dict]:
     """Name and SpecCluster spec of the embedded CPU worker (CPU fan-out); it sees no GPU."""
     from distributed import Nanny
 
@@ -82,7 +84,7 @@ def cpu_worker_spec(host: str, nthreads: int | None = None) -> tuple[str, dict]:
         "options": {
             "name": name, "nthreads": nthreads, "resources": {CPU: nthreads},
             "env": {"CUDA_VISIBLE_DEVICES": ""}, "host": "127.0.0.1", "death_timeout": 30,
-            "silence_logs": 40, "dashboard": False,
+            "silence_logs": 40, "dashboard": False, **({"security": security} if security is not None else {}),
         },
     }
 
@@ -97,13 +99,16 @@ class Catalogue(SchedulerPlugin):
 
 
 def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 60.0, interval: float = 0.1,
-                   cpu_threads: int | None = None):
+                   cpu_threads: int | None = None, home: str | None = None, security=None):
     """A SpecCluster on this machine that can run one worker per GPU and one CPU worker.
 
     Workers start when work asks for them and stop after ``idle_timeout`` seconds idle (Dask's
     adaptive loop, checking every ``interval`` seconds). A worker that dies mid-task is reported to
     the client at once (``allowed_failures=0``): fan-out retries count attempts themselves, and a
     session's lease must not be silently re-run elsewhere.
+
+    Every connection is TLS with mutual authentication: ``security`` if given, else the certificates
+    the cluster makes for itself under ``home/tls`` (:mod:`._tls`). A client needs them to connect.
     """
     import math
     import multiprocessing.forkserver
@@ -124,13 +129,21 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 
         ctx.set_forkserver_preload([PRELOAD, *(m for m in preload if m != PRELOAD)])
     multiprocessing.forkserver.ensure_running()
 
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": ":0",
+    if security is None:
+        from burstlab.config import BurstLab
+
+        from ._tls import embedded_security
+
+        security = embedded_security(home or BurstLab().home)
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": "tls", "security": security,
+                                               "dashboard": False, "dashboard_address": ":0",
                                                "allowed_failures": 0}}
-    catalogue = {worker_name(g): worker_spec(g, nthreads) for g in gpus}
+    catalogue = {worker_name(g): worker_spec(g, nthreads, security=security) for g in gpus}
     host = gpus[0].host if gpus else socket.gethostname()
-    cpu_name, cpu_spec = cpu_worker_spec(host, cpu_threads)
+    cpu_name, cpu_spec = cpu_worker_spec(host, cpu_threads, security=security)
     catalogue[cpu_name] = cpu_spec
-    cluster = SpecCluster(workers={}, scheduler=scheduler, silence_logs=40, name="burstlab-embedded")
+    cluster = SpecCluster(workers={}, scheduler=scheduler, silence_logs=40, name="burstlab-embedded",
+                          security=security)
     cluster.scheduler.add_plugin(Catalogue(catalogue))
     wait_count = max(1, math.ceil(idle_timeout / interval))
     cluster._adaptive = SlotAdaptive(cluster, catalogue, interval=interval, wait_count=wait_count)
@@ -241,43 +254,7 @@ def inventory(all_slots: list[Slot]) -> list[GpuInventoryEntry]:
     ]
 
 
-def run_worker(scheduler: str, declared: str = "", nthreads: int = 2, host: str | None = None) -> None:
-    """``burstlab worker tcp://scheduler:8786``: serve this host's GPUs to a Dask cluster.
-
-    Starts one Nanny per GPU (NVML's, or the declared ones) with the GPU pinned, and runs until
-    interrupted.
-    """
-    import asyncio
-
-    from distributed import Nanny
-
-    from burstlab.gpus import discover
-
-    hostname = socket.gethostname()
-    gpus = discover(declared, host=hostname)
-    if not gpus:
-        raise SystemExit(
-            "No GPU found through NVML and none declared. Declare some with --declare H100:2 "
-            "(or BURSTLAB_DECLARED_GPUS) to test without hardware."
-        )
-
-    async def _main() -> None:
-        nannies = []
-        for gpu in gpus:
-            options = worker_spec(gpu, nthreads, host=host or "")["options"]
-            options.pop("death_timeout")
-            nannies.append(await Nanny(scheduler, **options))
-        print(f"burstlab worker: serving {len(gpus)} GPU(s) to {scheduler}: "
-              + ", ".join(f"{g.type}#{g.index} ({g.source})" for g in gpus), flush=True)
-        try:
-            await asyncio.gather(*(n.finished() for n in nannies))
-        finally:
-            await asyncio.gather(*(n.close() for n in nannies), return_exceptions=True)
-
-    asyncio.run(_main())
-
-
 __all__ = [
-    "CPU", "Catalogue", "Slot", "cpu_worker_spec", "inventory", "run_worker", "slot_resource", "slots",
+    "CPU", "Catalogue", "Slot", "cpu_worker_spec", "inventory", "slot_resource", "slots",
     "start_embedded", "supply", "worker_env", "worker_name",
 ]

@@ -20,7 +20,7 @@ from burstlab.wire import GpuRequest, GpuSpec
 
 from . import _held
 from .cluster import Slot, inventory, slots
-from .pool import worker_pool
+from .pool import kernel_ip, worker_pool
 
 POLL_S = 0.05
 
@@ -42,7 +42,7 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
     held = None  # the lease's current kernel (a kernel provisioner's restart replaces it: _held.py)
     try:
         if primary:
-            pool = worker_pool(worker.ip, pool_size)
+            pool = worker_pool(kernel_ip(worker), pool_size)
             kernel, warm = pool.take()
             setup = ("import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, "
                      "BURSTLAB_LEASE=%r); del _o" % (cuda_visible, gpu_type, lease_id))

@@ -178,6 +178,12 @@ _pools: dict[str, KernelPool] = {}
 _pools_lock = threading.Lock()
 
 
+def kernel_ip(worker) -> str:
+    """The address this worker's kernels bind: ``BURSTLAB_KERNEL_IP`` if set (``burstlab worker
+    --kernel-ip``), else the worker's own, which faces the scheduler and the notebooks (never 0.0.0.0)."""
+    return os.environ.get("BURSTLAB_KERNEL_IP") or worker.ip
+
+
 def worker_pool(ip: str, size: int) -> KernelPool:
     """The pool of this worker process (one per process), created on first use."""
     with _pools_lock:
@@ -198,7 +204,7 @@ class KernelPoolPlugin(WorkerPlugin):
 
     def setup(self, worker) -> None:
         if self.size > 0 and os.environ.get("BURSTLAB_GPU_TYPE"):  # GPU workers only, not the CPU worker
-            worker_pool(worker.ip, self.size).fill()
+            worker_pool(kernel_ip(worker), self.size).fill()
 
     def teardown(self, worker) -> None:
         with _pools_lock:
@@ -208,4 +214,4 @@ class KernelPoolPlugin(WorkerPlugin):
             pool.close()
 
 
-__all__ = ["BOOTSTRAP", "KernelPool", "KernelPoolPlugin", "KernelProcess", "worker_pool"]
+__all__ = ["BOOTSTRAP", "KernelPool", "KernelPoolPlugin", "KernelProcess", "kernel_ip", "worker_pool"]

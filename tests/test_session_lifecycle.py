@@ -1,5 +1,6 @@
 """Sessions outlive nothing: a notebook process that dies releases its GPUs; real GPUs where NVML has them."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,11 @@ def test_dead_notebook_releases_its_gpu(ws, tmp_path):
             print("held", flush=True)
             sys.stdin.read()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    from burstlab.remote_kernel._tls import dask_env, tls_dir
+
+    env = {**os.environ, **dask_env(tls_dir(ws.config.home))}  # the cluster's certificates, the Dask way
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
     try:
         assert proc.stdout.readline().strip() == "held"
         assert _free(ws, "A100") == before - 1

@@ -68,7 +68,10 @@ class Workspace:
                 scheduler = self.config.scheduler or self._server_scheduler()
                 if scheduler:
                     try:
-                        self._client = Client(scheduler, timeout="10s", set_as_default=False)
+                        from burstlab.remote_kernel._tls import security_for
+
+                        self._client = Client(scheduler, timeout="10s", set_as_default=False,
+                                              security=security_for(scheduler, self.config.home))
                     except OSError as exc:
                         raise BurstlabError(
                             f"Cannot reach the Dask scheduler at {scheduler} ({exc}). Check the address "
@@ -78,6 +81,7 @@ class Workspace:
                     self._cluster = start_embedded(
                         discover(self.config.declared_gpus), self.config.worker_threads,
                         idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
+                        home=self.config.home,
                     )
                     self._client = Client(self._cluster, set_as_default=False)
                     self.watcher.start()  # records the embedded cluster's GPU up-time from now on

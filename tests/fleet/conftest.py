@@ -1,0 +1,89 @@
+"""The test fleet: GPU hosts that are really elsewhere (network namespaces), built by the tests.
+
+Needs root (network namespaces, a bridge, UTS namespaces); every test here skips with that reason
+otherwise. See examples/fleet.py for what is built and how to try it by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from burstlab.examples.fleet import ADDRS, Fleet, wait_for
+
+
+def _why_not() -> str:
+    if os.geteuid() != 0:
+        return "the test fleet needs root (network namespaces, a bridge)"
+    for tool in ("ip", "unshare", "hostname"):
+        if shutil.which(tool) is None:
+            return f"the test fleet needs `{tool}` (iproute2 / util-linux)"
+    return ""
+
+
+def worker_names(client) -> dict[str, str]:
+    """Worker name -> address, as the scheduler sees them now."""
+    info = client.run_on_scheduler(lambda dask_scheduler: {str(ws.name): ws.address
+                                                           for ws in dask_scheduler.workers.values()})
+    return info
+
+
+def wait_workers(client, hosts: set[str], timeout: float = 60.0) -> dict[str, str]:
+    """Wait until the scheduler has a burstlab worker on each of ``hosts`` (labels)."""
+    def check():
+        names = worker_names(client)
+        have = {n.split("/")[1] for n in names if n.startswith("burstlab/")}
+        return names if hosts <= have else None
+    return wait_for(f"burstlab workers on {sorted(hosts)}", check, timeout, interval=0.1)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    why = _why_not()
+    if why:
+        pytest.skip(why)
+    root = tempfile.mkdtemp(prefix="burstlab-fleet-")
+    f = Fleet(root).up()
+    try:
+        yield f
+    finally:
+        f.down()
+        left = f.leftovers()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"the fleet left {left}"
+
+
+@pytest.fixture(scope="module")
+def notebook(fleet):
+    """The notebook side (the root namespace): TLS the Dask way, BURSTLAB_SCHEDULER, its own home.
+    Yields the process's workspace, as the magics see it."""
+    import dask
+
+    import burstlab
+    from burstlab.remote_kernel._tls import dask_config
+
+    saved = {k: os.environ.get(k) for k in ("BURSTLAB_SCHEDULER", "BURSTLAB_HOME")}
+    home = tempfile.mkdtemp(prefix="burstlab-fleet-nb-")
+    os.environ.update(BURSTLAB_SCHEDULER=fleet.scheduler, BURSTLAB_HOME=home)
+    config = dask.config.set(dask_config(fleet.tls))
+    config.__enter__()
+    try:
+        ws = burstlab.get_workspace()
+        assert ws.config.scheduler == fleet.scheduler, "another test left its workspace open"
+        wait_workers(ws.client, {"gpuA", "gpuB"})
+        yield ws
+    finally:
+        burstlab.get_workspace().close()
+        config.__exit__(None, None, None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(home, ignore_errors=True)
+
+
+__all__ = ["ADDRS", "wait_workers", "worker_names"]
