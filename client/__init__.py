@@ -36,14 +36,7 @@ from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from burstlab._sync import run_interruptible, run_sync, submit
-from burstlab.errors import (
-    BudgetExceeded,
-    BurstlabError,
-    CapacityError,
-    SandboxError,
-    SandboxLimitError,
-    SessionLostError,
-)
+from burstlab.errors import BurstlabError, SandboxError, error_for_status
 from burstlab.wire import Execution, GpuInventoryEntry, Output, UsageRecord
 
 API_PATH = "burstlab/api/"
@@ -87,29 +80,21 @@ def _http_error(base: str, method: str, path: str, status: int, body: bytes, tok
     elif status >= 500:
         exc = BurstlabError(f"The burstlab service failed on {where} ({status}): {message or 'no message'}. "
                             "This is a bug in the service; its log has the traceback.")
-    else:
-        text = message or f"{where} answered {status} with no message"
-        resource = path.split("?", 1)[0].split("/")
-        if status == 402:
-            exc = BudgetExceeded(text)
-        elif resource[0] == "sandboxes":
-            exc = SandboxLimitError(text) if status == 413 else SandboxError(text)
-        elif status == 409 and resource[0] == "sessions":
-            # a new session finds no free GPU; a running one's execute finds its kernel gone
-            exc = SessionLostError(text) if resource[-1] == "execute" else CapacityError(text)
-        else:
-            exc = BurstlabError(text)
+    else:  # the one table of the HTTP boundary, read the client's way
+        parts = path.split("?", 1)[0].split("/")
+        return error_for_status(status, message or f"{where} answered {status} with no message",
+                                resource=parts[0], action=parts[2] if len(parts) > 2 else "")
     exc.status = status  # type: ignore[attr-defined]
     return exc
 
 
 def _transport_error(base: str, method: str, path: str, exc: BaseException, timeout: float) -> BurstlabError:
     """The burstlab error for a request that got no HTTP answer (refused, timed out, cut off)."""
-    from tornado.httpclient import HTTPClientError
+    from tornado.simple_httpclient import HTTPTimeoutError
 
     if isinstance(exc, ConnectionRefusedError):
         out = BurstlabError(f"Cannot reach the burstlab service at {base}: connection refused. {START_HINT}")
-    elif isinstance(exc, HTTPClientError) and exc.code == 599 and "timeout" in str(exc).lower():
+    elif isinstance(exc, HTTPTimeoutError):
         out = BurstlabError(f"The burstlab service at {base} did not answer {method} {API_PATH}{path} within "
                             f"{timeout:g} s ({exc}). Is it overloaded or stuck? Its log says more.")
     elif isinstance(exc, OSError) and not isinstance(exc, ConnectionError):

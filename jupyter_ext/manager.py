@@ -16,21 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 from burstlab import _sync
-from burstlab.errors import (
-    BudgetExceeded,
-    CapacityError,
-    ConfigError,
-    GpuSpecError,
-    NoGpuError,
-    SandboxError,
-    SandboxLimitError,
-    SessionLostError,
-)
+from burstlab.errors import NotFoundError, SandboxError, SandboxLimitError
 from burstlab.sandbox import Limits, Sandbox, parse_size
 from burstlab.sandbox._limits import format_size
 from burstlab.wire import Execution, Output, SandboxRecord
 
-from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge, PaymentRequired
+from .errors import BadRequest, Conflict, NotFound
 from .maxima import Maxima
 from .openapi import validate
 
@@ -149,10 +140,7 @@ class Manager:
                 await session.interrupt()
             return await task
 
-        try:
-            return (await _on_burstlab_loop(run())).to_json()
-        except SessionLostError as exc:
-            raise Conflict(str(exc)) from None
+        return (await _on_burstlab_loop(run())).to_json()  # a lost kernel is a 409 (burstlab.errors.HTTP_STATUS)
 
     # -- sandboxes --------------------------------------------------------------------------------
 
@@ -307,10 +295,10 @@ class Manager:
 
     @staticmethod
     def _files_error(exc: SandboxError) -> Exception:
-        if isinstance(exc, SandboxLimitError):
-            return PayloadTooLarge(str(exc))
-        if "does not exist" in str(exc):
-            return NotFound(str(exc))
+        """A refused file request: a missing file (404) or a limit (413) as burstlab.errors.HTTP_STATUS
+        says; any other refusal of a path is the caller's (400)."""
+        if isinstance(exc, (SandboxLimitError, NotFoundError)):
+            return exc
         return BadRequest(str(exc))
 
     async def _files(self, user: str, id: str, op: str, *args: Any) -> Any:
@@ -419,17 +407,9 @@ class Manager:
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A blocking Workspace call, in a thread; burstlab's errors become the API's."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except GpuSpecError as exc:
-            raise BadRequest(str(exc)) from None
-        except (CapacityError, NoGpuError) as exc:
-            raise Conflict(str(exc)) from None
-        except BudgetExceeded as exc:
-            raise PaymentRequired(str(exc)) from None
-        except ConfigError as exc:  # what the caller asked for is not a valid setting (a budget of $0)
-            raise BadRequest(str(exc)) from None
+        """A blocking Workspace call, in a thread. Its burstlab errors pass through: the handlers answer
+        them by burstlab.errors.HTTP_STATUS."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def close(self) -> None:
         """Close every sandbox, then the workspace (its sessions, meter intervals, cluster)."""

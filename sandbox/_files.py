@@ -13,7 +13,7 @@ import os
 import stat
 import uuid
 
-from burstlab.errors import SandboxError, SandboxLimitError
+from burstlab.errors import SandboxError, SandboxFileNotFound, SandboxLimitError
 
 from ._limits import format_size
 
@@ -77,12 +77,12 @@ class SandboxFiles:
         try:
             dfd = self._open_dir(parts[:-1])
         except FileNotFoundError:
-            raise SandboxError(f"{path!r} does not exist in the sandbox's work dir.") from None
+            raise SandboxFileNotFound(f"{path!r} does not exist in the sandbox's work dir.") from None
         try:
             try:
                 fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dfd)
             except FileNotFoundError:
-                raise SandboxError(f"{path!r} does not exist in the sandbox's work dir.") from None
+                raise SandboxFileNotFound(f"{path!r} does not exist in the sandbox's work dir.") from None
             except OSError as exc:
                 raise SandboxError(f"{path!r} is a symlink or cannot be opened ({exc.strerror}); only regular files can be read.") from exc
         finally:
@@ -156,7 +156,7 @@ class SandboxFiles:
         try:
             dfd = self._open_dir(split_path(path) if path not in (".", "") else [])
         except FileNotFoundError:
-            raise SandboxError(f"{path!r} does not exist in the sandbox's work dir.") from None
+            raise SandboxFileNotFound(f"{path!r} does not exist in the sandbox's work dir.") from None
         try:
             out = []
             for name in sorted(os.listdir(dfd)):
@@ -180,7 +180,7 @@ class SandboxFiles:
             else:
                 os.unlink(parts[-1], dir_fd=dfd)
         except FileNotFoundError:
-            raise SandboxError(f"{path!r} does not exist in the sandbox's work dir.") from None
+            raise SandboxFileNotFound(f"{path!r} does not exist in the sandbox's work dir.") from None
         finally:
             os.close(dfd)
 

@@ -118,6 +118,39 @@ def test_the_labs_types_match_the_wire_records():
     assert host <= set(interfaces["IHost"]), host - set(interfaces["IHost"])
 
 
+def test_one_error_table_for_the_http_boundary():
+    """burstlab.errors.HTTP_STATUS, read the server's way (http_status) and the client's (error_for_status)."""
+    from burstlab import errors as e
+
+    served = {e.GpuSpecError: 400, e.ConfigError: 400, e.BudgetExceeded: 402, e.NotFoundError: 404,
+              e.SandboxFileNotFound: 404, e.CapacityError: 409, e.NoGpuError: 409, e.SessionLostError: 409,
+              e.SandboxLimitError: 413, e.SandboxError: 503, e.FanoutError: 503, e.BurstlabError: 503}
+    assert {kind: e.http_status(kind("m")) for kind in served} == served
+    read = [((402, "sessions", ""), e.BudgetExceeded), ((409, "sessions", ""), e.CapacityError),
+            ((409, "sessions", "execute"), e.SessionLostError), ((404, "sessions", ""), e.NotFoundError),
+            ((404, "maps", ""), e.NotFoundError), ((404, "sandboxes", "files"), e.SandboxFileNotFound),
+            ((404, "sandboxes", ""), e.SandboxError), ((413, "sandboxes", "files"), e.SandboxLimitError),
+            ((400, "budgets", ""), e.BurstlabError)]
+    for (status, resource, action), kind in read:
+        exc = e.error_for_status(status, "the message", resource, action)
+        assert type(exc) is kind and exc.status == status and str(exc) == "the message", (status, resource, action)
+    # what the server answers, the client reads back as the same error (where the path says which family)
+    for kind, resource, action in ((e.SandboxFileNotFound, "sandboxes", "files"), (e.SandboxLimitError, "sandboxes",
+                                   "files"), (e.CapacityError, "sessions", ""), (e.SessionLostError, "sessions",
+                                   "execute"), (e.BudgetExceeded, "sandboxes", ""), (e.NotFoundError, "maps", "")):
+        assert type(e.error_for_status(e.http_status(kind("m")), "m", resource, action)) is kind
+
+
+def test_no_error_is_chosen_by_its_message():
+    import re
+
+    pattern = re.compile(r"in str\((exc|err|e)\)|str\((exc|err|e)\)\.(startswith|endswith)|in (exc|err)\.args")
+    bad = [f"{path.relative_to(ROOT)}:{n}" for folder in ("jupyter_ext", "client", "magics", "workspace", "burstlab")
+           for path in (ROOT / folder).rglob("*.py")
+           for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not bad, bad
+
+
 # The layers, lowest first. A module may import its own package and any package of a LOWER layer: never a sibling
 # of its own layer, never one above (docs/architecture.md draws them). "burstlab" is the core: errors, wire, gpus,
 # config, _sync; its __init__ (the facade) loads the upper layers lazily, by name, and is checked on its own below.
@@ -211,7 +244,9 @@ def _edges():
 
 def test_the_graph_sees_every_package():
     assert {_package_of(m) for m in MODULES} == {p for layer in LAYERS for p in layer}
-    assert ("burstlab.fanout._engine", "burstlab.billing.budgets") in {(m, t) for m, _, t in _edges()}
+    edges = {(m, t) for m, _, t in _edges()}
+    assert any(m.startswith("burstlab.fanout.") and t.startswith("burstlab.billing") for m, t in edges)
+    assert ("burstlab.jupyter_ext.handlers.base", "burstlab.jupyter_ext.auth") in edges  # a relative import
     assert "burstlab.workspace.workspace" in set(_imports(ROOT / "workspace" / "_usage.py"))  # inside a function
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from http import HTTPStatus
 from typing import Any
 
 from jupyter_server.auth import User
@@ -17,15 +18,13 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, GpuSpecError, NoGpuError
+from burstlab.errors import BurstlabError, http_status
 
 from ..auth import BurstLabIdentityProvider, request_token, table_of
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 
 MAX_JSON_BODY = 16 * 1024 * 1024
 
-_STATUS = ((GpuSpecError, 400, "Bad Request"), (BudgetExceeded, 402, "Payment Required"),
-           (CapacityError, 409, "Conflict"), (NoGpuError, 409, "Conflict"))
 
 
 def api_errors(method):
@@ -38,11 +37,10 @@ def api_errors(method):
         except ApiError as exc:
             raise web.HTTPError(exc.status, log_message=exc.message, reason=exc.reason) from None
         except BurstlabError as exc:
-            for kind, status, reason in _STATUS:
-                if isinstance(exc, kind):
-                    raise web.HTTPError(status, log_message=str(exc), reason=reason) from None
-            # The platform failed (a scheduler out of reach, a sandbox that cannot start): say so, as a 503.
-            raise web.HTTPError(503, log_message=str(exc), reason="Service Unavailable") from None
+            # burstlab.errors.HTTP_STATUS, the one table of this boundary: a platform failure not in it (a
+            # scheduler out of reach, a sandbox that cannot start) is a 503.
+            status = http_status(exc)
+            raise web.HTTPError(status, log_message=str(exc), reason=HTTPStatus(status).phrase) from None
 
     return inner
 
