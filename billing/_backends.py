@@ -20,6 +20,26 @@ from burstlab.errors import ConfigError
 MIGRATION_LOCK = 0x6275_7273  # "burs": the PostgreSQL advisory lock held while migrating
 
 
+def _tighten(path: Path, mode: int) -> None:
+    """``path`` to ``mode`` if it is ours and looser (the ledger holds every user's usage)."""
+    try:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+    except OSError:
+        pass
+
+
+def _private_file(path: Path) -> None:
+    """The ledger's folder 0700 (when we make it) and the file itself 0600, before SQLite opens it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return  # SQLite says what is wrong, in the ConfigError below
+    _tighten(path, 0o600)
+
+
 class SqliteBackend:
     """SQLite in WAL mode: one connection, shared by this process's threads under a lock."""
 
@@ -28,7 +48,7 @@ class SqliteBackend:
     def __init__(self, path: str):
         self.where = path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         self.lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -37,6 +57,9 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             raise ConfigError(f"Cannot open the SQLite ledger at {path}: {exc}. Check that the directory is "
                               "writable, or set BURSTLAB_LEDGER_URL / c.BurstLab.ledger_url elsewhere.") from exc
+        if path != ":memory:":  # SQLite makes -wal and -shm with the database's mode; older ones may be looser
+            for suffix in ("-wal", "-shm"):
+                _tighten(Path(path + suffix), 0o600)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -173,6 +196,16 @@ def why_unwritable(exc: BaseException) -> str:
     return f"{reason} ({text})"
 
 
+def ledger_error(where: str, exc: BaseException, consequence: str) -> "LedgerError":
+    """The error for a ledger that refused what must come first, naming it, why, and the fix."""
+    from burstlab.errors import LedgerError
+
+    return LedgerError(
+        f"The ledger at {where} is not writable: {why_unwritable(exc)}. {consequence} Free space there or start "
+        "the database, or point BURSTLAB_LEDGER_URL / c.BurstLab.ledger_url at a writable ledger; then run it again."
+    )
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
@@ -198,4 +231,4 @@ def backend_for(url: str, home: str | os.PathLike) -> SqliteBackend | PostgresBa
     )
 
 
-__all__ = ["PostgresBackend", "SqliteBackend", "backend_for", "why_unwritable"]
+__all__ = ["PostgresBackend", "SqliteBackend", "backend_for", "ledger_error", "why_unwritable"]

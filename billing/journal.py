@@ -71,7 +71,7 @@ class Journal:
         # One file per meter (a process may run several on one ledger); the header names its process.
         name = owner.replace(":", "-").replace("/", "-") + f"-{uuid.uuid4().hex[:8]}-{ledger_tag(where)}{SUFFIX}"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = directory / name
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:

@@ -18,10 +18,9 @@ import threading
 import time
 import uuid
 
-from burstlab.errors import LedgerError
 from burstlab.wire import UsageRecord
 
-from ._backends import why_unwritable
+from ._backends import ledger_error, why_unwritable
 from .journal import Journal
 from .ledger import Ledger, owner_tag
 from .rates import RateCard, billed_seconds, cost_microusd
@@ -79,11 +78,7 @@ class Meter:
                 declared=declared, rate_nusd_per_s=rate, start_ns=start_ns, owner=self._owner, detail=detail,
             )
         except Exception as exc:
-            raise LedgerError(
-                f"The ledger at {self.ledger.where} is not writable: {why_unwritable(exc)}. Nothing was started "
-                f"(the {kind} would not be billed). Free space there or start the database, or point "
-                "BURSTLAB_LEDGER_URL / c.BurstLab.ledger_url at a writable ledger; then run it again."
-            ) from exc
+            raise ledger_error(self.ledger.where, exc, f"Nothing was started (the {kind} could not be billed).") from exc
         record = UsageRecord(id=interval_id, kind=kind, user=user, notebook=notebook, resource=resource,
                              quantity=int(quantity), declared=bool(declared), rate_nusd_per_s=rate, start_ns=start_ns,
                              heartbeat_ns=start_ns, stop_ns=None, billed_s=1, cost_microusd=0,

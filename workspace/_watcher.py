@@ -21,6 +21,7 @@ import weakref
 from typing import Any
 
 from burstlab.billing import budgets as policy
+from burstlab.billing._backends import ledger_error
 from burstlab.billing.ledger import PROVISIONED, BudgetRow
 from burstlab.billing.rates import usd_to_microusd
 from burstlab.errors import BudgetExceeded, ConfigError
@@ -82,9 +83,14 @@ class Watcher:
 
     def admit(self, *, user: str, notebook: str, what: str, start_microusd: int) -> None:
         """Raise BudgetExceeded, with the numbers, if starting ``what`` (which costs at least
-        ``start_microusd``) would pass a budget of ``user`` or ``notebook``."""
-        for row in self._applicable(user, notebook):
-            spent, _ = self.ws.ledger.budget_spending(row)
+        ``start_microusd``) would pass a budget of ``user`` or ``notebook``; LedgerError if the ledger
+        cannot be read (nothing may start that cannot be checked and billed)."""
+        try:
+            spending = [(row, self.ws.ledger.budget_spending(row)[0]) for row in self._applicable(user, notebook)]
+        except Exception as exc:
+            raise ledger_error(self.ws.ledger.where, exc, f"Nothing was started ({what}: its budgets cannot "
+                                                          "be checked).") from exc
+        for row, spent in spending:
             if not policy.admit(spent, row.limit_microusd, start_microusd):
                 raise _refusal(row, spent, what, start_microusd)
 

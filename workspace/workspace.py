@@ -142,17 +142,25 @@ class Workspace:
         self.watcher.admit(user=user, notebook=notebook, what=f"a new {key} session",
                            start_microusd=cost_microusd(1, self.meter.rates.rate(first.type), first.count))
         lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size)
+        try:  # holding and billing are one step: a ledger that cannot open the interval undoes the lease
+            interval_id = self.meter.start(
+                kind="session", user=user, notebook=notebook, resource=lease.request.type,
+                quantity=lease.request.count, declared=lease.declared,
+                detail={"host": lease.slots[0].host, "gpus": [s.index for s in lease.slots], "lease": lease.id,
+                        "spec": key},
+            )
+        except BaseException:
+            lease.release(self.client)
+            lease.wait_released(self.client)
+            raise
         try:
             session = GpuSession(key, lease, self._session_ended, user=user, notebook=notebook,
                                  released_elsewhere=self._released_elsewhere)
         except BaseException:
             lease.release(self.client)
+            self.meter.stop(interval_id)
             raise
-        session.interval_id = self.meter.start(
-            kind="session", user=user, notebook=notebook, resource=session.gpu_type,
-            quantity=session.count, declared=session.declared,
-            detail={"host": session.host, "lease": lease.id, "spec": key},
-        )
+        session.interval_id = interval_id
         with self._lock:
             self.sessions[session.id] = session
             self.ended.pop(key, None)
@@ -282,9 +290,10 @@ class Workspace:
         """Called once when a session stops or is lost: release GPUs, close the meter interval."""
         from burstlab.remote_kernel import registry
 
+        released_ns = self.meter.clock.now_ns()  # billed until the GPUs are given back, not after
         session.lease.release(self._client)
         if session.interval_id:
-            self.meter.stop(session.interval_id)
+            self.meter.stop(session.interval_id, stop_ns=released_ns)
         if state == "stopped" and not self._closed:
             # A user's or the idle reaper's stop (never the lease's own done-callback, which runs on
             # Dask's loop): return once the GPUs are free for the next session.
