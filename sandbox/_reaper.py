@@ -174,7 +174,7 @@ def reap_once() -> None:
 
 
 # -- the idle reaper -------------------------------------------------------------------------------
-_idle: dict = {}  # event loop -> (WeakSet of sandboxes it watches, its watcher task)
+_idle: dict = {}  # event loop -> (WeakSet of sandboxes it watches, its watcher task, its wake-up event)
 
 
 def watch_idle(sb) -> None:
@@ -183,19 +183,21 @@ def watch_idle(sb) -> None:
     import weakref
 
     loop = asyncio.get_running_loop()
-    watched, task = _idle.get(loop, (None, None))
+    watched, task, wake = _idle.get(loop, (None, None, None))
     if watched is None:
-        watched = weakref.WeakSet()
+        watched, wake = weakref.WeakSet(), asyncio.Event()
     watched.add(sb)
     if task is None or task.done():
-        task = loop.create_task(_idle_loop(watched))
-    _idle[loop] = (watched, task)
+        task = loop.create_task(_idle_loop(watched, wake))
+    _idle[loop] = (watched, task, wake)
+    wake.set()  # re-plan: this sandbox may have a shorter timeout than the watcher sleeps for
 
 
-async def _idle_loop(watched) -> None:
+async def _idle_loop(watched, wake) -> None:
     import asyncio
 
     while len(watched):
+        wake.clear()
         now = time.monotonic()
         step = 30.0
         for sb in list(watched):
@@ -212,7 +214,10 @@ async def _idle_loop(watched) -> None:
             else:
                 step = min(step, left)
         sb = None
-        await asyncio.sleep(max(step, 0.05))
+        try:
+            await asyncio.wait_for(wake.wait(), max(step, 0.05))
+        except asyncio.TimeoutError:
+            pass
 
 
 __all__ = ["STATE_BASE", "destroy", "kill_cgroup", "owner_alive", "owner_id", "read_record", "reap_once",
