@@ -132,7 +132,7 @@ class GpuMagics(Magics):
 
         Ctrl-C or the notebook's stop button interrupts the remote cell; the session stays usable.
         """
-        return session.execute_here(code, on_output=publish)
+        return session.execute_sync(code, on_output=publish)
 
     def _footer(self, session) -> None:
         record = self.workspace.session_usage(session)

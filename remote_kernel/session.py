@@ -35,7 +35,7 @@ class GpuSession:
         self.started = time.time()
         self.last_active = time.monotonic()
         self.state = "running"  # running | stopped | lost
-        self.busy = False  # a cell runs through execute_here
+        self.busy = False  # a cell runs through execute_sync
         self.end_reason = ""
         self._ending = False
         self._end_lock = threading.Lock()
@@ -109,9 +109,10 @@ class GpuSession:
         finally:
             self.last_active = time.monotonic()
 
-    def execute_here(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
-        """Run ``code`` from the calling thread with no hand-off to burstlab's loop (a notebook cell's
-        fast path); outputs reach ``on_output`` on this thread. Ctrl-C interrupts the remote cell."""
+    def execute_sync(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
+        """Blocking twin of :meth:`execute`. The thread that first calls it (a notebook's cells) runs
+        ``code`` with no hand-off to burstlab's loop, its outputs reaching ``on_output`` on this thread;
+        other threads go through the loop. Ctrl-C interrupts the remote cell."""
         self._check()
         here = self.kernel.here()
         if here is None:  # another thread made the blocking client: go through the loop
@@ -141,10 +142,6 @@ class GpuSession:
         self._check()
         self.last_active = time.monotonic()
         return await self.kernel.pull(names)
-
-    def execute_sync(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
-        """Blocking twin of :meth:`execute`; the thread that first calls it gets the fast path."""
-        return self.execute_here(code, on_output)
 
     def push_sync(self, values: dict[str, Any]) -> None:
         _sync.run_sync(self.push(values))
