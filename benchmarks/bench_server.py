@@ -65,12 +65,12 @@ class Service:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        from burstlab.client import Workspace
+        from burstlab.client import RemoteWorkspace
         from burstlab.errors import BurstlabError
 
         user = next(iter(self.tokens))
         deadline = time.monotonic() + timeout
-        with Workspace(self.url, self.tokens[user]) as ws:
+        with RemoteWorkspace(self.url, self.tokens[user]) as ws:
             while True:
                 try:
                     ws.info()
@@ -97,14 +97,14 @@ class Service:
 # -- 1. round trips ----------------------------------------------------------------------------------
 
 def round_trips(service: Service, n: int) -> list[list[str]]:
-    from burstlab.client import Workspace
+    from burstlab.client import RemoteWorkspace
     from burstlab.sandbox import Sandbox
 
     def check(ex):
         assert ex.error is None and ex.text == "2", ex
 
     user = next(iter(service.tokens))
-    with Sandbox(timeout=30) as sb, Workspace(service.url, service.tokens[user]) as ws, ws.sandbox(timeout=30) as rsb:
+    with Sandbox(timeout=30) as sb, RemoteWorkspace(service.url, service.tokens[user]) as ws, ws.sandbox(timeout=30) as rsb:
         # interleaved, so that load from elsewhere on the machine hits every column alike
         cases = {"local": lambda: check(sb.run("1+1")), "rest": lambda: check(rsb.run("1+1")),
                  "streamed": lambda: check(rsb.run("1+1", on_output=lambda o: None)), "hosts": ws.hosts}
@@ -128,14 +128,14 @@ def round_trips(service: Service, n: int) -> list[list[str]]:
 # -- 2. many agents ----------------------------------------------------------------------------------
 
 async def agents(service: Service, n_agents: int, n_cells: int) -> dict:
-    from burstlab.client import Workspace
+    from burstlab.client import RemoteWorkspace
 
     latencies: list[float] = []
     errors: list[str] = []
     creates: list[float] = []
 
     async def agent(user: str, token: str) -> None:
-        async with Workspace(service.url, token) as ws:
+        async with RemoteWorkspace(service.url, token) as ws:
             try:
                 t = time.perf_counter()
                 sb = await ws.asandbox(timeout=60)

@@ -2,17 +2,22 @@
 
 ::
 
-    from burstlab.client import Workspace
+    from burstlab.client import RemoteWorkspace
 
-    with Workspace("http://127.0.0.1:8888/", token="...") as ws:      # or BURSTLAB_URL / BURSTLAB_TOKEN
+    with RemoteWorkspace("http://127.0.0.1:8888/", token="...") as ws:  # or BURSTLAB_URL / BURSTLAB_TOKEN
         with ws.sandbox(timeout=30, memory="512MiB") as sb:
             ex = sb.run("x = 21\\nx * 2")                               # a burstlab.wire.Execution
             ex.text                                                    # '42'
             sb.run("for i in range(3): print(i)", on_output=print)      # streamed as it is produced
             sb.files.write("data.csv", b"a,b\\n1,2\\n"); sb.files.read("data.csv"); sb.files.list()
-        ws.hosts(), ws.sessions(), ws.usage()
+        with ws.session("H100") as s:                                  # POST sessions: holds a GPU
+            s.execute_sync("import torch; torch.cuda.is_available()").text
+        ws.hosts(), ws.list_sessions(), ws.list_maps(), ws.usage(), ws.budgets()
 
-The surface is the in-process one (:class:`burstlab.Sandbox`): ``run()`` returns an
+The surface is the in-process one: :class:`RemoteWorkspace` has :class:`burstlab.Workspace`'s verbs
+(``session``, ``list_sessions``, ``get_session``, ``stop_session``, ``list_maps``, ``cancel_map``,
+``hosts``, ``usage``, ``budgets``), a :class:`RemoteSession` :class:`~burstlab.remote_kernel.session.GpuSession`'s
+(``execute``/``execute_sync``, ``stop``), and :class:`RemoteSandbox` :class:`burstlab.Sandbox`'s: ``run()`` returns an
 :class:`~burstlab.wire.Execution` whose ``error`` holds the user's exception or the limit it hit
 (``SandboxTimeout``, ``SandboxMemoryLimit``...), and failures of the platform raise
 :class:`~burstlab.errors.BurstlabError` subclasses. Async core (``arun``, ``asandbox``...) on any
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import json
 import os
 import queue
@@ -36,8 +42,17 @@ from typing import Any, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from burstlab._sync import run_interruptible, run_sync, submit
-from burstlab.errors import BurstlabError, SandboxError, error_for_status
-from burstlab.wire import Execution, GpuInventoryEntry, Output, UsageRecord
+from burstlab.errors import BurstlabError, NotFoundError, SandboxError, error_for_status
+from burstlab.wire import (
+    BudgetStatus,
+    Execution,
+    GpuInventoryEntry,
+    GpuSpec,
+    MapRecord,
+    Output,
+    SessionRecord,
+    UsageRecord,
+)
 
 API_PATH = "burstlab/api/"
 START_HINT = ("Start one with `jupyter burstlab` (it prints its URL and a token), or point url= / BURSTLAB_URL "
@@ -45,6 +60,7 @@ START_HINT = ("Start one with `jupyter burstlab` (it prints its URL and a token)
 _CONNECT_TIMEOUT = 10.0
 _SLACK = 60.0  # request timeout beyond a run's own timeout: kill grace, a kernel restart, queueing
 _MAX_ERROR_BODY = 64 * 1024
+_UNBOUNDED = 30 * 86_400.0  # a session's execute with no timeout: the request waits as long as the cell runs
 
 
 # -- the one boundary where HTTP becomes burstlab errors --------------------------------------------
@@ -122,7 +138,7 @@ def _normalise_url(url: str) -> str:
 def _resolver():
     """A tornado resolver that never needs a thread pool for an IP literal (``127.0.0.1``, the usual
     service address), and falls back to a blocking lookup once the pools are shut down: at interpreter
-    exit, when :meth:`Workspace.close` still has sandboxes to close."""
+    exit, when :meth:`RemoteWorkspace.close` still has sandboxes to close."""
     import ipaddress
     import socket
 
@@ -161,7 +177,7 @@ class _Response:
 
 # -- the workspace ----------------------------------------------------------------------------------
 
-class Workspace:
+class RemoteWorkspace:
     """A burstlab service's workspace, seen through its REST API as the token's user.
 
     ``url`` is the server's base URL (default ``$BURSTLAB_URL``); ``token`` an API token it accepts
@@ -185,7 +201,7 @@ class Workspace:
         atexit.register(self.close)
 
     def __repr__(self) -> str:
-        return f"<burstlab.client.Workspace {self.url}>"
+        return f"<burstlab.client.RemoteWorkspace {self.url}>"
 
     # -- HTTP ---------------------------------------------------------------------------------------
     def _client(self):
@@ -209,7 +225,7 @@ class Workspace:
         from tornado.httpclient import HTTPRequest
 
         if self._closed:
-            raise BurstlabError("This client workspace is closed; make a new burstlab.client.Workspace().")
+            raise BurstlabError("This client workspace is closed; make a new burstlab.client.RemoteWorkspace().")
         timeout = self.request_timeout if timeout is None else timeout
         url = self.url + API_PATH + path
         if params:
@@ -279,8 +295,46 @@ class Workspace:
     async def ahosts(self) -> list[GpuInventoryEntry]:
         return [GpuInventoryEntry.from_json(h) for h in await self._json("GET", "hosts", "hosts")]
 
-    async def asessions(self) -> list[dict]:
-        return await self._json("GET", "sessions", "sessions")
+    async def alist_sessions(self) -> list[SessionRecord]:
+        return [SessionRecord.from_json(r) for r in await self._json("GET", "sessions", "sessions")]
+
+    async def asession(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *,
+                       notebook: str | None = None) -> "RemoteSession":
+        """Start a GPU session on the service (``POST sessions``): it holds fresh GPUs until stopped."""
+        gpu: Any = str(spec) if isinstance(spec, GpuSpec) else spec
+        body: dict[str, Any] = {"gpu": gpu, "wait": float(wait)}
+        if notebook is not None:
+            body["notebook"] = notebook
+        record = SessionRecord.from_json(await self._json("POST", "sessions", "id", body=body, whole=True,
+                                                          timeout=self.request_timeout + float(wait)))
+        return RemoteSession(self, record)
+
+    async def aget_session(self, id: str) -> "RemoteSession":
+        """A running session by id (an unknown one, or another user's, raises NotFoundError)."""
+        return RemoteSession(self, SessionRecord.from_json(
+            await self._json("GET", f"sessions/{quote(id, safe='')}", "id", whole=True)))
+
+    async def astop_session(self, id: str) -> bool:
+        """Stop session ``id`` (its GPUs are free when this returns); False if no such running session."""
+        try:
+            await self._json("DELETE", f"sessions/{quote(id, safe='')}", "id", whole=True)
+        except NotFoundError:
+            return False
+        return True
+
+    async def alist_maps(self) -> list[MapRecord]:
+        return [MapRecord.from_json(m) for m in await self._json("GET", "maps", "maps")]
+
+    async def acancel_map(self, id: str) -> bool:
+        """Ask the map ``id`` to stop; False if there is no such map of yours."""
+        try:
+            await self._json("DELETE", f"maps/{quote(id, safe='')}", "id", whole=True)
+        except NotFoundError:
+            return False
+        return True
+
+    async def abudgets(self) -> list[BudgetStatus]:
+        return [BudgetStatus.from_json(b) for b in await self._json("GET", "budgets", "budgets")]
 
     async def ausage_report(self, **filters: Any) -> dict:
         """``GET usage``: ``{"records": [UsageRecord...], "totals": {...}}``; filters user, notebook, kind, since, until."""
@@ -339,9 +393,32 @@ class Workspace:
         """GPU inventory: type, host, count, free, and whether found through NVML or declared."""
         return run_sync(self.ahosts())
 
-    def sessions(self) -> list[dict]:
-        """The user's running GPU sessions (dicts as docs/api.md describes them)."""
-        return run_sync(self.asessions())
+    def list_sessions(self) -> list[SessionRecord]:
+        """The user's running GPU sessions on the service (started through the API or in notebooks)."""
+        return run_sync(self.alist_sessions())
+
+    def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *,
+                notebook: str | None = None) -> "RemoteSession":
+        """Start a GPU session on the service; ``with ws.session("H100") as s:`` stops it at the end.
+        ``wait``: seconds to queue for a free GPU (else CapacityError at once)."""
+        return run_sync(self.asession(spec, wait, notebook=notebook))
+
+    def get_session(self, id: str) -> "RemoteSession":
+        return run_sync(self.aget_session(id))
+
+    def stop_session(self, id: str) -> bool:
+        return run_sync(self.astop_session(id))
+
+    def list_maps(self) -> list[MapRecord]:
+        """The user's maps running (or ended within the hour) on the service's cluster."""
+        return run_sync(self.alist_maps())
+
+    def cancel_map(self, id: str) -> bool:
+        return run_sync(self.acancel_map(id))
+
+    def budgets(self) -> list[BudgetStatus]:
+        """The user's budgets, with what is spent against each."""
+        return run_sync(self.abudgets())
 
     def usage(self, **filters: Any) -> list[UsageRecord]:
         """Ledger records (open intervals priced up to now), filtered by user, notebook, kind, since, until."""
@@ -368,17 +445,89 @@ class Workspace:
         if not self._closed:
             run_sync(self.aclose())
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> "RemoteWorkspace":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    async def __aenter__(self) -> "Workspace":
+    async def __aenter__(self) -> "RemoteWorkspace":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+class RemoteSession:
+    """A GPU session on the service: ``execute``/``execute_sync``, ``stop()``; a context manager that stops it.
+
+    ``record`` is its :class:`~burstlab.wire.SessionRecord` as last read (``refresh()`` reads it again).
+    """
+
+    def __init__(self, workspace: RemoteWorkspace, record: SessionRecord) -> None:
+        self.workspace = workspace
+        self.record = record
+        self.id = record.id
+        self._path = f"sessions/{quote(self.id, safe='')}"
+
+    def __repr__(self) -> str:
+        return f"<RemoteSession {self.id} {self.record.spec} {self.record.state} on {self.workspace.url}>"
+
+    @property
+    def key(self) -> str:
+        return self.record.spec
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    async def execute(self, code: str, timeout: float | None = None) -> Execution:
+        """Run ``code`` on the session's kernel (``POST sessions/{id}/execute``); the user's error is in
+        ``.error``. ``timeout``: seconds, after which the cell is interrupted (None: as long as it runs)."""
+        if not isinstance(code, str):
+            raise BurstlabError(f"execute() takes the cell's source as a str, not {type(code).__name__}.")
+        data = await self.workspace._json("POST", f"{self._path}/execute", "outputs", whole=True,
+                                          body={"code": code, "timeout": timeout},
+                                          timeout=(float(timeout) + _SLACK) if timeout else _UNBOUNDED)
+        return Execution.from_json(data)
+
+    async def arefresh(self) -> SessionRecord:
+        self.record = SessionRecord.from_json(await self.workspace._json("GET", self._path, "id", whole=True))
+        return self.record
+
+    async def astop(self) -> None:
+        """Stop the session (its GPUs are free when this returns); idempotent."""
+        if self.record.state != "running":
+            return
+        try:
+            self.record = SessionRecord.from_json(
+                await self.workspace._json("DELETE", self._path, "id", whole=True))
+        except NotFoundError:  # stopped from elsewhere already
+            self.record = dataclasses.replace(self.record, state="stopped")
+
+    def execute_sync(self, code: str, timeout: float | None = None) -> Execution:
+        """Blocking twin of :meth:`execute`."""
+        return run_sync(self.execute(code, timeout))
+
+    def refresh(self) -> SessionRecord:
+        return run_sync(self.arefresh())
+
+    def stop(self) -> None:
+        run_sync(self.astop())
+
+    def __enter__(self) -> "RemoteSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "RemoteSession":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.astop()
 
 
 # -- sandboxes --------------------------------------------------------------------------------------
@@ -423,7 +572,7 @@ class _NDJSON:
 class RemoteSandbox:
     """A sandbox on the service: ``run()``, ``files``, ``usage()``, ``close()``; a context manager."""
 
-    def __init__(self, workspace: Workspace, info: dict) -> None:
+    def __init__(self, workspace: RemoteWorkspace, info: dict) -> None:
         self.workspace = workspace
         self.info = info
         self.id: str = info["id"]
@@ -609,4 +758,4 @@ class RemoteFiles:
         run_sync(self.aremove(path))
 
 
-__all__ = ["RemoteFiles", "RemoteSandbox", "Workspace"]
+__all__ = ["RemoteFiles", "RemoteSandbox", "RemoteSession", "RemoteWorkspace"]

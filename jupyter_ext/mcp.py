@@ -64,9 +64,9 @@ class RemoteBackend:
     """Sandboxes on a burstlab service, through :mod:`burstlab.client`."""
 
     def __init__(self, url: str, token: str) -> None:
-        from burstlab.client import Workspace
+        from burstlab.client import RemoteWorkspace
 
-        self.ws = Workspace(url, token)
+        self.ws = RemoteWorkspace(url, token)
         self.where = f"the burstlab service at {self.ws.url}"
 
     def create(self, timeout: float | None, memory: str | None, network: bool):

@@ -37,7 +37,7 @@ class SandboxMagics(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self.sandbox_obj = None  # the notebook's sandbox (local Sandbox or RemoteSandbox), created on first use
-        self._client = None      # burstlab.client.Workspace, when the kernel's server hosts the workspace
+        self._client = None      # burstlab.client.RemoteWorkspace, when the kernel's server hosts the workspace
         self._client_for: tuple[str, str] = ("", "")  # the (BURSTLAB_URL, BURSTLAB_TOKEN) it was made for
 
     # -- where the sandbox lives ----------------------------------------------------------------
@@ -47,9 +47,9 @@ class SandboxMagics(Magics):
         if not url:
             return None
         if self._client is None or self._client_for != (url, token):
-            from burstlab.client import Workspace
+            from burstlab.client import RemoteWorkspace
 
-            self._client, self._client_for = Workspace(url, token), (url, token)
+            self._client, self._client_for = RemoteWorkspace(url, token), (url, token)
         return self._client
 
     def _sandbox_for(self, memory: str | None, network: bool):

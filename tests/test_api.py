@@ -340,7 +340,17 @@ def test_no_import_cycles():
 def test_client_is_public_and_speaks_only_http():
     import burstlab.client
 
-    assert burstlab.client.__all__ == sorted(burstlab.client.__all__) == ["RemoteFiles", "RemoteSandbox", "Workspace"]
+    assert burstlab.client.__all__ == sorted(burstlab.client.__all__) == ["RemoteFiles", "RemoteSandbox", "RemoteSession",
+                                                                          "RemoteWorkspace"]
+    # the remote workspace has the in-process one's verbs, each with its async twin
+    from burstlab.workspace import Workspace
+
+    verbs = ("session", "list_sessions", "get_session", "stop_session", "list_maps", "cancel_map", "hosts", "usage",
+             "budgets")
+    for verb in verbs:
+        assert callable(getattr(Workspace, verb)) and callable(getattr(burstlab.client.RemoteWorkspace, verb)), verb
+        assert callable(getattr(burstlab.client.RemoteWorkspace, "a" + verb)), verb
+    assert callable(burstlab.client.RemoteSession.execute_sync) and callable(burstlab.client.RemoteSession.stop)
     for module in _imports(ROOT / "client" / "__init__.py"):
         if module.startswith("burstlab"):
             assert module in ("burstlab._sync", "burstlab.errors", "burstlab.wire"), module

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from burstlab.client import Workspace
+from burstlab.client import RemoteWorkspace
 from burstlab.errors import BurstlabError, SandboxError
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def alice(service):
-    with Workspace(service.url, service.tokens["alice"]) as ws:
+    with RemoteWorkspace(service.url, service.tokens["alice"]) as ws:
         yield ws
 
 
@@ -91,11 +91,11 @@ def test_limits_are_errors_inside_the_execution_and_the_sandbox_survives(sb):
 
 
 def test_refusals_raise_burstlab_errors_with_the_service_message(service, alice, sb):
-    with Workspace(service.url, "not-a-token-of-this-service") as bad:
+    with RemoteWorkspace(service.url, "not-a-token-of-this-service") as bad:
         with pytest.raises(BurstlabError, match="token rejected.*BURSTLAB_TOKEN") as info:
             bad.hosts()
         assert info.value.status == 403
-    with Workspace(service.url, "") as none:
+    with RemoteWorkspace(service.url, "") as none:
         with pytest.raises(BurstlabError, match="no token was given"):
             none.sandboxes()
     with pytest.raises(SandboxError, match="No sandbox 'sb-nope'") as info:
@@ -111,7 +111,7 @@ def test_refusals_raise_burstlab_errors_with_the_service_message(service, alice,
 
 
 def test_each_user_sees_only_their_own(service, alice, sb):
-    with Workspace(service.url, service.tokens["bob"]) as bob:
+    with RemoteWorkspace(service.url, service.tokens["bob"]) as bob:
         assert bob.sandboxes() == []
         with pytest.raises(SandboxError) as info:
             bob.get_sandbox(sb.id)
@@ -133,7 +133,7 @@ def test_each_user_sees_only_their_own(service, alice, sb):
 def test_hosts_sessions_and_usage(service, alice):
     hosts = alice.hosts()
     assert {(h.type, h.count, h.source) for h in hosts} >= {("H100", 2, "declared")}
-    assert alice.sessions() == []
+    assert alice.list_sessions() == []
     assert alice.info()["user"] == "alice"
     with alice.sandbox(notebook="usage-test") as temp:
         temp.run("1")
@@ -149,16 +149,42 @@ def test_hosts_sessions_and_usage(service, alice):
     assert "cost_microusd" in report["totals"]
 
 
+def test_remote_workspace_starts_a_session_and_executes_on_it_like_the_workspace(service, alice):
+    """RemoteWorkspace has burstlab.Workspace's verbs: session, list_sessions, get_session, stop_session."""
+    from burstlab.errors import CapacityError, NotFoundError
+    from burstlab.wire import SessionRecord
+
+    with alice.session("H100", notebook="remote.ipynb") as s:
+        assert isinstance(s.record, SessionRecord)
+        assert (s.record.gpu_type, s.record.user, s.record.notebook, s.record.origin, s.state) == \
+               ("H100", "alice", "remote.ipynb", "server", "running")
+        ex = s.execute_sync("import os\nprint(os.environ['CUDA_VISIBLE_DEVICES'])\nx = 6 * 7\nx")
+        assert ex.error is None and ex.text == "42" and ex.stdout.strip().isdigit()
+        assert s.execute_sync("x + 1").text == "43"  # the kernel keeps its state between calls
+        assert s.execute_sync("1 / 0").error.ename == "ZeroDivisionError"
+        assert [r.id for r in alice.list_sessions()] == [s.id]
+        assert alice.get_session(s.id).record.spec == "H100"
+        with alice.session("H100") as other:  # the second of the two declared H100s
+            with pytest.raises(CapacityError):
+                alice.session("H100")
+            assert alice.stop_session(other.id) is True
+        with pytest.raises(NotFoundError):
+            alice.get_session("no-such-session")
+    assert s.state == "stopped" and alice.list_sessions() == []
+    assert alice.stop_session(s.id) is False
+    assert alice.list_maps() == [] and alice.budgets() == []
+
+
 def test_async_core_on_the_callers_loop(service):
     async def main():
-        async with Workspace(service.url, service.tokens["bob"]) as ws:
+        async with RemoteWorkspace(service.url, service.tokens["bob"]) as ws:
             sbs = await asyncio.gather(*(ws.asandbox(timeout=10) for _ in range(3)))
             exs = await asyncio.gather(*(s.arun(f"{i} * 10") for i, s in enumerate(sbs)))
             return [e.text for e in exs], [s.id for s in sbs]
 
     texts, ids = asyncio.run(main())
     assert texts == ["0", "10", "20"] and len(set(ids)) == 3
-    with Workspace(service.url, service.tokens["bob"]) as ws:
+    with RemoteWorkspace(service.url, service.tokens["bob"]) as ws:
         assert not {s.id for s in ws.sandboxes()} & set(ids)  # closed with the workspace
 
 
@@ -262,7 +288,7 @@ def test_kernel_sandbox_joins_the_server_and_renders_as_in_process(service, alic
 def test_a_script_that_exits_without_closing_closes_its_sandboxes(service, alice):
     import subprocess
 
-    code = (f"from burstlab.client import Workspace\nws = Workspace({service.url!r}, {service.tokens['alice']!r})\n"
+    code = (f"from burstlab.client import RemoteWorkspace\nws = RemoteWorkspace({service.url!r}, {service.tokens['alice']!r})\n"
             "sb = ws.sandbox(notebook='forgetful')\nprint(sb.run('6*7').text)\n")  # no close(), no with
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout == "42\n", out.stderr

@@ -16,7 +16,7 @@ import pytest
 import tornado.web
 from tornado.httpserver import HTTPServer
 
-from burstlab.client import Workspace
+from burstlab.client import RemoteWorkspace
 from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, SandboxError, SandboxLimitError
 from burstlab.wire import Output
 
@@ -101,7 +101,7 @@ def canned_url():
 
 @pytest.fixture
 def ws(canned_url):
-    w = Workspace(canned_url, token="secret")
+    w = RemoteWorkspace(canned_url, token="secret")
     yield w
     w.close()
 
@@ -111,7 +111,7 @@ def test_statuses_become_burstlab_errors_with_the_service_message(ws):
         ws.hosts()
     assert "BURSTLAB_TOKEN" in str(info.value) and info.value.status == 403
     with pytest.raises(CapacityError, match="No H100 is free"):
-        ws.sessions()
+        ws.list_sessions()
     with pytest.raises(BudgetExceeded, match="budget user/alice"):
         ws.usage()
     with pytest.raises(BurstlabError, match=r"failed on GET .*/workspace \(500\): Unhandled error"):
@@ -136,20 +136,20 @@ def test_unknown_sandbox_and_file_limits(ws):
 
 def test_no_token_says_how_to_give_one(canned_url, monkeypatch):
     monkeypatch.delenv("BURSTLAB_TOKEN", raising=False)
-    with Workspace(canned_url) as w:
+    with RemoteWorkspace(canned_url) as w:
         with pytest.raises(BurstlabError, match="no token was given: pass token= or set BURSTLAB_TOKEN"):
             w.hosts()
 
 
 def test_a_url_without_the_api_says_so(canned_url):
-    with Workspace(canned_url.replace("/base/", "/elsewhere/"), token="t") as w:
+    with RemoteWorkspace(canned_url.replace("/base/", "/elsewhere/"), token="t") as w:
         with pytest.raises(BurstlabError, match="does not serve the burstlab API"):
             w.hosts()
 
 
 def test_connection_refused_names_the_url_and_the_fix():
     url = f"http://127.0.0.1:{_free_port()}/"
-    with Workspace(url, token="t") as w:
+    with RemoteWorkspace(url, token="t") as w:
         with pytest.raises(BurstlabError) as info:
             w.hosts()
     msg = str(info.value)
@@ -161,9 +161,9 @@ def test_connection_refused_names_the_url_and_the_fix():
 def test_no_url_and_bad_url(monkeypatch):
     monkeypatch.delenv("BURSTLAB_URL", raising=False)
     with pytest.raises(BurstlabError, match="BURSTLAB_URL"):
-        Workspace()
+        RemoteWorkspace()
     with pytest.raises(BurstlabError, match="not an http"):
-        Workspace("127.0.0.1:8888")
+        RemoteWorkspace("127.0.0.1:8888")
 
 
 def test_stream_calls_back_in_the_callers_thread_as_output_arrives(ws):
@@ -189,9 +189,9 @@ def test_a_stream_that_ends_without_its_result_raises(ws):
 
 def test_async_core_runs_on_any_loop(canned_url):
     async def main():
-        async with Workspace(canned_url, token="t") as w:
+        async with RemoteWorkspace(canned_url, token="t") as w:
             with pytest.raises(CapacityError):
-                await w.asessions()
+                await w.alist_sessions()
             return True
 
     assert asyncio.run(main())

@@ -140,9 +140,9 @@ def test_mcp_against_a_running_service(service):
     """`jupyter burstlab mcp` with BURSTLAB_URL/TOKEN: the agent's sandboxes are the service's, as that user.
 
     ``service`` (tests/server/conftest.py) is a `jupyter burstlab` process with alice's and bob's tokens."""
-    from burstlab.client import Workspace
+    from burstlab.client import RemoteWorkspace
 
-    with Workspace(service.url, service.tokens["alice"]) as alice:
+    with RemoteWorkspace(service.url, service.tokens["alice"]) as alice:
         during: dict = {}
 
         async def body(session):
