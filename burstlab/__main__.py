@@ -14,9 +14,12 @@ import argparse
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OBJECT_REPR = re.compile(r"<[\w.]+ object( at 0x[0-9a-f]+)?>")
+_TAG = re.compile(r"<[^>]+>")
 
 
 def _show_output(output) -> str:
@@ -26,8 +29,9 @@ def _show_output(output) -> str:
     if kind in ("display_data", "execute_result"):
         data = output.get("data", {})
         text = data.get("text/plain", "")
-        other = sorted(k for k in data if k != "text/plain")
-        return (f"Out: {text}" if kind == "execute_result" else text) + (f"  [{', '.join(other)}]" if other else "") + "\n"
+        if _OBJECT_REPR.fullmatch(text) and "text/html" in data:  # e.g. IPython.display.HTML: show what it shows
+            text = _TAG.sub("", data["text/html"]).strip() + "  (text/html)"
+        return (f"Out: {text}" if kind == "execute_result" else text) + "\n"
     if kind == "error":
         return _ANSI.sub("", "\n".join(output.get("traceback", []))) + "\n"
     return ""
@@ -51,8 +55,14 @@ def quickstart(path: str | None = None) -> int:
         notebook_path = Path(str(files("burstlab.examples") / "quickstart.ipynb"))
     nb = nbformat.read(notebook_path, as_version=4)
     os.environ.setdefault("BURSTLAB_NOTEBOOK", notebook_path.name)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook_path.parent)}})
-    client.execute()
+    # The notebook's own kernel talks to this process over local IPC sockets, not TCP (ipykernel warns about
+    # unencrypted TCP); its sockets live in a private temporary folder.
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="burstlab-quickstart-") as sockets:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+        client = NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": str(notebook_path.parent)}})
+        client.execute()
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
