@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from burstlab.wire import usd  # the one money formatter (re-exported: budget messages use it as policy.usd)
+
 OK, WARNING, EXCEEDED = "ok", "warning", "exceeded"
 PPM = 1_000_000
 DEFAULT_SOFT_FRACTION = 0.8
@@ -70,12 +72,6 @@ def map_estimate_microusd(total: int | None, finished: int, per_item_s: float | 
 def describe(scope: str, name: str, spent_microusd: int, limit_microusd: int) -> str:
     """``notebook budget for 'a.ipynb': $5.0123 spent of $5.0000`` (pure text, used in every message)."""
     return f"{scope} budget for {name!r}: {usd(spent_microusd)} spent of {usd(limit_microusd)}"
-
-
-def usd(microusd: int) -> str:
-    sign = "-" if microusd < 0 else ""
-    whole, frac = divmod(abs(int(microusd)), PPM)
-    return f"{sign}${whole:,}.{frac // 100:04d}"
 
 
 __all__ = ["DEFAULT_SOFT_FRACTION", "EXCEEDED", "OK", "PPM", "WARNING", "admit", "decide", "describe",

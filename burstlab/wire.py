@@ -218,6 +218,15 @@ class Execution(_Wire):
         return None
 
 
+def usd(microusd: int) -> str:
+    """Money for people: ``$1,234.5679``, to a hundredth of a cent, rounded up (as billing rounds), so the
+    same amount reads the same in a budget message, ``%gpu bill``, a map's progress and the lab. The one
+    money formatter; sums are made on the integers, never on this text."""
+    units = -(-int(microusd) // 100)  # hundredths of a cent, rounded towards +infinity
+    whole, frac = divmod(abs(units), 10_000)
+    return f"{'-' if units < 0 else ''}${whole:,}.{frac:04d}"
+
+
 SESSION_STATES = ("running", "stopped", "lost")
 
 
@@ -361,4 +370,5 @@ __all__ = [
     "SandboxRecord",
     "SessionRecord",
     "UsageRecord",
+    "usd",
 ]

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from burstlab.wire import usd
+
 
 def summary(name: str, total: int | None, done: int, failed: int, retried: int, workers: int, elapsed: float,
             cost_microusd: int, estimate_microusd: int | None = None) -> str:
@@ -23,9 +25,9 @@ def summary(name: str, total: int | None, done: int, failed: int, retried: int, 
         parts.append(f"{retried} retried")
     parts.append(f"{workers} worker{'s' if workers != 1 else ''} up")
     parts.append(f"{elapsed:.1f} s")
-    parts.append(f"${cost_microusd / 1e6:.4f}")
+    parts.append(usd(cost_microusd))
     if estimate_microusd is not None:
-        parts.append(f"est. ${(cost_microusd + estimate_microusd) / 1e6:.4f} in all")
+        parts.append(f"est. {usd(cost_microusd + estimate_microusd)} in all")
     return " | ".join(parts)
 
 

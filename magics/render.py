@@ -6,7 +6,7 @@ import html
 import sys
 from typing import Any
 
-from burstlab.wire import Output, UsageRecord
+from burstlab.wire import Output, UsageRecord, usd
 
 MAX_STREAM_BYTES = 8 * 1024 * 1024
 
@@ -67,8 +67,7 @@ class Publisher:
             )
 
 
-def money(microusd: int) -> str:
-    return f"${microusd / 1e6:,.4f}"
+money = usd  # the one money formatter, burstlab.wire.usd
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

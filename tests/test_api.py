@@ -151,6 +151,21 @@ def test_no_error_is_chosen_by_its_message():
     assert not bad, bad
 
 
+def test_one_money_formatter_rounding_up():
+    import re
+
+    from burstlab.wire import usd
+
+    assert [usd(v) for v in (0, 1, 99_900, 99_901, 100_000, 1_234_567_891, -150)] == \
+           ["$0.0000", "$0.0001", "$0.0999", "$0.1000", "$0.1000", "$1,234.5679", "-$0.0001"]
+    # nobody else turns micro-dollars into text (a "$" next to a division by a million)
+    pattern = re.compile(r"\$\{?[^\n]*/ ?(1e6|1_000_000|PPM)")
+    bad = [f"{path.relative_to(ROOT)}:{n}" for folder in {p for layer in LAYERS for p in layer} - {"__main__"}
+           for path in (ROOT / folder).rglob("*.py")
+           for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not bad, bad
+
+
 # The layers, lowest first. A module may import its own package and any package of a LOWER layer: never a sibling
 # of its own layer, never one above (docs/architecture.md draws them). "burstlab" is the core: errors, wire, gpus,
 # config, _sync; its __init__ (the facade) loads the upper layers lazily, by name, and is checked on its own below.

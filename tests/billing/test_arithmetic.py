@@ -151,7 +151,8 @@ def test_map_estimate(total, finished, per_item_s, rate, quantity):
 
 def test_usd_text():
     assert budgets.usd(5_000_000) == "$5.0000"
-    assert budgets.usd(1_234_567_891) == "$1,234.5678"
+    assert budgets.usd(1_234_567_891) == "$1,234.5679"  # rounded up, as billing rounds (burstlab.wire.usd)
+    assert budgets.usd(99_901) == "$0.1000" and budgets.usd(99_900) == "$0.0999"
     assert budgets.describe("notebook", "a.ipynb", 4_100_000, 5_000_000) == \
         "notebook budget for 'a.ipynb': $4.1000 spent of $5.0000"
 
