@@ -65,6 +65,12 @@ class BurstLab(Configurable):
         0.1, help="Seconds between the embedded cluster's adaptive checks (how fast workers start for new work)."
     ).tag(config=True)
 
+    host_lost_timeout = Float(
+        10.0, help="Seconds a GPU session's kernel may go without answering its heartbeat before the session is "
+        "declared lost (its host died or its network is down): the running cell fails naming the host, the GPUs "
+        "are released and the meter closes at the last answer. 0 disables the check."
+    ).tag(config=True)
+
     rates = Dict(
         help="Per-second prices in US dollars, merged over the defaults in burstlab.billing.rates: per GPU-second "
         "by GPU type (e.g. {'H100': 0.001097}), 'CPU' per CPU-second and 'MEM' per GiB-second of a sandbox's "

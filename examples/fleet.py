@@ -144,8 +144,10 @@ class Fleet:
         env.update(BURSTLAB_HOME=str(home), PYTHONUNBUFFERED="1")
         return env
 
-    def _start(self, name: str, hostname: str, argv: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "ab")
+    def _start(self, name: str, hostname: str, argv: list[str], extra_env: dict | None = None,
+               key: str | None = None) -> subprocess.Popen:
+        key = key or name
+        log = open(self.root / f"{key}.log", "ab")
         inner = f"hostname {hostname} && exec \"$@\""
         proc = subprocess.Popen(
             ["ip", "netns", "exec", name, "unshare", "--uts", "sh", "-c", inner, "sh", *argv],
@@ -153,7 +155,7 @@ class Fleet:
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self.procs[name] = proc
+        self.procs[key] = proc
         return proc
 
     def start_scheduler(self, timeout: float = 30.0) -> None:
@@ -163,10 +165,11 @@ class Fleet:
                  timeout)
 
     def start_worker(self, name: str, declare: str | None = None, hostname: str | None = None,
-                     args: list[str] | None = None) -> subprocess.Popen:
+                     args: list[str] | None = None, key: str | None = None) -> subprocess.Popen:
+        """`burstlab worker` in namespace ``name`` (a second one there needs its own ``key``)."""
         return self._start(name, hostname or name, [
             self.python, "-m", "burstlab", "worker", self.scheduler, "--declare", declare or DECLARE[name],
-            "--give-up", "120", *(args or [])])
+            "--give-up", "120", *(args or [])], key=key)
 
     def _died(self, name: str) -> bool:
         proc = self.procs.get(name)
@@ -183,10 +186,41 @@ class Fleet:
     def kill(self, name: str) -> list[int]:
         """kill -9 every process in namespace ``name`` (a host that dies)."""
         pids = _kill_all(name)
-        proc = self.procs.pop(name, None)
-        if proc is not None:
-            proc.wait(10)
+        for key, proc in list(self.procs.items()):
+            if key == name or proc.pid in pids:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                if proc.poll() is not None:
+                    del self.procs[key]
         return pids
+
+    def running(self, key: str) -> bool:
+        proc = self.procs.get(key)
+        return proc is not None and proc.poll() is None
+
+    def stop(self, key: str) -> None:
+        """Stop one process of the fleet (SIGTERM, then SIGKILL)."""
+        proc = self.procs.pop(key, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def restore(self) -> None:
+        """Bring back whatever a test took away: links up, the scheduler and both GPU hosts running."""
+        for name in ADDRS:
+            self.link(name, True)
+        if not self.running("sched"):
+            self.start_scheduler()
+        for name in DECLARE:
+            if not self.running(name):
+                self.start_worker(name)
 
     def up(self, timeout: float = 60.0) -> "Fleet":
         from burstlab.remote_kernel._tls import make_certificates

@@ -135,7 +135,8 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 
         from ._tls import embedded_security
 
         security = embedded_security(home or BurstLab().home)
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": "tls", "security": security,
+    protocol = "tls" if security.tls_ca_file else "tcp"  # a Security() with no certificates: plaintext (benchmarks)
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "protocol": protocol, "security": security,
                                                "dashboard": False, "dashboard_address": ":0",
                                                "allowed_failures": 0}}
     catalogue = {worker_name(g): worker_spec(g, nthreads, security=security) for g in gpus}

@@ -23,17 +23,27 @@ from .cluster import Slot, inventory, slots
 from .pool import kernel_ip, worker_pool
 
 POLL_S = 0.05
+START_S = 3.0  # a pinned lease task starts within this (else another session holds the GPU: look again)
+CLOCK_SKEW_S = 30.0  # how far a GPU host's clock may be ahead of the notebook's
+MAX_RACES = 5  # times a lease may lose the race for a free GPU and look again
 
 
 def _queue_name(lease_id: str) -> str:
     return f"burstlab-lease-{lease_id}"
 
 
-def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_size: int) -> dict:
-    """The lease task (runs on a GPU worker). Returns how the lease ended."""
+def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_size: int,
+         not_after: float = 0.0) -> dict:
+    """The lease task (runs on a GPU worker). Returns how the lease ended.
+
+    A lease task that starts after ``not_after`` (wall clock) is a re-run: the scheduler re-queued it
+    when its host went away and a host came back. Its session is over (the notebook gave up on it), so
+    it takes no GPU and no kernel, and returns at once."""
     from distributed import Queue, get_worker
     from distributed.worker import thread_state
 
+    if not_after and time.time() > not_after:
+        return {"ended": "expired"}
     worker = get_worker()
     key = thread_state.key
     queue = Queue(_queue_name(lease_id))
@@ -101,6 +111,9 @@ class Lease:
         if primary.status == "finished":
             return primary.result()
         if primary.status == "cancelled":
+            reason = getattr(getattr(primary._state, "exception", None), "reason", None)
+            if reason == "scheduler-connection-lost":  # Dask cancels every future of a client that lost it
+                return {"ended": "scheduler-lost", "detail": str(getattr(primary.client.scheduler, "address", ""))}
             return {"ended": "released"}
         try:
             exc = primary.exception(timeout=1)
@@ -150,7 +163,15 @@ def capacity_message(spec: GpuSpec, all_slots: list[Slot]) -> str:
     )
 
 
-def no_gpu_message() -> str:
+def no_gpu_message(client=None) -> str:
+    """Why there is no GPU: on an existing cluster (``client`` not of an embedded one), no worker joined it."""
+    if client is not None and getattr(client, "cluster", None) is None:
+        address = getattr(client.scheduler, "address", "") or "the scheduler"
+        return (
+            f"No GPU worker has joined the Dask scheduler at {address}. Start one on each GPU host with "
+            f"`burstlab worker {address}` (add `--declare H100:1` to try without hardware), or wait for one "
+            "with `%%gpu TYPE --wait 60`."
+        )
     return (
         "This workspace has no GPU: NVML found none and none is declared. To try burstlab without hardware, "
         "declare some: `BURSTLAB_DECLARED_GPUS=H100:2` (or c.BurstLab.declared_gpus) before starting; to use a "
@@ -166,10 +187,14 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
     whose task does not start promptly is withdrawn and retried against fresh inventory.
     """
     deadline = time.monotonic() + wait
+    races = 0
     while True:
         all_slots = slots(client)
+        if not {c.type for c in spec.choices} & {s.type for s in all_slots} and time.monotonic() < deadline:
+            time.sleep(0.2)  # no such GPU yet: a worker that has it may join while we wait
+            continue
         if not all_slots:
-            raise NoGpuError(no_gpu_message())
+            raise NoGpuError(no_gpu_message(client))
         parse_gpu_spec(spec, available={s.type for s in all_slots})  # raises, listing the types there are
         free = [s for s in all_slots if not s.busy]
         for request in spec.choices:
@@ -181,6 +206,9 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
                 lease = _try_hold(client, request, chosen, pool_size, start_timeout)
                 if lease is not None:
                     return lease
+                races += 1
+                if races <= MAX_RACES:
+                    break  # another session took it first: read inventory again
         else:
             if time.monotonic() >= deadline:
                 raise CapacityError(capacity_message(spec, all_slots))
@@ -219,7 +247,7 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
     queue = Queue(_queue_name(lease.id), client=client)
     lease.futures = [
         client.submit(
-            hold, lease.id, i == 0, lease.cuda_visible, request.type, pool_size,
+            hold, lease.id, i == 0, lease.cuda_visible, request.type, pool_size, time.time() + START_S + CLOCK_SKEW_S,
             key=f"burstlab-lease-{request.type}-{lease.id}-{i}", pure=False, **_pin(s, request.type),
         )
         for i, s in enumerate(chosen)
@@ -230,7 +258,7 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
         # Each pinned task starts within milliseconds if its GPU was free; if another session took
         # it in the meantime, the task waits on the worker and we withdraw and look again. Events of
         # different tasks arrive in any order: the primary may be ready before a secondary started.
-        start_deadline = time.monotonic() + 3.0
+        start_deadline = time.monotonic() + START_S
         ready_deadline = start_deadline + start_timeout
         while started < len(chosen) or ready is None:
             deadline = start_deadline if started < len(chosen) else ready_deadline

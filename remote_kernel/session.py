@@ -11,6 +11,7 @@ from burstlab import _sync
 from burstlab.errors import SessionLostError
 from burstlab.wire import Execution, Output
 
+from ._liveness import HostWatch
 from .client import RemoteKernel
 from .lease import Lease
 
@@ -22,7 +23,8 @@ class GpuSession:
     """
 
     def __init__(self, key: str, lease: Lease, on_end: Callable[["GpuSession", str, str], None], *,
-                 user: str = "", notebook: str = "", released_elsewhere: Callable[["GpuSession"], None] | None = None):
+                 user: str = "", notebook: str = "", released_elsewhere: Callable[["GpuSession"], None] | None = None,
+                 lost_after: float = 10.0):
         self.key = key
         self.id = lease.id
         self.user = user
@@ -43,7 +45,10 @@ class GpuSession:
         self.interval_id = ""
         self._on_end = on_end
         self._released_elsewhere = released_elsewhere
+        self.watch: HostWatch | None = None
         self.kernel: RemoteKernel = _sync.run_sync(self._connect())
+        # The host itself: no heartbeat from the kernel for ``lost_after`` s ends the session (see _liveness).
+        self.watch = HostWatch(lease.connection, self.host, lost_after, on_lost=lambda why: self._end("lost", why))
         # The lease's primary task finishing means the kernel or its worker is gone. ``lease_settled`` tells a
         # closing workspace that Dask has run this callback (at interpreter exit it must run before the
         # callback executors stop).
@@ -51,7 +56,15 @@ class GpuSession:
         lease.futures[0].add_done_callback(self._on_lease_future_done)
 
     async def _connect(self) -> RemoteKernel:
-        return RemoteKernel(self.lease.connection, is_alive=lambda: self.lease.ended() is None)
+        return RemoteKernel(self.lease.connection, is_alive=self._alive)
+
+    def _alive(self) -> bool:
+        return self.lease.ended() is None and (self.watch is None or self.watch.alive())
+
+    @property
+    def last_seen_ns(self) -> int | None:
+        """Wall-clock ns when the host last answered (where a lost session's meter closes), or None."""
+        return self.watch.last_seen_ns if self.watch is not None else None
 
     @property
     def label(self) -> str:
@@ -66,7 +79,14 @@ class GpuSession:
     def _lease_done(self) -> None:
         if self._ending:
             return
+        if self.watch is not None and self.watch.lost:  # the host went away (the watch ends it, too)
+            self._end("lost", self.watch.reason)
+            return
         ended = self.lease.ended() or {}
+        if ended.get("ended") == "scheduler-lost":
+            self._end("lost", f"lost the Dask scheduler ({ended.get('detail', '')}); the GPU host stops the kernel "
+                              "when it loses the scheduler too")
+            return
         if ended.get("ended") == "released":
             # Not our own stop (that sets _ending first): another client (the lab's panel, the REST
             # API) cancelled the lease. Finding out why takes a scheduler call, which must not run on
@@ -154,6 +174,8 @@ class GpuSession:
         self._end("stopped", reason)
 
     def close_transport(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         _sync.submit(self.kernel.aclose())
 
 

@@ -59,6 +59,8 @@ class Workspace:
         with self._lock:
             if self._closed:
                 raise BurstlabError("This workspace is closed; make a new one with burstlab.Workspace().")
+            if self._client is not None and self._cluster is None and self._client.status in ("closed", "closing"):
+                self._client = None  # Dask gave up on a scheduler that went away: connect afresh (it may be back)
             if self._client is None:
                 from distributed import Client
 
@@ -155,7 +157,8 @@ class Workspace:
             raise
         try:
             session = GpuSession(key, lease, self._session_ended, user=user, notebook=notebook,
-                                 released_elsewhere=self._released_elsewhere)
+                                 released_elsewhere=self._released_elsewhere,
+                                 lost_after=self.config.host_lost_timeout)
         except BaseException:
             lease.release(self.client)
             self.meter.stop(interval_id)
@@ -291,8 +294,13 @@ class Workspace:
         from burstlab.remote_kernel import registry
 
         released_ns = self.meter.clock.now_ns()  # billed until the GPUs are given back, not after
-        session.lease.release(self._client)
-        if session.interval_id:
+        try:
+            session.lease.release(self._client)
+        except Exception:  # the scheduler is gone: the futures went with it
+            pass
+        if session.interval_id and state == "lost" and session.last_seen_ns:
+            self.meter.close_lost(session.interval_id, session.last_seen_ns)  # billed until the host last answered
+        elif session.interval_id:
             self.meter.stop(session.interval_id, stop_ns=released_ns)
         if state == "stopped" and not self._closed:
             # A user's or the idle reaper's stop (never the lease's own done-callback, which runs on
