@@ -1,39 +1,48 @@
-"""One map, running: lazy inputs in bounded chunks, results per input, retries, progress, metering.
+"""One map, running: lazy inputs in bounded chunks, results per input, retries, checkpoints, metering.
 
 The engine is blocking code over the workspace's own (blocking) Dask client: Dask already runs its
 event loop on a thread of its own, and a map's only waiting is on a queue fed by Dask's future
-callbacks, which Ctrl-C interrupts. Policy (chunk sizes, window, retries, cost) is in ``_policy``.
+callbacks, which Ctrl-C interrupts. Policy (chunk sizes, window, retries, cost) is in ``_policy``;
+progress, cost and visibility in ``_status``; the results store in ``_checkpoint``.
+
+Iterating a ``MapRun`` yields *batches* ``(indices, values)``: one per chunk that came back (values in
+the indices' order; a failed input's exception in its place when ``return_exceptions``). Nothing in the
+hot path is per input on this side: a chunk is a range of indices and a list, its results one buffer.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import queue
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import cloudpickle
 
-from burstlab.billing.budgets import map_estimate_microusd
 from burstlab.errors import FanoutError, GpuSpecError
 from burstlab.gpus import SPEC_FORMS, impossible_count_message, parse_gpu_spec
 
 from . import _policy
+from ._checkpoint import Checkpoint, Resume, chunk_digest, dumps, function_digest
 from ._metering import MapMeter
 from ._progress import Progress
-from ._runner import run_chunk
+from ._runner import ONE, run_chunk
+from ._status import MapStatus
 
 CPU = "CPU"
 
 
-@dataclass
-class Item:
-    index: int
-    value: Any
-    attempts: int = 0
+class Chunk:
+    __slots__ = ("indices", "values", "attempts", "blob")
+
+    def __init__(self, indices, values: list, attempts: list | None = None):
+        self.indices = indices  # a range (fresh inputs) or a list of input indices
+        self.values = values
+        self.attempts = attempts  # attempts made so far per input; None: none yet
+        self.blob: bytes | None = None
 
 
 def describe(fn: Any) -> str:
@@ -62,16 +71,16 @@ def pickle_function(fn: Any) -> bytes:
         ) from exc
 
 
-def pickle_items(items: list[Item]) -> bytes:
+def pickle_items(indices, values: list) -> bytes:
     try:
-        return cloudpickle.dumps([it.value for it in items])
+        return dumps(values)
     except Exception:
-        for it in items:
+        for index, value in zip(indices, values):
             try:
-                cloudpickle.dumps(it.value)
+                cloudpickle.dumps(value)
             except Exception as exc:
                 raise FanoutError(
-                    f"Input #{it.index} ({_short(it.value)}) cannot be sent to the workers: "
+                    f"Input #{index} ({_short(value)}) cannot be sent to the workers: "
                     f"{type(exc).__name__}: {exc}. Pass something picklable (a path, a number, a string) "
                     "and open the resource inside the function."
                 ) from exc
@@ -79,9 +88,12 @@ def pickle_items(items: list[Item]) -> bytes:
 
 
 def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, int]:
-    """``(resource, task resources, declared, slots)`` for a ``gpu=`` spec on this cluster, or raise."""
+    """``(resource, task resources, declared, slots)`` for a ``gpu=`` spec on this cluster, or raise.
+
+    With fallbacks (``["H100", "A100"]``) the first type that has a GPU no session holds wins; when
+    every type is fully held, the first that exists (the map then waits for it)."""
+    from burstlab.remote_kernel.cluster import leased_slot_resources, supply
     from burstlab.remote_kernel.cluster import slots as gpu_slots
-    from burstlab.remote_kernel.cluster import supply
 
     have = supply(client)
     if gpu is None:
@@ -89,11 +101,16 @@ def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, 
             return CPU, {CPU: 1}, False, int(have[CPU][3])
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
         return CPU, {}, False, max(1, threads)
-    gpu_types = {s.type: s for s in gpu_slots(client)}
+    all_slots = gpu_slots(client)
+    gpu_types = {s.type: s for s in all_slots}
     spec = parse_gpu_spec(gpu, available=gpu_types)
-    for request in spec.choices:
-        if request.type not in gpu_types:
-            continue
+    choices = [r for r in spec.choices if r.type in gpu_types]
+    if len(choices) > 1:
+        leased = leased_slot_resources(client)
+        free = {r.type for r in choices
+                if sum(1 for s in all_slots if s.type == r.type and s.resource not in leased) >= r.count}
+        choices = [r for r in choices if r.type in free] + [r for r in choices if r.type not in free]
+    for request in choices:
         most = have.get(request.type, (0, 0, 0, 0))[0]
         if most < request.count:
             raise GpuSpecError(impossible_count_message(
@@ -105,16 +122,24 @@ def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, 
     raise GpuSpecError(f"No GPU type of {gpu!r} exists here. Valid forms: {SPEC_FORMS}.")  # pragma: no cover
 
 
-class MapRun:
-    """One map over ``items``; iterate it for ``(index, ok, value_or_exception)`` as inputs finish."""
+class MapRun(MapStatus):
+    """One map over ``items``; iterate it for ``(indices, values)`` batches as chunks finish."""
 
-    def __init__(self, workspace, fn: Any, items: Iterable[Any], *, gpu: Any = None, retries: int = 0,
+    def __init__(self, workspace, fn: Any, items: Iterable[Any], *, gpu: Any = None, retries: Any = 0,
                  retry_on: tuple = (), timeout: float | None = None, max_workers: int | None = None,
-                 return_exceptions: bool = False, progress: Any = None, star: bool = False, name: str | None = None):
-        if retries < 0:
-            raise FanoutError(f"retries={retries}: give a number of extra attempts, 0 or more.")
+                 max_inputs: int | None = None, return_exceptions: bool = False, progress: Any = None,
+                 mode: int = ONE, name: str | None = None, checkpoint: Any = None, map_id: str | None = None):
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
+        self.backoff: _policy.Retries | None = None
+        if isinstance(retries, _policy.Retries):
+            self.backoff = retries
+            retry_on = tuple(retry_on) + tuple(retries.retry_on)
+            retries = retries.max_retries
+        if not isinstance(retries, int) or retries < 0:
+            raise FanoutError(f"retries={retries!r}: give a number of extra attempts (0 or more) or burstlab.Retries.")
+        if max_inputs is not None and max_inputs < 1:
+            raise FanoutError(f"max_inputs={max_inputs}: give how many inputs may run at once, 1 or more.")
         self.ws = workspace
         self.client = workspace.client
         self.name = name or describe(fn)
@@ -122,26 +147,40 @@ class MapRun:
         self.retries = retries
         self.retry_on = tuple(retry_on)
         self.timeout = timeout
-        self.star = star
+        self.mode = mode
         self.return_exceptions = return_exceptions
+        self.max_inputs = max_inputs
         self.resource, self.resources, self.declared, cluster_slots = resolve_target(self.client, gpu)
         self.slots = max(1, min(cluster_slots, max_workers or cluster_slots))
         self.window = _policy.window(self.slots)
-        self.id = uuid.uuid4().hex[:12]
+        self.id = map_id or uuid.uuid4().hex[:12]
         try:
             self.total: int | None = len(items)  # type: ignore[arg-type]
         except TypeError:
             self.total = None
         self._source = iter(items)
         self._next_index = 0
-        self._retry: deque[Item] = deque()
         self._exhausted = False
-        self._inflight: dict[Any, list[Item]] = {}
+        self._front: deque[Chunk] = deque()  # inputs a worker handed back unrun, or a changed checkpoint row's
+        self._retry: list = []  # heap of (not before, seq, index, value, attempts)
+        self._ready: deque = deque()  # batches reused from the checkpoint, to hand out
+        self._inflight: dict[Any, Chunk] = {}
+        self._inflight_inputs = 0
         self._done_q: queue.Queue = queue.Queue()
         self._per_item_s: float | None = None
         self._last_size = 1
         self._seq = itertools.count()
-        self.done = self.failed = self.retried = 0
+        self.done = self.failed = self.retried = self.reused = 0
+        self.setup_s = 0.0
+        self.failed_indices: set[int] = set()
+        self.store: Checkpoint | None = None
+        self._resume: Resume | None = None
+        if checkpoint is not None:
+            self.store = checkpoint if isinstance(checkpoint, Checkpoint) else \
+                Checkpoint(checkpoint, function_digest(fn, self.fn_blob))
+            resume = Resume(self.store)
+            self._resume = resume if resume else None
+            self.store.set_meta(id=self.id, name=self.name, state="running", total=self.total)
         self.rate = workspace.meter.rates.rate(self.resource)
         self.quantity = int(next(iter(self.resources.values()), 1))
         self.metering = MapMeter(workspace, map_id=self.id, name=self.name, resource=self.resource,
@@ -157,6 +196,7 @@ class MapRun:
         self._slot_cycle = None  # set per fill by _placements()
         self.started = time.monotonic()
         self.started_wall = time.time()
+        self._first_result_at: float | None = None
         self._published = 0.0
         self._stop_reason = ""
         self.progress = Progress.make(progress, self.name, self.total)
@@ -164,42 +204,84 @@ class MapRun:
         self._workers_checked = 0.0
         self._starts_checked = 0.0
         self._closed = False
-        self._first: list[Item] | None = None
-        self._first = self._take()  # the first chunk is checked before anything starts
-        if self._first:
-            self._first_blob = pickle_items(self._first)
+        self._first: Chunk | None = self._take()  # the first chunk is checked before anything starts
+        if self._first is not None:
+            self._first.blob = pickle_items(self._first.indices, self._first.values)
         if self._watcher is not None:
             self._watcher.track(self)
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def _take(self) -> list[Item]:
-        if self._retry:
-            chunk = [self._retry.popleft()]
-            while self._retry and len(chunk) < self._last_size and self._retry[0].attempts == chunk[0].attempts:
-                chunk.append(self._retry.popleft())
-            return chunk
-        if self._exhausted:
-            return []
-        remaining = None if self.total is None else self.total - self._next_index
-        size = _policy.chunk_size(self._per_item_s, self._last_size, self.slots, remaining)
-        chunk = []
-        for value in itertools.islice(self._source, size):
-            chunk.append(Item(self._next_index, value))
-            self._next_index += 1
-        if len(chunk) < size:
-            self._exhausted = True
-        if chunk:
-            self._last_size = len(chunk)
-        return chunk
+    def _room(self) -> int:
+        return self.max_inputs - self._inflight_inputs if self.max_inputs else 1 << 62
 
-    def _submit(self, chunk: list[Item], blob: bytes | None = None) -> None:
-        blob = blob if blob is not None else pickle_items(chunk)
+    def _take(self) -> Chunk | None:
+        room = self._room()
+        if room <= 0:
+            return None
+        if self._front:
+            chunk = self._front[0]
+            if len(chunk.indices) <= room:
+                return self._front.popleft()
+            self._front[0] = Chunk(chunk.indices[room:], chunk.values[room:],
+                                   chunk.attempts[room:] if chunk.attempts else None)
+            return Chunk(chunk.indices[:room], chunk.values[:room], chunk.attempts[:room] if chunk.attempts else None)
+        if self._retry and self._retry[0][0] <= time.monotonic():
+            now, picked = time.monotonic(), []
+            while self._retry and self._retry[0][0] <= now and len(picked) < min(self._last_size, room):
+                picked.append(heapq.heappop(self._retry))
+            return Chunk([p[2] for p in picked], [p[3] for p in picked], [p[4] for p in picked])
+        while not self._exhausted:
+            remaining = None if self.total is None else self.total - self._next_index
+            size = min(room, _policy.chunk_size(self._per_item_s, self._last_size, self.slots, remaining))
+            start = self._next_index
+            values = list(itertools.islice(self._source, size))
+            self._next_index += len(values)
+            if len(values) < size:
+                self._exhausted = True
+            if values:
+                self._last_size = len(values)
+            chunk = self._screen(start, values) if self._resume is not None else \
+                (Chunk(range(start, start + len(values)), values) if values else None)
+            if chunk is not None:
+                return chunk
+        return self._front.popleft() if self._front else None
+
+    def _screen(self, start: int, values: list) -> Chunk | None:
+        """Resume: drop the inputs whose results a matching checkpoint row holds (queued as ready batches)."""
+        idx, vals = [], []
+        for i, value in enumerate(values, start):
+            got = self._resume.offer(i, value)
+            if got is False:
+                idx.append(i)
+                vals.append(value)
+            elif got is not True:
+                reuse, payload = got
+                if reuse:
+                    self._ready.append((reuse, payload))
+                else:  # the row's function or inputs changed: compute them again, and forget the row
+                    self._front.append(Chunk([i for i, _ in payload], [v for _, v in payload]))
+        if self._exhausted:
+            left = self._resume.leftovers()
+            if left:
+                self._front.append(Chunk([i for i, _ in left], [v for _, v in left]))
+        if not idx:
+            return None
+        if idx[-1] - idx[0] + 1 == len(idx):
+            return Chunk(range(idx[0], idx[-1] + 1), vals)
+        return Chunk(idx, vals)
+
+    def _submit(self, chunk: Chunk) -> None:
+        if chunk.blob is None:
+            chunk.blob = pickle_items(chunk.indices, chunk.values)
+        budget = _policy.CHUNK_BUDGET_S if len(chunk.indices) > 1 else 1e9
         future = self.client.submit(
-            run_chunk, self.fn_blob, blob, self.star, self.timeout, key=self._key(next(self._seq)), pure=False,
+            run_chunk, self.fn_blob, chunk.blob, self.mode, self.timeout, budget,
+            key=self._key(next(self._seq)), pure=False,
             resources=self.resources if self._slot_cycle is None else {**self.resources, next(self._slot_cycle): 1},
         )
         self._inflight[future] = chunk
+        self._inflight_inputs += len(chunk.indices)
         future.add_done_callback(self._done_q.put)
 
     def _key(self, seq) -> str:
@@ -219,39 +301,53 @@ class MapRun:
             self._slot_cycle = itertools.cycle(free)
 
     def _fill(self) -> None:
-        self._placements()
         if self._first is not None:
+            self._placements()
             first, self._first = self._first, None
-            if first:
-                self._submit(first, self._first_blob)
+            self._submit(first)
+        elif len(self._inflight) < self.window:
+            self._placements()
         while len(self._inflight) < self.window:
             chunk = self._take()
-            if not chunk:
+            if chunk is None:
                 return
             self._submit(chunk)
 
     # -- results --------------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[tuple[int, bool, Any]]:
+    def _pending(self) -> bool:
+        return bool(self._inflight or self._retry or self._front or self._ready or self._first is not None
+                    or not self._exhausted)
+
+    def __iter__(self) -> Iterator[tuple[Any, list]]:
         try:
             self._fill()
-            while self._inflight:
+            while self._pending():
+                while self._ready:
+                    indices, values = self._ready.popleft()
+                    self.done += len(indices)
+                    self.reused += len(indices)
+                    yield indices, values
+                if not (self._inflight or self._retry or self._front or not self._exhausted):
+                    break
+                wait = 0.25
+                if self._retry and len(self._inflight) < self.window:
+                    wait = max(0.0, min(wait, self._retry[0][0] - time.monotonic()))
                 try:
-                    ready = [self._done_q.get(timeout=0.25)]
+                    ready = [self._done_q.get(timeout=wait)]
                 except queue.Empty:
                     ready = []
-                if not ready:
-                    self._tick()
-                    self._check_stop()
-                    self._check_workers()
-                    continue
                 while True:
                     try:
                         ready.append(self._done_q.get_nowait())
                     except queue.Empty:
                         break
-                yield from self._collect([f for f in ready if f in self._inflight])
+                ready = [f for f in ready if f in self._inflight]
+                if ready:
+                    yield from self._collect(ready)
                 self._check_stop()
+                if not ready:
+                    self._check_workers()
                 self._fill()
                 self._tick()
         finally:
@@ -263,27 +359,6 @@ class MapRun:
         self._stop_error = exc
         self._done_q.put(None)  # wake the map's thread if it is waiting for a result
 
-    def _check_workers(self) -> None:
-        """Raise at once if no worker of this map's kind is up and one failed to start since the map began
-        (a crashing preload, a missing package): waiting would never end."""
-        now = time.monotonic()
-        if now - self._starts_checked < 0.5 or self.done + self.failed:
-            return
-        self._starts_checked = now
-        try:
-            errors = self.client.run_on_scheduler(_scheduler_start_errors, self.started_wall - 1.0)
-        except Exception:
-            return
-        mine = {n: e for n, e in errors.items() if (n.split("/") + ["", "", ""])[2] == self.resource}
-        if mine and not self.workers_up(fresh=True):
-            name, error = sorted(mine.items())[0]
-            self.cancel()
-            raise FanoutError(
-                f"The map {self.name} cannot run: no {self.resource} worker is up, and the worker {name} failed to "
-                f"start: {error}. Fix what its start-up runs (a worker preload, the environment, an installed "
-                "package) and run the map again; the cluster retries the worker on the next demand."
-            )
-
     def _check_stop(self) -> None:
         if self._stop_error is not None:
             self.cancel()
@@ -291,34 +366,51 @@ class MapRun:
         if self._stop_reason:
             self.cancel()
             raise FanoutError(f"The map {self.name} ({self.id}) was cancelled: {self._stop_reason}. "
-                              f"{self.done} of {self.total if self.total is not None else '?'} inputs had finished.")
+                              f"{self.done} of {self.total if self.total is not None else '?'} inputs had finished"
+                              + (f"; their results are in {self.store.path} (rerun the same call to resume)."
+                                 if self.store is not None else "."))
 
-    def _collect(self, futures: list) -> Iterator[tuple[int, bool, Any]]:
+    def _collect(self, futures: list) -> Iterator[tuple[Any, list]]:
         finished = [f for f in futures if f.status == "finished"]
         failed = [f for f in futures if f.status != "finished"]
-        blobs = self.client.gather(finished, errors="skip") if finished else []
-        if len(blobs) != len(finished):  # one was lost between done and gather: treat it as failed
-            blobs, failed = [], failed + finished
+        reports = self.client.gather(finished, errors="skip") if finished else []
+        if len(reports) != len(finished):  # one was lost between done and gather: treat it as failed
+            reports, failed = [], failed + finished
             finished = []
-        for future, blob in zip(finished, blobs):
+        for future, report in zip(finished, reports):
             chunk = self._inflight.pop(future)
+            self._inflight_inputs -= len(chunk.indices)
             future.release()
-            yield from self._chunk_results(chunk, cloudpickle.loads(blob))
+            batch = self._chunk_results(chunk, report)
+            if batch is not None:
+                yield batch
         for future in failed:
             chunk = self._inflight.pop(future)
+            self._inflight_inputs -= len(chunk.indices)
             reason = self._infra_reason(future)
             future.release()
-            for item in chunk:
-                item.attempts += 1
-                if _policy.should_retry(item.attempts, self.retries, True, None, self.retry_on):
-                    self.retried += 1
-                    self._retry.append(item)
-                else:
-                    err = FanoutError(
-                        f"Input #{item.index} of {self.name} failed after {item.attempts} attempt"
-                        f"{'s' if item.attempts != 1 else ''} ({reason}). Give it more with retries=N."
-                    )
-                    yield self._failure(item, err)
+            out_i, out_v = [], []
+            for pos, index in enumerate(chunk.indices):
+                attempts = (chunk.attempts[pos] if chunk.attempts else 0) + 1
+                if self._again(index, chunk.values[pos], attempts, True, None):
+                    continue
+                err = FanoutError(
+                    f"Input #{index} of {self.name} failed after {attempts} attempt"
+                    f"{'s' if attempts != 1 else ''} ({reason}). Give it more with retries=N."
+                )
+                out_i.append(index)
+                out_v.append(self._failure(index, err))
+            if out_i:
+                yield out_i, out_v
+
+    def _again(self, index: int, value: Any, attempts: int, infrastructure: bool, exc) -> bool:
+        """Queue the input for another attempt if the policy allows (after its backoff); True if queued."""
+        if not _policy.should_retry(attempts, self.retries, infrastructure, exc, self.retry_on):
+            return False
+        self.retried += 1
+        delay = self.backoff.delay(attempts) if self.backoff is not None else 0.0
+        heapq.heappush(self._retry, (time.monotonic() + delay, next(self._seq), index, value, attempts))
+        return True
 
     def _infra_reason(self, future) -> str:
         if future.status == "cancelled":
@@ -332,103 +424,67 @@ class MapRun:
             return "the worker running it died"
         return f"{name}: {exc}"
 
-    def _chunk_results(self, chunk: list[Item], report: dict) -> Iterator[tuple[int, bool, Any]]:
-        self.metering.report(report["worker"], report["start_ns"], report["stop_ns"])
-        if "setup_error" in report:
-            exc = _rebuild(report["setup_error"])
-            for item in chunk:
-                item.attempts += 1
-                yield self._failure(item, exc, attempts=item.attempts)
-            return
-        seconds = 0.0
-        for item, (outcome, dt) in zip(chunk, report["results"]):
-            seconds += dt
-            item.attempts += 1
-            if outcome[0] == "ok":
-                self.done += 1
-                yield item.index, True, cloudpickle.loads(outcome[1])
+    def _chunk_results(self, chunk: Chunk, report: tuple) -> tuple[Any, list] | None:
+        worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error = report
+        self.metering.report(worker, start_ns, stop_ns)
+        self.setup_s += setup_s
+        if self._first_result_at is None:
+            self._first_result_at = time.monotonic()
+        indices, n = chunk.indices, len(chunk.indices)
+        if setup_error is not None:
+            exc = _rebuild(setup_error)
+            out = [self._failure(i, exc, attempts=(chunk.attempts[p] if chunk.attempts else 0) + 1)
+                   for p, i in enumerate(indices)]
+            return list(indices), out
+        values = cloudpickle.loads(blob) if ran else []
+        if ran < n:  # the worker's time budget ran out: the rest goes first in the next chunk
+            self._front.appendleft(Chunk(indices[ran:], chunk.values[ran:],
+                                         chunk.attempts[ran:] if chunk.attempts else None))
+            if ran:
+                self._last_size = ran
+        if ran:
+            self._per_item_s = _policy.update_rate(self._per_item_s, (stop_ns - start_ns) / 1e9, ran)
+        if not errors:
+            self.done += ran
+            done_indices = indices if ran == n else indices[:ran]
+            if self.store is not None and ran:
+                digest = chunk_digest(self.store.fn_digest, chunk.blob if ran == n else dumps(chunk.values[:ran]))
+                self.store.append(done_indices, digest, blob if ran == n else dumps(values))
+            return (done_indices, values) if ran else None
+        bad = dict(errors)
+        keep_i, keep_v, keep_in = [], [], []
+        for pos in range(ran):
+            index = indices[pos]
+            if pos not in bad:
+                keep_i.append(index)
+                keep_v.append(values[pos])
+                keep_in.append(chunk.values[pos])
                 continue
-            exc = _rebuild(outcome)
-            if _policy.should_retry(item.attempts, self.retries, False, exc, self.retry_on):
-                self.retried += 1
-                self._retry.append(item)
+            attempts = (chunk.attempts[pos] if chunk.attempts else 0) + 1
+            exc = _rebuild(bad[pos])
+            if self._again(index, chunk.values[pos], attempts, False, exc):
                 continue
-            yield self._failure(item, exc, attempts=item.attempts)
-        self._per_item_s = _policy.update_rate(self._per_item_s, seconds, len(report["results"]))
+            value = self._failure(index, exc, attempts=attempts)  # raises unless return_exceptions
+            keep_i.append(index)
+            keep_v.append(value)
+        self.done += len(keep_in)
+        if self.store is not None and keep_in:
+            ok = [(i, v) for i, v in zip(keep_i, keep_v) if i not in self.failed_indices]
+            self.store.append([i for i, _ in ok], chunk_digest(self.store.fn_digest, dumps(keep_in)),
+                              dumps([v for _, v in ok]))
+        return (keep_i, keep_v) if keep_i else None
 
-    def _failure(self, item: Item, exc: BaseException, attempts: int | None = None) -> tuple[int, bool, Any]:
+    def _failure(self, index: int, exc: BaseException, attempts: int | None = None) -> Any:
         self.failed += 1
+        self.failed_indices.add(index)
         if attempts is not None:
-            _add_note(exc, f"(input #{item.index} of {self.name}: failed on attempt {attempts} "
+            _add_note(exc, f"(input #{index} of {self.name}: failed on attempt {attempts} "
                            f"of at most {self.retries + 1})")
         if not self.return_exceptions:
             raise exc
-        return item.index, False, exc
+        return exc
 
-    # -- progress, money, the end -------------------------------------------------------------------
-
-    def cost_microusd(self) -> int:
-        """What the map has cost so far (its workers' open intervals priced up to now)."""
-        return self.metering.cost_microusd()
-
-    def estimate_microusd(self) -> int | None:
-        """What the inputs not yet finished should cost, from the measured seconds per input."""
-        return map_estimate_microusd(self.total, self.done + self.failed, self._per_item_s, self.rate, self.quantity)
-
-    def workers_up(self, fresh: bool = False) -> int:
-        now = time.monotonic()
-        if fresh or now - self._workers_checked > 1.0:
-            from burstlab.remote_kernel.cluster import supply
-
-            self._workers_checked = now
-            try:
-                self._workers_up = int(supply(self.client).get(self.resource, (0, 0))[1])
-            except Exception:
-                pass
-        return self._workers_up
-
-    def _publish(self, final: bool = False) -> None:
-        """Keep this map's record on the scheduler current (at most once a second), so the lab and
-        the REST API list it; learn there whether someone asked it to stop."""
-        now = time.monotonic()
-        if not final and now - self._published < 1.0:
-            return
-        self._published = now
-        from burstlab.remote_kernel import registry
-
-        if final:
-            state = "cancelled" if self._stop_reason else ("failed" if self.failed else "done")
-        else:
-            state = "running"
-        try:
-            reason = registry.publish(self.client, "map", self.id, {
-                "id": self.id, "name": self.name, "user": self.ws.user, "notebook": self.ws.notebook,
-                "gpu": self.resource, "total": self.total, "done": self.done, "failed": self.failed,
-                "running": sum(len(c) for c in self._inflight.values()), "state": state,
-                "started": self.started_wall, "cost_microusd": self.cost_microusd(), "owner": self.client.id,
-            })
-        except Exception:  # the listing is a view: a map never fails because it cannot be shown
-            return
-        if reason and not final:
-            self._stop_reason = reason
-
-    def _tick(self, final: bool = False) -> None:
-        if not final:
-            self.metering.poll(self.client)
-        self._publish(final)
-        estimate = None if final else self.estimate_microusd()
-        if estimate is not None and not self._estimate_noted and self._watcher is not None:
-            self._estimate_noted = True  # checked once, from the first measured inputs
-            note = self._watcher.estimate_note(user=self.ws.user, notebook=self.ws.notebook, name=self.name,
-                                               estimate_microusd=estimate)
-            if note:
-                import sys
-
-                (self.progress.stream if self.progress is not None else sys.stderr).write(f"[burstlab: {note}]\n")
-        if self.progress is not None:
-            self.progress.update(done=self.done, failed=self.failed, retried=self.retried,
-                                 workers=self.workers_up(final), elapsed=time.monotonic() - self.started,
-                                 cost_microusd=self.cost_microusd(), final=final, estimate_microusd=estimate)
+    # -- the end ----------------------------------------------------------------------------------
 
     def cancel(self) -> None:
         """Cancel every input not finished; workers become idle (and stop after the idle window).
@@ -438,9 +494,12 @@ class MapRun:
         time, so nothing else (no session) is on it.
         """
         futures = list(self._inflight)
-        self._cut_short = self._cut_short or bool(futures or self._retry)  # workers were held until now
+        self._cut_short = self._cut_short or bool(futures or self._retry or self._front or not self._exhausted)
         self._inflight.clear()
+        self._inflight_inputs = 0
         self._retry.clear()
+        self._front.clear()
+        self._first = None
         self._exhausted = True
         if not futures:
             return
@@ -466,12 +525,6 @@ class MapRun:
             if self._watcher is not None:
                 self._watcher.untrack(self)
             self._tick(final=True)
-
-
-def _scheduler_start_errors(since: float, dask_scheduler=None) -> dict[str, str]:
-    """Runs on the scheduler: worker name -> error, for the workers that failed to start since ``since``."""
-    errors = getattr(dask_scheduler, "_burstlab_start_errors", None) or {}
-    return {name: error for name, (when, error) in errors.items() if when >= since}
 
 
 def _stop_if_executing(keys: list, dask_worker=None) -> bool:
@@ -508,4 +561,4 @@ def _rebuild(packed: tuple) -> BaseException:
     return exc
 
 
-__all__ = ["MapRun", "describe", "pickle_function", "resolve_target"]
+__all__ = ["Chunk", "MapRun", "describe", "pickle_function", "resolve_target"]

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from burstlab.billing import billed_seconds, cost_microusd
 
 TARGET_CHUNK_S = 0.2  # aim for chunks that run this long: per-task overhead (~1-10 ms) stays a few percent
-MAX_CHUNK = 1000  # never more inputs than this in one task (results, retries and progress stay timely)
-GROWTH = 8  # a chunk is at most this many times bigger than the one before (one odd fast input misleads)
+CHUNK_BUDGET_S = 1.0  # a worker stops a chunk after this long and hands back the inputs it did not reach
+MAX_CHUNK = 50_000  # never more inputs than this in one task (one results buffer stays a few MB)
+MAX_CHUNK_STREAM = 2_000  # ... when the inputs are a generator of unknown length (read-ahead stays bounded)
+GROWTH = 64  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
 
 
 def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: int | None,
@@ -21,9 +23,33 @@ def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: i
         return 1
     ideal = max(1, int(target_s / max(per_item_s, 1e-7)))
     size = min(ideal, max(1, previous) * GROWTH, max_size)
-    if remaining is not None and slots > 0:
+    if remaining is None:
+        size = min(size, MAX_CHUNK_STREAM)
+    elif slots > 0:
         size = min(size, max(1, -(-remaining // slots)))  # leave work for every worker
     return max(1, size)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """``retries=burstlab.Retries(3, backoff=2.0, initial=1.0)``: up to ``max_retries`` extra attempts per
+    input, the n-th after ``initial * backoff**(n-1)`` seconds (at most ``max_delay``). Infrastructure
+    failures (a worker died) are always retried; the function's own exceptions when their type is in
+    ``retry_on`` (default: any ``Exception``)."""
+
+    max_retries: int
+    backoff: float = 2.0
+    initial: float = 1.0
+    max_delay: float = 60.0
+    retry_on: tuple = (Exception,)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff < 1.0 or self.initial < 0 or self.max_delay < 0:
+            raise ValueError(f"{self!r}: give max_retries >= 0, backoff >= 1, initial and max_delay >= 0 seconds.")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_delay, self.initial * self.backoff ** max(0, attempt - 1))
 
 
 def window(slots: int) -> int:
@@ -66,5 +92,5 @@ def spans_cost_microusd(spans: dict[str, Span], rate_nusd_per_s: int, quantity: 
     return sum(cost_microusd(billed_seconds(s.start_ns, s.stop_ns), rate_nusd_per_s, quantity) for s in spans.values())
 
 
-__all__ = ["MAX_CHUNK", "TARGET_CHUNK_S", "Span", "chunk_size", "should_retry", "spans_cost_microusd",
+__all__ = ["CHUNK_BUDGET_S", "MAX_CHUNK", "TARGET_CHUNK_S", "Retries", "Span", "chunk_size", "should_retry", "spans_cost_microusd",
            "update_rate", "window"]

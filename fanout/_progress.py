@@ -13,18 +13,35 @@ from typing import Any, TextIO
 from burstlab.wire import usd
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
 def summary(name: str, total: int | None, done: int, failed: int, retried: int, workers: int, elapsed: float,
-            cost_microusd: int, estimate_microusd: int | None = None) -> str:
+            cost_microusd: int, estimate_microusd: int | None = None, *, setup_s: float = 0.0,
+            eta_s: float | None = None, reused: int = 0) -> str:
     """The one line of text shown everywhere (pure). ``estimate_microusd``: what the inputs not yet
-    finished should cost, from the measured time per input (shown once known)."""
+    finished should cost, from the measured time per input (shown once known). ``setup_s``: seconds the
+    workers spent in ``@burstlab.enter``; ``eta_s``: seconds to the last input; ``reused``: inputs whose
+    results came from the checkpoint (each shown only when there is something to say)."""
     of = f"/{total}" if total is not None else ""
     parts = [f"{name}: {done + failed}{of} done"]
+    if reused:
+        parts.append(f"{reused} from checkpoint")
     if failed:
         parts.append(f"{failed} failed")
     if retried:
         parts.append(f"{retried} retried")
     parts.append(f"{workers} worker{'s' if workers != 1 else ''} up")
+    if setup_s:
+        parts.append(f"set-up {setup_s:.1f} s")
     parts.append(f"{elapsed:.1f} s")
+    if eta_s is not None and total is not None and done + failed < total:
+        parts.append(f"ETA {_duration(eta_s)}")
     parts.append(usd(cost_microusd))
     if estimate_microusd is not None:
         parts.append(f"est. {usd(cost_microusd + estimate_microusd)} in all")
@@ -84,12 +101,14 @@ class Progress:
         self.lines += text.count("\n")
 
     def update(self, *, done: int, failed: int, retried: int, workers: int, elapsed: float, cost_microusd: int,
-               final: bool = False, estimate_microusd: int | None = None) -> None:
+               final: bool = False, estimate_microusd: int | None = None, setup_s: float = 0.0,
+               eta_s: float | None = None, reused: int = 0) -> None:
         now = time.monotonic()
         if not final and now - self._last < self.interval:
             return
         self._last = now
-        line = summary(self.name, self.total, done, failed, retried, workers, elapsed, cost_microusd, estimate_microusd)
+        line = summary(self.name, self.total, done, failed, retried, workers, elapsed, cost_microusd, estimate_microusd,
+                       setup_s=setup_s, eta_s=eta_s, reused=reused)
         if self._bar is not None:
             if self.total is None:
                 self._bar.max = max(self._bar.max, done + failed + 1)

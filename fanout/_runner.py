@@ -1,8 +1,12 @@
-"""What runs on a worker: one chunk of inputs through the user's function, each input's outcome kept apart.
+"""What runs on a worker: one chunk of inputs through the user's function, as one tight loop.
 
-A chunk task never raises for the user's own errors: each input's result or exception comes back
-pickled on its own, so one bad input fails one input. A chunk task that fails is therefore the
-platform's failure (worker died, lost, preempted), and the engine retries its inputs.
+A chunk task never raises for the user's own errors: each input's result or exception is kept on its own,
+so one bad input fails one input. A chunk task that fails is therefore the platform's failure (worker
+died, lost, preempted), and the engine retries its inputs. The results travel as one buffer per chunk
+(one pickle of the list of results); errors travel beside it, by position.
+
+A chunk stops early once it has run ``budget_s`` (the engine re-queues the inputs it did not reach), so a
+chunk sized from a misleading first measurement never holds a worker for long.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import pickle
 import threading
 import time
 import traceback
@@ -19,6 +24,8 @@ import cloudpickle
 
 _functions: OrderedDict[bytes, object] = OrderedDict()
 _functions_lock = threading.Lock()
+
+ONE, STAR, CALL = 0, 1, 2  # fn(x), fn(*x), fn(*x[0], **x[1])
 
 
 class ItemTimeout(TimeoutError):
@@ -46,7 +53,7 @@ class _Watchdog:
 
     def _watch(self) -> None:
         while True:
-            time.sleep(0.05)
+            time.sleep(0.02)
             now = time.monotonic()
             with self.lock:
                 for ident, deadline in list(self.deadlines.items()):
@@ -56,6 +63,13 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+class _Setup(threading.local):
+    seconds = 0.0  # per-worker set-up (``@burstlab.enter``) run in this thread during the current chunk
+
+
+setup_clock = _Setup()
 
 
 def _function(blob: bytes):
@@ -96,41 +110,98 @@ def _worker_name() -> str:
         return f"pid-{os.getpid()}"
 
 
-def run_chunk(fn_blob: bytes, items_blob: bytes, star: bool, timeout: float | None) -> bytes:
-    """Run ``fn`` over a chunk; returns the pickled chunk report (see the module docstring)."""
+def _loop(fn, items: list, mode: int, budget_s: float, errors: list) -> list:
+    """The hot loop: results by position (None where the input failed; its error goes to ``errors``)."""
+    out: list = []
+    append = out.append
+    clock = time.perf_counter
+    stop = clock() + budget_s
+    i = 0
+    for item in items:
+        try:
+            if mode == ONE:
+                append(fn(item))
+            elif mode == STAR:
+                append(fn(*item))
+            else:
+                append(fn(*item[0], **item[1]))
+        except Exception as exc:
+            append(None)
+            errors.append((i, pack_error(exc)))
+        i += 1
+        if clock() > stop:
+            break
+    return out
+
+
+def _loop_with_timeout(fn, items: list, mode: int, budget_s: float, errors: list, timeout: float) -> list:
+    out: list = []
+    stop = time.perf_counter() + budget_s
+    for i, item in enumerate(items):
+        try:
+            _watchdog.arm(timeout)
+            try:
+                if mode == ONE:
+                    value = fn(item)
+                elif mode == STAR:
+                    value = fn(*item)
+                else:
+                    value = fn(*item[0], **item[1])
+            finally:
+                _watchdog.disarm()
+                for _ in range(3):  # let a timeout raised at the last moment land inside this try
+                    pass
+            out.append(value)
+        except ItemTimeout:
+            out.append(None)
+            errors.append((i, pack_error(TimeoutError(f"it ran longer than its timeout of {timeout:g} s"), 0)))
+        except Exception as exc:
+            out.append(None)
+            errors.append((i, pack_error(exc)))
+        if time.perf_counter() > stop:
+            break
+    return out
+
+
+def _pack_results(out: list, errors: list) -> bytes:
+    try:
+        return pickle.dumps(out, protocol=5)
+    except Exception:
+        pass
+    try:
+        return cloudpickle.dumps(out, protocol=5)
+    except Exception:
+        pass
+    bad = {pos for pos, _ in errors}
+    for pos, value in enumerate(out):  # find the results that cannot travel; each fails its own input
+        if pos in bad:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            out[pos] = None
+            errors.append((pos, pack_error(TypeError(
+                f"its result ({type(value).__name__}) cannot be pickled: {exc}"), 0)))
+    return cloudpickle.dumps(out, protocol=5)
+
+
+def run_chunk(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | None, budget_s: float = 1e9) -> tuple:
+    """Run ``fn`` over a chunk. Returns ``(worker, start_ns, stop_ns, ran, results_blob, errors, setup_s,
+    setup_error)``: ``ran`` inputs were run (the rest were not reached within ``budget_s``)."""
     start_ns = time.time_ns()
-    report: dict = {"worker": _worker_name(), "start_ns": start_ns, "results": []}
+    setup_clock.seconds = 0.0
     try:
         fn = _function(fn_blob)
-        items = cloudpickle.loads(items_blob)
+        items = pickle.loads(items_blob)
     except Exception as exc:  # the function or its inputs cannot be loaded here (a module missing on the worker)
-        report["setup_error"] = pack_error(exc, skip_frames=0)
-        report["stop_ns"] = time.time_ns()
-        return cloudpickle.dumps(report)
-    results = report["results"]
-    for item in items:
-        t0 = time.perf_counter()
-        try:
-            if timeout:
-                _watchdog.arm(timeout)
-            try:
-                value = fn(*item[0], **item[1]) if star else fn(item)
-            finally:
-                if timeout:
-                    _watchdog.disarm()
-                    for _ in range(3):  # let a timeout raised at the last moment land inside this try
-                        pass
-            try:
-                outcome = ("ok", cloudpickle.dumps(value))
-            except Exception as exc:
-                outcome = pack_error(TypeError(f"its result ({type(value).__name__}) cannot be pickled: {exc}"), 0)
-        except ItemTimeout:
-            outcome = pack_error(TimeoutError(f"it ran longer than its timeout of {timeout:g} s"), 0)
-        except Exception as exc:
-            outcome = pack_error(exc)
-        results.append((outcome, time.perf_counter() - t0))
-    report["stop_ns"] = time.time_ns()
-    return cloudpickle.dumps(report)
+        return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, pack_error(exc, skip_frames=0))
+    errors: list = []
+    if timeout:
+        out = _loop_with_timeout(fn, items, mode, budget_s, errors, timeout)
+    else:
+        out = _loop(fn, items, mode, budget_s, errors)
+    blob = _pack_results(out, errors)
+    return (_worker_name(), start_ns, time.time_ns(), len(out), blob, errors, setup_clock.seconds, None)
 
 
-__all__ = ["ItemTimeout", "pack_error", "run_chunk"]
+__all__ = ["CALL", "ONE", "STAR", "ItemTimeout", "pack_error", "run_chunk", "setup_clock"]

@@ -131,7 +131,7 @@ def test_a_generator_is_consumed_lazily_with_a_bounded_window(fws):
     results = fanout.map(lambda x: x, inputs(), gpu="H100", ordered=False, workspace=fws, progress=False)
     first = [next(results) for _ in range(50)]
     assert len(first) == 50
-    assert consumed < 20_000  # at most window x largest chunk (5 x 1000) ahead, never the million
+    assert consumed < 20_000  # at most window x largest streamed chunk (5 x 2,000) ahead, never the million
     results.close()  # stops the map: the rest is cancelled
 
 

@@ -13,10 +13,17 @@ CPU = CatalogueEntry("cpu", {"CPU": 2})
 def test_chunk_size_starts_at_one_and_grows_to_the_target():
     assert _policy.chunk_size(None, 1, 2, 10_000) == 1
     assert _policy.chunk_size(1e-6, 1, 2, 10_000) == _policy.GROWTH  # growth is capped
-    assert _policy.chunk_size(1e-6, 512, 2, 10_000) == _policy.MAX_CHUNK
+    assert _policy.chunk_size(1e-6, 4096, 2, 10**6) == _policy.MAX_CHUNK
+    assert _policy.chunk_size(1e-6, 4096, 2, None) == _policy.MAX_CHUNK_STREAM  # a generator: bounded read-ahead
     assert _policy.chunk_size(0.01, 512, 2, 10_000) == 20  # 0.2 s of 10 ms inputs
     assert _policy.chunk_size(5.0, 1, 2, 10_000) == 1  # long inputs: one per task
     assert _policy.chunk_size(1e-6, 512, 2, 10) == 5  # leave work for every worker
+
+
+def test_retries_back_off_exponentially_up_to_a_cap():
+    r = _policy.Retries(3, backoff=2.0, initial=1.0, max_delay=3.0)
+    assert [r.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 3.0]
+    assert _policy.Retries(2, backoff=1.0, initial=0.5).delay(2) == 0.5
 
 
 def test_retry_policy_separates_infrastructure_from_user_errors():
