@@ -16,7 +16,9 @@ import shlex
 import sys
 import time
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 
 from burstlab.errors import BurstlabError, RemoteError, SessionLostError, TransferError
 from burstlab.gpus import parse_gpu_spec
@@ -32,17 +34,21 @@ class _Parser(argparse.ArgumentParser):
         raise BurstlabError(f"%%gpu: {message}.\n{USAGE}")
 
 
-def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%gpu", add_help=False)
-    p.add_argument("spec", nargs="?", default=None)
-    p.add_argument("--wait", type=float, default=0.0)
-    p.add_argument("--push", default="")
-    p.add_argument("--pull", default="")
-    p.add_argument("--quiet", action="store_true")
-    return p
+DESCRIPTION = """Run this cell on a remote GPU kernel, reusing the notebook's session of that spec: its state
+persists between cells until the session is stopped or released when idle."""
 
-
-_CELL_PARSER = _cell_parser()  # built once: argparse set-up costs more than a warm remote cell's overhead budget
+COMMANDS = """%gpu COMMAND (the line magic):
+  %gpu hosts                          GPU inventory: type, host, count, free, NVML or declared
+  %gpu status                         this notebook's sessions: GPUs, host, state, time held, cost, idle
+  %gpu stop [TYPE|SPEC|all]           release sessions (all by default)
+  %gpu idle SECONDS                   release idle sessions after SECONDS (0: never)
+  %gpu bill [--days N] [--csv FILE] [--operator]
+                                      this notebook's and your usage; --operator: everyone's and utilisation
+  %gpu budget [AMOUNT [--soft 0.8] | --remove] [--user]
+                                      show, set or remove this notebook's (or, --user, your) budget in dollars
+  %gpu push a,b [SPEC] | pull c,d [SPEC]
+                                      move variables to or from a running session
+"""
 
 
 def _bill_parser() -> _Parser:
@@ -75,8 +81,18 @@ class GpuMagics(Magics):
     def workspace(self):
         return get_workspace(self.shell.config if self.shell is not None else None)
 
+    @magic_arguments("%%gpu")
+    @kwds(description=DESCRIPTION, epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    @argument("spec", nargs="?", default=None,
+              help='GPU spec: "H100", "H100:2" (two on one host) or fallbacks "H100,A100"; default: the only type')
+    @argument("--wait", type=float, default=0.0, metavar="S",
+              help="seconds to queue for a free GPU (default 0: fail at once when none is free)")
+    @argument("--push", default="", metavar="a,b", help="send these variables to the remote kernel first")
+    @argument("--pull", default="", metavar="c,d", help="bring these variables back after the cell")
+    @argument("--quiet", action="store_true", help="no cost footer")
     @line_cell_magic
     def gpu(self, line: str, cell: str | None = None):
+        """``%%gpu``: the cell on a remote GPU kernel; ``%gpu COMMAND``: sessions and the bill (replaced by the usage)."""
         if cell is None:
             return self._line(line)
         return self._cell(line, cell)
@@ -92,7 +108,10 @@ class GpuMagics(Magics):
         raise BurstlabError(f"%%gpu needs a GPU type: this workspace has {', '.join(types)} (e.g. %%gpu {types[0]}).")
 
     def _cell(self, line: str, cell: str):
-        args = _CELL_PARSER.parse_args(shlex.split(line))
+        try:
+            args = parse_argstring(self.gpu, line)  # the parser magic_arguments built once, at class creation
+        except UsageError as exc:
+            raise BurstlabError(f"%%gpu: {exc}.\n{self.gpu.parser.format_usage()}") from None
         ws = self.workspace
         spec = args.spec or self._default_spec()
         key = str(parse_gpu_spec(spec))

@@ -76,7 +76,7 @@ def test_set_list_remove_and_the_wire_shape(bws, nb):
 def test_a_session_that_would_start_over_budget_is_refused_with_the_numbers(bws, nb):
     bws.set_budget("notebook", nb, 0.0005)  # less than one second of an H100
     with pytest.raises(BudgetExceeded, match=r"notebook budget for 'nb-.*': \$0.0000 spent of \$0.0005.*"
-                                             r"at least \$0.0010 \(one second\).*%gpu budget"):
+                                             r"at least \$0.0011 \(one second\).*%gpu budget"):  # 1,097 micro-dollars, rounded up
         bws.session("H100")
     assert _free(bws, "H100") == 2  # nothing was leased
     bws.remove_budget("notebook", nb)
