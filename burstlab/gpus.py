@@ -23,6 +23,7 @@ KNOWN_TYPES = (
     "B200", "H200", "H100", "A100-80GB", "A100", "L40S", "L40", "L4", "A10G", "A10", "A6000", "V100", "T4",
 )
 
+CPU = "CPU"  # the resource CPU-only work asks for (fan-out with gpu=None); never a GPU type
 SPEC_FORMS = '"H100", "h100", "H100:2" (two on one host), "H100,A100" or ["H100", "A100"] (fallbacks in order)'
 
 _TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9\-]*$")
@@ -178,4 +179,4 @@ def discover(declared: str = "", host: str | None = None) -> list[Gpu]:
     return gpus
 
 
-__all__ = ["Gpu", "KNOWN_TYPES", "SPEC_FORMS", "discover", "normalise_type", "parse_declared", "parse_gpu_spec"]
+__all__ = ["CPU", "Gpu", "KNOWN_TYPES", "SPEC_FORMS", "discover", "normalise_type", "parse_declared", "parse_gpu_spec"]

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 import cloudpickle
 
 from burstlab.errors import FanoutError, GpuSpecError
-from burstlab.gpus import SPEC_FORMS, impossible_count_message, parse_gpu_spec
+from burstlab.gpus import CPU, SPEC_FORMS, impossible_count_message, parse_gpu_spec
 
 from . import _policy
 from ._checkpoint import Checkpoint, Resume, chunk_digest, dumps, function_digest
@@ -31,8 +31,6 @@ from ._metering import MapMeter
 from ._progress import Progress
 from ._runner import ONE, run_chunk
 from ._status import MapStatus
-
-CPU = "CPU"
 
 
 class Chunk:
@@ -493,6 +491,8 @@ class MapRun(MapStatus):
         free at once (a thread cannot be stopped; the process can). A GPU worker runs one task at a
         time, so nothing else (no session) is on it.
         """
+        if self._inflight:  # what runs now is billed from when it started: look before cancelling it
+            self.metering.poll(self.client, force=True)
         futures = list(self._inflight)
         self._cut_short = self._cut_short or bool(futures or self._retry or self._front or not self._exhausted)
         self._inflight.clear()

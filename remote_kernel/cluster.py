@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from burstlab.gpus import Gpu
+from burstlab.gpus import CPU, Gpu  # CPU: the resource CPU fan-out tasks ask for on the embedded cluster
 from burstlab.wire import GpuInventoryEntry
 
+from .adaptive import SLOT_PREFIX  # defined once, beside the pure decide() that reads slot resources
+
 NAME_PREFIX = "burstlab"
-CPU = "CPU"  # the resource CPU fan-out tasks ask for on the embedded cluster
-SLOT_PREFIX = "slot:"
 PRELOAD = "burstlab.remote_kernel._forkserver_preload"
 
 

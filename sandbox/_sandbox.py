@@ -30,7 +30,7 @@ from ._limits import Limits, format_size, make_limits, parse_size
 from ._net import net_record, parse_policy
 from ._net import setup as net_setup
 from ._net import teardown as net_teardown
-from ._policy import RUN_DIR, jail_spec
+from ._jailspec import RUN_DIR, jail_spec
 from ._template import Template
 
 STATE_BASE = _reaper.STATE_BASE

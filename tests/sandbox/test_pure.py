@@ -12,7 +12,7 @@ from burstlab.sandbox import Limits, parse_size
 from burstlab.sandbox._files import split_path
 from burstlab.sandbox._kernel import OutputCap
 from burstlab.sandbox._limits import format_size, make_limits
-from burstlab.sandbox._policy import WORK_DIR, jail_spec, scrubbed_env
+from burstlab.sandbox._jailspec import WORK_DIR, jail_spec, scrubbed_env
 from burstlab.sandbox._seccomp import DENIED, Filter
 
 
