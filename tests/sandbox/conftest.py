@@ -8,6 +8,7 @@ import pytest
 
 from burstlab._sync import run_sync
 from burstlab.sandbox import Sandbox
+from burstlab.sandbox._reaper import read_record
 from burstlab.sandbox._sandbox import STATE_BASE, UID_BASE, UID_SPAN, stop_template
 
 
@@ -37,12 +38,9 @@ def my_state_dirs() -> list[str]:
     except OSError:
         return out
     for n in names:
-        try:
-            with open(os.path.join(STATE_BASE, n, "owner")) as f:
-                if f.read().strip() == str(os.getpid()):
-                    out.append(n)
-        except OSError:
-            pass
+        rec = read_record(os.path.join(STATE_BASE, n))
+        if rec is not None and rec.get("pid") == os.getpid():
+            out.append(n)
     return out
 
 
