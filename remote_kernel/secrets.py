@@ -1,0 +1,109 @@
+"""Environment variables and secrets for a session's kernel, a map's tasks or a sandbox.
+
+``env={"WANDB_MODE": "offline"}`` is passed as given; ``secrets=["OPENAI_API_KEY"]`` are read from the
+notebook's environment or else from ``BURSTLAB_HOME/secrets.env`` (``NAME=value`` lines, mode 0600). Values reach
+only the kernel or task they are for: they travel over the kernel's own channel (never in a cell's source, so
+never in its history), and are never written to the ledger, logs, REST responses or the panel.
+:class:`Redactor` replaces them in any text that would show them (a traceback, a stream).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from burstlab.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Variables that belong to burstlab or to the GPU pinning: a user's env= must not move them.
+RESERVED = ("CUDA_VISIBLE_DEVICES", "BURSTLAB_", "JPY_", "DASK_")
+REDACTED = "[redacted]"
+
+
+def secrets_file(home: str | None = None) -> Path:
+    return Path(home or os.environ.get("BURSTLAB_HOME") or Path.home() / ".burstlab") / "secrets.env"
+
+
+def check_env(env: Mapping[str, object] | None) -> dict[str, str]:
+    """``env`` as ``{str: str}``, refusing names that are not variable names or that burstlab owns."""
+    out: dict[str, str] = {}
+    for name, value in (env or {}).items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"env: {name!r} is not an environment variable name (letters, digits, _).")
+        if any(name == r or (r.endswith("_") and name.startswith(r)) for r in RESERVED):
+            raise ConfigError(f"env: {name} is set by burstlab itself and cannot be overridden.")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"env: the value of {name} must be a string (or a number), not {type(value).__name__}.")
+        out[name] = str(value)
+    return out
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                          f"`chmod 600 {path}`, then try again.")
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip().removeprefix("export ").strip()
+        if not sep or not _NAME.match(name):
+            raise ConfigError(f"{path}, line {number}: expected NAME=value.")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def resolve(names: Iterable[str] | None, *, home: str | None = None,
+            environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The values of the secrets ``names``: the notebook's environment first, then the secrets file."""
+    names = list(names or [])
+    if not names:
+        return {}
+    environ = os.environ if environ is None else environ
+    from_file: dict[str, str] | None = None
+    out: dict[str, str] = {}
+    for name in names:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"secrets: {name!r} is not an environment variable name.")
+        if name in environ:
+            out[name] = environ[name]
+            continue
+        if from_file is None:
+            from_file = _read_file(secrets_file(home))
+        if name not in from_file:
+            raise ConfigError(f"The secret {name} is not set: export {name}=... in the notebook's environment, "
+                              f"or add a line {name}=... to {secrets_file(home)} (mode 600).")
+        out[name] = from_file[name]
+    return out
+
+
+class Redactor:
+    """Replaces the values of secrets in text. Values shorter than 4 characters are left alone (they would
+    redact ordinary words and numbers); a secret that short protects nothing anyway."""
+
+    def __init__(self, values: Iterable[str] = ()):
+        kept = sorted({v for v in values if isinstance(v, str) and len(v) >= 4}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, kept))) if kept else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None or not isinstance(text, str):
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+
+__all__ = ["REDACTED", "Redactor", "check_env", "resolve", "secrets_file"]
