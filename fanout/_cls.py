@@ -61,6 +61,48 @@ class _ExitPlugin:
             getattr(self.obj, name)()
 
 
+_exits: list[_ExitPlugin] = []
+
+
+def _run_exits() -> None:
+    while _exits:
+        plugin = _exits.pop()
+        try:
+            plugin.teardown()
+        except Exception:  # one failing exit must not keep the others from running
+            import traceback
+
+            traceback.print_exc()
+
+
+def _on_retire(plugin: _ExitPlugin) -> None:
+    """Run ``plugin.teardown`` when this worker starts closing (its Nanny retiring it, or the scheduler), or at
+    the process's exit: Dask runs plugin teardowns late in ``Worker.close``, after waits a retiring
+    worker's Nanny does not always allow for, so the exits run first thing instead."""
+    import atexit
+
+    _exits.append(plugin)
+    if len(_exits) > 1:
+        return
+    atexit.register(_run_exits)
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:  # not on a Dask worker (called here): at interpreter exit only
+        return
+    close = worker.close
+
+    async def close_after_exits(*args, **kwargs):
+        _run_exits()  # on the worker's event loop: it is closing, nothing else needs it meanwhile
+        return await close(*args, **kwargs)
+
+    worker.close = close_after_exits
+    for handlers in (worker.handlers, worker.stream_handlers):
+        if handlers.get("close") == close:
+            handlers["close"] = close_after_exits
+
+
 def _instance(identity: str, cls: type, args: tuple, kwargs: dict) -> Any:
     obj = _instances.get(identity)
     if obj is not None:
@@ -80,14 +122,7 @@ def _instance(identity: str, cls: type, args: tuple, kwargs: dict) -> Any:
             setup_clock.seconds += time.perf_counter() - t0
         exits = _marked(cls, _EXIT)
         if exits:
-            try:
-                from distributed import get_worker
-
-                get_worker().plugins[f"burstlab-exit-{identity}"] = _ExitPlugin(obj, exits)
-            except ValueError:  # not on a Dask worker (called here): at interpreter exit instead
-                import atexit
-
-                atexit.register(_ExitPlugin(obj, exits).teardown)
+            _on_retire(_ExitPlugin(obj, exits))
         _instances[identity] = obj
         return obj
 
