@@ -30,17 +30,26 @@ from .wire import BudgetStatus, Execution, ExecutionError, GpuInventoryEntry, Gp
 _LAZY = {
     "Call": "burstlab.fanout",
     "Function": "burstlab.fanout",
+    "MapHandle": "burstlab.fanout",
+    "Retries": "burstlab.fanout",
     "Sandbox": "burstlab.sandbox",
     "SandboxPool": "burstlab.sandbox",
     "Workspace": "burstlab.workspace",
+    "cls": "burstlab.fanout",
+    "enter": "burstlab.fanout",
+    "exit": "burstlab.fanout",
+    "for_each": "burstlab.fanout",
     "function": "burstlab.fanout",
     "get_workspace": "burstlab.workspace",
     "map": "burstlab.fanout",
+    "spawn_map": "burstlab.fanout",
+    "starmap": "burstlab.fanout",
     "usage": "burstlab.workspace._usage",
 }
 
 if TYPE_CHECKING:  # for readers and type checkers; at run time these load through __getattr__
-    from burstlab.fanout import Call, Function, function, map
+    from burstlab.fanout import (Call, Function, MapHandle, Retries, cls, enter, exit, for_each, function, map,
+                                 spawn_map, starmap)
     from burstlab.sandbox import Sandbox, SandboxPool
     from burstlab.workspace import Workspace, get_workspace
     from burstlab.workspace._usage import usage
@@ -92,9 +101,11 @@ __all__ = [
     "GpuRequest",
     "GpuSpec",
     "GpuSpecError",
+    "MapHandle",
     "NoGpuError",
     "Output",
     "RemoteError",
+    "Retries",
     "Sandbox",
     "SandboxError",
     "SandboxLimitError",
@@ -103,9 +114,15 @@ __all__ = [
     "TransferError",
     "UsageRecord",
     "Workspace",
+    "cls",
+    "enter",
+    "exit",
+    "for_each",
     "function",
     "get_workspace",
     "map",
     "parse_gpu_spec",
+    "spawn_map",
+    "starmap",
     "usage",
 ]
