@@ -77,6 +77,10 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
             held.close()
         elif kernel is not None:
             kernel.kill()
+        try:  # the kernel is gone and this task returns: the worker can start the next one pinned to the GPU
+            queue.put({"event": "ended", "worker": worker.address}, timeout=2)
+        except Exception:  # the scheduler is out of reach: nobody is waiting for this
+            pass
 
 
 @dataclass
@@ -126,10 +130,22 @@ class Lease:
             client.cancel(self.futures, force=True)
 
     def wait_released(self, client, timeout: float = 10.0) -> bool:
-        """After ``release``: wait until the scheduler sees this lease's GPUs free (the worker has
-        stopped the kernel), so that "released" means another session can take them now."""
+        """After ``release``: wait until every task of this lease has ended on its worker (the kernel is
+        stopped) and the scheduler sees the GPUs free, so that "released" means another session can take
+        them now. The scheduler's books alone are not enough: it frees a cancelled task's resources at
+        once, while the worker still runs the task (and holds the GPU) until it has killed the kernel; a
+        session started in between waited on the worker and could lose its start race (``START_S``)."""
+        from distributed import Queue
+
         mine = {(s.host, s.type, s.index) for s in self.slots}
         deadline = time.monotonic() + timeout
+        queue, ended = Queue(_queue_name(self.id), client=client), 0
+        while ended < len(self.futures) and time.monotonic() < deadline:
+            try:
+                msg = queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                return False
+            ended += msg.get("event") == "ended"
         while time.monotonic() < deadline:
             if not any(s.busy for s in slots(client) if (s.host, s.type, s.index) in mine):
                 return True

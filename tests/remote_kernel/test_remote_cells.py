@@ -182,9 +182,36 @@ def test_multi_gpu_session_holds_all_on_one_host(ws):
         ws.stop("H100:2")
 
 
+def _lease_tasks_running(ws) -> list[str]:
+    """Lease tasks still executing on any worker (the worker's view, not the scheduler's books)."""
+    def running(dask_worker=None):
+        return [str(k) for k, ts in dask_worker.state.tasks.items()
+                if str(k).startswith("burstlab-lease-") and ts.state in ("executing", "cancelled")]
+
+    return [k for keys in ws.client.run(running).values() for k in keys]
+
+
+def test_a_stopped_session_has_freed_its_gpu_on_the_worker_when_stop_returns(ws):
+    """The cause of a flaky test_idle_session...: the scheduler frees a cancelled lease task's GPU at once,
+    while the worker still runs it until the kernel is killed. stop() now returns after the worker is done,
+    so the next session never waits behind it (and never loses its start race under load)."""
+    ws.stop("all")
+    for _ in range(3):
+        session = ws.session("A100")
+        assert _lease_tasks_running(ws)
+        session.stop()
+        assert _lease_tasks_running(ws) == []
+    again = ws.session("A100")  # at once, no race lost: the worker had nothing left to finish
+    try:
+        assert again.execute_sync("1").text == "1"
+    finally:
+        again.stop()
+
+
 def test_idle_session_is_released_and_the_next_cell_says_so(shell, ws):
     run(shell, "%gpu stop all")
-    run(shell, "%%gpu A100\nidle_state = 1")
+    result, out = run(shell, "%%gpu A100\nidle_state = 1")
+    assert result.success, (result.error_in_exec, out.stderr)  # else find() below says only "no session"
     session = ws.find("A100")
     ws.set_idle_timeout(0.5)
     try:
