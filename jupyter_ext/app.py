@@ -32,6 +32,8 @@ from .maxima import Maxima
 # The MCP server (jupyter_ext/mcp.py) is `jupyter burstlab mcp`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("burstlab.jupyter_ext.mcp.McpApp", "Serve the burstlab API to coding agents as an MCP server (stdio)."),
+    "kernelspecs": ("burstlab.jupyter_ext.kernelspecs.KernelspecsApp",
+                    "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
 }
 
 
@@ -43,6 +45,34 @@ def _size(value: str, name: str) -> int:
         return parse_size(value, name)
     except SandboxError as exc:
         raise ConfigError(f"c.BurstLabApp.{name}: {exc}") from None
+
+
+def _private_home(home: str) -> None:
+    """BURSTLAB_HOME 0700: it holds the ledger (every user's usage), certificates and journals."""
+    if not home:
+        return
+    try:
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        st = os.stat(home)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(home, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"Cannot make BURSTLAB_HOME {home!r} private ({exc.strerror}); point BURSTLAB_HOME "
+                          "(c.BurstLab.home) at a folder this user owns.") from None
+
+
+def _check_maxima(m: Maxima) -> None:
+    import math
+
+    for name, value in (("max_sandbox_timeout", m.timeout), ("max_sandbox_cpus", m.cpus), ("max_wait", m.wait)):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"c.BurstLabApp.{name} = {value!r} must be a finite number of at least 0.")
+    for name, value in (("max_sandboxes_per_user", m.sandboxes_per_user), ("max_sandboxes", m.sandboxes),
+                        ("max_sessions_per_user", m.sessions_per_user), ("max_waiting", m.waiters),
+                        ("max_waiting_per_user", m.waiters_per_user), ("max_request_body", m.body),
+                        ("max_output", m.output)):
+        if value < 1:
+            raise ConfigError(f"c.BurstLabApp.{name} = {value!r} must be at least 1.")
 
 
 class BurstLabApp(ExtensionApp):
@@ -76,6 +106,25 @@ class BurstLabApp(ExtensionApp):
     max_sandbox_pids = Int(1024, help="Largest pids limit an API caller may give a sandbox.").tag(config=True)
     max_sandbox_cpus = Float(4.0, help="Largest CPU quota (cores) an API caller may give a sandbox.").tag(config=True)
     max_sandboxes_per_user = Int(16, help="Sandboxes one user may hold at once (409 past it).").tag(config=True)
+    max_sandboxes = Int(64, help="Sandboxes of all users together (409 past it).").tag(config=True)
+    max_sandbox_memory_total = Unicode(
+        "", help="Sum of the memory limits of all users' sandboxes (409 past it); empty: half the host's memory."
+    ).tag(config=True)
+    max_sessions_per_user = Int(4, help="GPU sessions one user may hold through the API at once (409 past it).").tag(config=True)
+    max_wait = Float(300.0, help="Largest `wait` (seconds) a POST sessions may queue for a GPU.").tag(config=True)
+    max_waiting = Int(
+        8, help="POST sessions queueing or starting at once, all users together (each holds one of the API's own "
+        "threads, never the server's); 409 past it."
+    ).tag(config=True)
+    max_waiting_per_user = Int(2, help="POST sessions one user may have queueing or starting at once.").tag(config=True)
+    max_request_body = Unicode(
+        "16MiB", help="Largest JSON request body; larger is a 413 before it is read (standalone: every route's "
+        "limit, c.ServerApp.max_body_size)."
+    ).tag(config=True)
+    max_output = Unicode(
+        "8MiB", help="Most output (as JSON) one execute response, stream or MCP tool result carries; the rest is "
+        "dropped with a marker."
+    ).tag(config=True)
     allow_sandbox_network = Bool(
         False, help="Whether API callers may create sandboxes with network=true (they share the host's network)."
     ).tag(config=True)
@@ -86,6 +135,7 @@ class BurstLabApp(ExtensionApp):
         "identity_provider_class": BurstLabIdentityProvider,
         "authorizer_class": BurstLabAuthorizer,
         "allow_root": True,  # sandboxes need root; the service is headless
+        "reraise_server_extension_failures": True,  # a bad setting (a readable tokens file) stops it, not half of it
         "ip": "127.0.0.1",
         "open_browser": False,
         "jpserver_extensions": {"burstlab.jupyter_ext": True},
@@ -105,13 +155,23 @@ class BurstLabApp(ExtensionApp):
         maxima = Maxima(
             timeout=self.max_sandbox_timeout, memory=_size(self.max_sandbox_memory, "max_sandbox_memory"),
             pids=self.max_sandbox_pids, cpus=self.max_sandbox_cpus, network=self.allow_sandbox_network,
-            sandboxes_per_user=self.max_sandboxes_per_user,
+            sandboxes_per_user=self.max_sandboxes_per_user, sandboxes=self.max_sandboxes,
+            sandbox_memory_total=(_size(self.max_sandbox_memory_total, "max_sandbox_memory_total")
+                                  if self.max_sandbox_memory_total else 0),
+            sessions_per_user=self.max_sessions_per_user, wait=self.max_wait, waiters=self.max_waiting,
+            waiters_per_user=self.max_waiting_per_user, body=_size(self.max_request_body, "max_request_body"),
+            output=_size(self.max_output, "max_output"),
         )
+        _check_maxima(maxima)
+        if isinstance(self.serverapp.identity_provider, BurstLabIdentityProvider):
+            # Standalone: no route of this server reads a body past the maximum (uploads raise it after the token).
+            self.serverapp.max_body_size = min(self.serverapp.max_body_size, maxima.body)
         table = TokenTable()
         table.add_many(self.tokens, "c.BurstLabApp.tokens")
         if self.tokens_file:
             table.load_file(self.tokens_file)
         workspace = Workspace(config=self.serverapp.config, notebook="jupyter-server", serve=True)
+        _private_home(workspace.config.home)
         self.manager = Manager(workspace, maxima, self.default_notebook)
         self.kernel_token = table.new_token(self.manager.owner)
         self.settings.update(burstlab_manager=self.manager, burstlab_tokens=table, burstlab_owner=self.manager.owner)

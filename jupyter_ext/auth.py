@@ -1,8 +1,13 @@
 """API tokens mapped to user names, and how jupyter_server learns of them.
 
 - :class:`TokenTable`: token -> user, from ``c.BurstLabApp.tokens`` and/or ``c.BurstLabApp.tokens_file``
-  (a JSON object ``{"TOKEN": "USER"}``), plus the token the server hands its kernels
-  (``BURSTLAB_TOKEN``, mapped to the server's own user). Tokens are kept only as SHA-256 digests.
+  (a JSON object ``{"TOKEN": "USER"}``, or ``{"sha256:HEX": "USER"}`` with the tokens' digests; a file
+  with plain tokens must be private to its owner, 0600), plus the token the server hands its kernels
+  (``BURSTLAB_TOKEN``, mapped to the server's own user, burstlab's routes only). Tokens are kept only
+  as SHA-256 digests.
+- Every token is a :class:`Grant`: its user, whether it is confined to the burstlab API (every table
+  token and the kernels' token), and whether it is the operator's (the server's own identity and its
+  kernels' token: ``GET workspace`` shows them the Dask scheduler's address, and nobody else).
 - :class:`BurstLabIdentityProvider`: the standalone ``jupyter burstlab`` service's identity provider.
   A table token is that user; the server's own token is the server's user. No login cookies: every
   request carries its token, so nothing a browser holds can act as an agent.
@@ -17,9 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from jupyter_server.auth import Authorizer, IdentityProvider, User
 
@@ -30,24 +38,42 @@ MIN_TOKEN_LEN = 16
 _AUTH_HEADER = re.compile(r"(token|bearer)\s+(.+)", re.IGNORECASE)
 
 
+_HASHED = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def hashed(token: str) -> str:
+    """How a token is written in a tokens file that holds no token: ``sha256:HEX``."""
+    return "sha256:" + _digest(token).hex()
+
+
+class Grant(NamedTuple):
+    user: str
+    agent: bool  # confined to the burstlab API
+    operator: bool  # the server's own identity: sees the cluster's address
 
 
 class TokenTable:
     """Which user a token is. Lookups compare digests, never the tokens themselves."""
 
     def __init__(self) -> None:
-        self._users: dict[bytes, tuple[str, bool]] = {}  # digest -> (user, agent: confined to the burstlab API)
+        self._grants: dict[bytes, Grant] = {}
 
-    def add(self, token: str, user: str, agent: bool = True) -> None:
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_LEN:
-            raise ConfigError(f"An API token for {user!r} is shorter than {MIN_TOKEN_LEN} characters; use a random "
-                              "one, e.g. python -c 'import secrets; print(secrets.token_hex(24))'.")
+    def add(self, token: str, user: str, agent: bool = True, operator: bool = False) -> None:
         if not isinstance(user, str) or not USER_RE.match(user):
             raise ConfigError(f"User name {user!r} for an API token is not valid: use 1-64 letters, digits and . _ @ + - "
                               "(starting with a letter or digit).")
-        self._users[_digest(token)] = (user, agent)
+        m = _HASHED.match(token) if isinstance(token, str) else None
+        if m is not None:
+            self._grants[bytes.fromhex(m.group(1))] = Grant(user, agent, operator)
+            return
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_LEN:
+            raise ConfigError(f"An API token for {user!r} is shorter than {MIN_TOKEN_LEN} characters; use a random "
+                              "one, e.g. python -c 'import secrets; print(secrets.token_hex(24))'.")
+        self._grants[_digest(token)] = Grant(user, agent, operator)
 
     def add_many(self, tokens: dict, source: str) -> None:
         if not isinstance(tokens, dict):
@@ -57,22 +83,30 @@ class TokenTable:
 
     def load_file(self, path: str) -> None:
         try:
-            data = json.loads(Path(path).read_text())
+            with open(path, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                data = json.loads(f.read())
         except OSError as exc:
             raise ConfigError(f"Cannot read the tokens file {path!r} ({exc.strerror}); fix c.BurstLabApp.tokens_file.") from None
         except ValueError as exc:
             raise ConfigError(f"The tokens file {path!r} is not JSON ({exc}); write an object {{\"TOKEN\": \"USER\"}}.") from None
+        plain = isinstance(data, dict) and any(not (isinstance(t, str) and _HASHED.match(t)) for t in data)
+        if plain and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"The tokens file {path!r} holds tokens and is readable by other users "
+                              f"(mode {stat.S_IMODE(mode):04o}): run chmod 600 {path}, or write each token as its "
+                              "digest, \"sha256:HEX\" (python -c 'import hashlib,sys; print(\"sha256:\" + "
+                              "hashlib.sha256(sys.argv[1].encode()).hexdigest())' TOKEN).")
         self.add_many(data, f"The tokens file {path!r}")
 
     def new_token(self, user: str) -> str:
-        """A fresh random token for ``user`` (the server's own, for its kernels)."""
+        """A fresh random token for ``user``: the server's kernels' (burstlab's routes only, the operator's)."""
         token = secrets.token_hex(24)
-        self.add(token, user, agent=False)
+        self.add(token, user, agent=True, operator=True)
         return token
 
-    def lookup(self, token: str | None) -> tuple[str, bool] | None:
-        """``(user, agent)`` for a known token, else None."""
-        return self._users.get(_digest(token)) if token else None
+    def lookup(self, token: str | None) -> Grant | None:
+        """The grant of a known token, else None."""
+        return self._grants.get(_digest(token)) if token else None
 
 
 def request_token(handler) -> str:
@@ -85,6 +119,18 @@ def request_token(handler) -> str:
 
 def table_of(handler) -> TokenTable | None:
     return handler.settings.get("burstlab_tokens")
+
+
+def grant(handler, found: Grant) -> None:
+    """Mark ``handler``'s request as ``found``'s (read by the authorizer and the burstlab handlers)."""
+    handler._burstlab_user = found.user
+    handler._burstlab_agent = found.agent
+    handler._burstlab_operator = found.operator
+
+
+def is_operator(handler) -> bool:
+    """Whether the request is the operator's: the server's own identity, or the kernels' token."""
+    return getattr(handler, "_burstlab_operator", getattr(handler, "_burstlab_user", None) is None)
 
 
 class BurstLabIdentityProvider(IdentityProvider):
@@ -102,10 +148,9 @@ class BurstLabIdentityProvider(IdentityProvider):
         if found is None:
             if await super().get_user_token(handler) is None:
                 return None
-            found = (handler.settings.get("burstlab_owner") or "owner", False)
-        name, handler._burstlab_agent = found
-        handler._burstlab_user = name
-        return User(username=name, name=name, display_name=name)
+            found = Grant(handler.settings.get("burstlab_owner") or "owner", False, True)
+        grant(handler, found)
+        return User(username=found.user, name=found.user, display_name=found.user)
 
 
 class BurstLabAuthorizer(Authorizer):
@@ -117,4 +162,5 @@ class BurstLabAuthorizer(Authorizer):
         return True
 
 
-__all__ = ["BurstLabAuthorizer", "BurstLabIdentityProvider", "TokenTable", "request_token"]
+__all__ = ["BurstLabAuthorizer", "BurstLabIdentityProvider", "Grant", "TokenTable", "hashed", "is_operator",
+           "request_token"]

@@ -2,16 +2,25 @@
 
 The handlers (``handlers/``) are thin over :class:`Manager`; it knows nothing of tornado. Every
 method takes the calling user's name and answers only with that user's objects: another user's id
-is :class:`NotFound`, exactly as an unknown one. Blocking Workspace calls run in a thread
-(``asyncio.to_thread``); sandboxes and GPU sessions are driven on burstlab's private loop
+is :class:`NotFound`, exactly as an unknown one. Blocking Workspace calls run on the manager's own
+threads (never the server's shared ones): short calls on one pool, and ``POST sessions`` (which may
+queue for a GPU up to ``Maxima.wait`` seconds) on a bounded pool of its own, whose slots are reserved
+per user before the request waits; sandboxes and GPU sessions are driven on burstlab's private loop
 (``burstlab._sync``), where their sockets live, and awaited from the server's loop.
+
+Every cap is a reservation taken before the first ``await`` of a create (sandboxes per user and in
+all, their memory in all, GPU sessions per user, waiting requests), so parallel requests can never
+pass a cap together; what they reserved is given back however the create ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -21,6 +30,7 @@ from burstlab.sandbox import Limits, Sandbox, parse_size
 from burstlab.sandbox._limits import format_size
 from burstlab.wire import Execution, Output, SandboxRecord
 
+from .bounds import bound_execution
 from .errors import BadRequest, Conflict, NotFound
 from .maxima import Maxima
 from .openapi import validate
@@ -53,6 +63,11 @@ class Manager:
         self.default_notebook = default_notebook
         self._sandboxes: dict[str, _SandboxEntry] = {}
         self._reserved: dict[str, int] = {}  # user -> sandboxes being created
+        self._reserved_memory = 0  # bytes of the sandboxes being created
+        self._sessions_of: dict[str, set[str]] = {}  # user -> ids of sessions started through the API
+        self._starting: dict[str, int] = {}  # user -> POST sessions queueing or starting
+        self._api_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="burstlab-api")
+        self._wait_pool = ThreadPoolExecutor(max_workers=max(1, self.maxima.waiters), thread_name_prefix="burstlab-wait")
         self._closing = False
 
     @property
@@ -62,13 +77,14 @@ class Manager:
 
     # -- workspace and hosts ------------------------------------------------------------------------
 
-    async def workspace(self, user: str) -> dict:
+    async def workspace(self, user: str, operator: bool = False) -> dict:
+        """The workspace; the scheduler's address only for the operator (API users never reach the cluster)."""
         from burstlab import __version__
 
         def scheduler() -> str:
             return self.ws.client.scheduler.address
 
-        address = await self._blocking(scheduler)
+        address = await self._blocking(scheduler) if operator else None
         url = self.ws.config.ledger_url
         return {"user": user, "version": __version__, "scheduler": address,
                 "ledger": "postgresql" if url.startswith("postgres") else "sqlite",
@@ -76,7 +92,9 @@ class Manager:
 
     async def hosts(self, user: str) -> dict:
         entries = await self._blocking(self.ws.hosts)
-        return {"hosts": [{**e.to_json(), "declared": e.declared} for e in entries]}
+        rates = self.ws.meter.rates
+        return {"hosts": [{**e.to_json(), "declared": e.declared,
+                           "microusd_per_hour": rates.rate(e.type) * 3600 // 1000} for e in entries]}
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -87,37 +105,58 @@ class Manager:
     async def list_sessions(self, user: str) -> dict:
         if not self._cluster_up():
             return {"sessions": []}
-        return {"sessions": await self._blocking(self.ws.list_sessions, user)}
+        return {"sessions": [r.to_json() for r in await self._blocking(self.ws.list_sessions, user)]}
 
     async def _session_record(self, user: str, id: str) -> dict:
         if self._cluster_up():
             for record in await self._blocking(self.ws.list_sessions, user):
-                if record["id"] == id:
-                    return record
+                if record.id == id:
+                    return record.to_json()
         raise NotFound(f"No running GPU session {id!r} of yours; GET sessions lists them.")
 
     async def get_session(self, user: str, id: str) -> dict:
         return await self._session_record(user, id)
 
+    def _running_sessions(self, user: str) -> int:
+        ids = self._sessions_of.get(user, set())
+        for sid in [i for i in ids if (s := self.ws.get_session(i)) is None or s.state != "running"]:
+            ids.discard(sid)
+        return len(ids)
+
     async def create_session(self, user: str, body: Any) -> dict:
         body = validate("SessionCreate", body, self.maxima)
         notebook = body.get("notebook") or self.default_notebook
-        session = await self._blocking(self.ws.session, body["gpu"], float(body.get("wait", 0)),
-                                       user=user, notebook=notebook, reuse=False)
+        m = self.maxima
+        if self._closing:
+            raise Conflict("The server is shutting down; no new sessions.")
+        # Reserved before the first await: parallel requests cannot pass these caps together.
+        starting = self._starting.get(user, 0)
+        held = self._running_sessions(user)
+        if held + starting >= m.sessions_per_user:
+            raise Conflict(f"You hold {held} GPU sessions (and {starting} starting), this service's maximum per user "
+                           f"({m.sessions_per_user}, c.BurstLabApp.max_sessions_per_user); stop one with "
+                           "DELETE sessions/ID first.")
+        if starting >= m.waiters_per_user or sum(self._starting.values()) >= m.waiters:
+            raise Conflict(f"Too many requests are already waiting for GPUs ({starting} of yours, "
+                           f"{sum(self._starting.values())} in all; at most {m.waiters_per_user} per user and "
+                           f"{m.waiters} in all); try again when one has answered.")
+        self._starting[user] = starting + 1
+        try:
+            session = await self._blocking(self.ws.session, body["gpu"], float(body.get("wait", 0)),
+                                           user=user, notebook=notebook, reuse=False, pool=self._wait_pool)
+            self._sessions_of.setdefault(user, set()).add(session.id)
+        finally:
+            self._starting[user] -= 1
         return self._session_json(session, user, notebook)
 
     def _session_json(self, session, user: str, notebook: str) -> dict:
-        usage = self.ws.meter.record(session.interval_id) if session.interval_id else None
-        return {"id": session.id, "spec": session.key, "gpu_type": session.gpu_type, "count": session.count,
-                "declared": session.declared, "host": session.host, "user": user, "notebook": notebook,
-                "started": session.started, "state": session.state,
-                "billed_s": usage.billed_s if usage else 0, "cost_microusd": usage.cost_microusd if usage else 0,
-                "origin": "server"}
+        return self.ws.session_record(session, origin="server").to_json()
 
-    async def stop_session(self, user: str, id: str) -> dict:
+    async def stop_session(self, user: str, id: str, via: str = "") -> dict:
         record = await self._session_record(user, id)
         mine = self.ws.get_session(id)
-        await self._blocking(self.ws.stop_session, id, f"stopped through the REST API by {user}")
+        reason = "stopped from the burstlab panel" if via == "panel" else f"stopped through the REST API by {user}"
+        await self._blocking(self.ws.stop_session, id, reason)
         if mine is not None:
             return self._session_json(mine, record["user"], record["notebook"])
         return {**record, "state": "stopped"}
@@ -140,7 +179,7 @@ class Manager:
                 await session.interrupt()
             return await task
 
-        return (await _on_burstlab_loop(run())).to_json()  # a lost kernel is a 409 (burstlab.errors.HTTP_STATUS)
+        return bound_execution((await _on_burstlab_loop(run())).to_json(), self.maxima.output)  # lost: 409
 
     # -- sandboxes --------------------------------------------------------------------------------
 
@@ -224,19 +263,16 @@ class Manager:
         notebook = body.get("notebook") or self.default_notebook
         if self._closing:
             raise Conflict("The server is shutting down; no new sandboxes.")
-        held = sum(1 for e in self._sandboxes.values() if e.user == user and e.state == "running")
-        if held + self._reserved.get(user, 0) >= self.maxima.sandboxes_per_user:
-            raise Conflict(f"You have {held} sandboxes, this service's maximum per user "
-                           f"({self.maxima.sandboxes_per_user}); close one with DELETE sandboxes/ID first.")
         try:
             sandbox = Sandbox(**kwargs, meter=self.ws.meter, user=user, notebook=notebook)
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
-        # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
-        await self._blocking(self.ws.watcher.admit, user=user, notebook=notebook, what="a new sandbox",
-                             start_microusd=1)
-        self._reserved[user] = self._reserved.get(user, 0) + 1
+        memory = sandbox.limits.memory
+        self._reserve_sandbox(user, memory)  # before the first await: parallel creates cannot pass the caps
         try:
+            # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
+            await self._blocking(self.ws.watcher.admit, user=user, notebook=notebook, what="a new sandbox",
+                                 start_microusd=1)
             try:
                 await _on_burstlab_loop(sandbox.astart())
             except BaseException:
@@ -244,6 +280,7 @@ class Manager:
                 raise
         finally:
             self._reserved[user] -= 1
+            self._reserved_memory -= memory
         entry = _SandboxEntry(id="sb-" + secrets.token_hex(8), user=user, notebook=notebook, sandbox=sandbox,
                               created=time.time())
         self._sandboxes[entry.id] = entry
@@ -251,6 +288,26 @@ class Manager:
             await self._close_entry(entry)
             raise Conflict("The server is shutting down; no new sandboxes.")
         return self._sandbox_json(entry)
+
+    def _reserve_sandbox(self, user: str, memory: int) -> None:
+        """Take one sandbox of ``user``'s and ``memory`` bytes of the service's, or Conflict (no await)."""
+        m = self.maxima
+        running = [e for e in self._sandboxes.values() if e.state == "running"]
+        held = sum(1 for e in running if e.user == user) + self._reserved.get(user, 0)
+        if held >= m.sandboxes_per_user:
+            raise Conflict(f"You have {held} sandboxes, this service's maximum per user "
+                           f"({m.sandboxes_per_user}); close one with DELETE sandboxes/ID first.")
+        total = len(running) + sum(self._reserved.values())
+        if total >= m.sandboxes:
+            raise Conflict(f"This service runs {total} sandboxes, its maximum for all users together ({m.sandboxes}, "
+                           "c.BurstLabApp.max_sandboxes); try again when one has closed.")
+        used = sum(e.sandbox.limits.memory for e in running) + self._reserved_memory
+        if used + memory > m.memory_total:
+            raise Conflict(f"A sandbox of {format_size(memory)} would take this service's sandboxes past "
+                           f"{format_size(m.memory_total)} of memory in all ({format_size(used)} are given out; "
+                           "c.BurstLabApp.max_sandbox_memory_total); ask for less memory, or try again later.")
+        self._reserved[user] = self._reserved.get(user, 0) + 1
+        self._reserved_memory += memory
 
     async def _close_entry(self, entry: _SandboxEntry) -> None:
         if entry.state != "running":
@@ -289,7 +346,7 @@ class Manager:
             if entry.state != "running":
                 raise NotFound(f"Sandbox {id!r} was closed during the run.") from None
             raise
-        return execution.to_json()
+        return bound_execution(execution.to_json(), self.maxima.output)
 
     # -- sandbox files ----------------------------------------------------------------------------
 
@@ -338,7 +395,7 @@ class Manager:
     async def list_maps(self, user: str) -> dict:
         if not self._cluster_up():
             return {"maps": []}
-        return {"maps": await self._blocking(self.ws.list_maps, user)}
+        return {"maps": [m.to_json() for m in await self._blocking(self.ws.list_maps, user)]}
 
     async def cancel_map(self, user: str, id: str) -> dict:
         maps = (await self.list_maps(user))["maps"]
@@ -406,10 +463,12 @@ class Manager:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A blocking Workspace call, in a thread. Its burstlab errors pass through: the handlers answer
-        them by burstlab.errors.HTTP_STATUS."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    async def _blocking(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None,
+                        **kwargs: Any) -> T:
+        """A blocking Workspace call, on the manager's own threads. Its burstlab errors pass through: the
+        handlers answer them by burstlab.errors.HTTP_STATUS."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(pool or self._api_pool, call)
 
     async def close(self) -> None:
         """Close every sandbox, then the workspace (its sessions, meter intervals, cluster)."""
@@ -422,6 +481,8 @@ class Manager:
 
                 logging.getLogger("burstlab").warning("closing sandbox %s failed: %r", e.id, r)
         await asyncio.to_thread(self.ws.close)
+        for pool in (self._api_pool, self._wait_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["Manager", "Maxima"]

@@ -15,7 +15,10 @@ down) is a tool error whose text names the fix.
 With a URL (``--url`` or ``$BURSTLAB_URL``) the tools go through :mod:`burstlab.client` to that
 service, as the token's user, so the lab and other agents see the same sandboxes and one bill.
 Without one they run :class:`burstlab.sandbox.Sandbox` in this process (root needed, as for any
-sandbox), metered into the local workspace's ledger. Either way, sandboxes created through this
+sandbox), metered into the local workspace's ledger, under the same maxima as the REST service's
+defaults (:class:`~burstlab.jupyter_ext.maxima.Maxima`: timeout, memory, sandboxes per user) and with
+no network unless ``--allow-network`` is given. Either way a tool result carries at most
+``Maxima.output`` bytes of output (the rest is dropped with a marker). Either way, sandboxes created through this
 server are closed when it exits (its stdin closes). Prefer ``$BURSTLAB_TOKEN`` or ``--token-file``
 to ``--token``: a command line is visible to every user of the machine.
 """
@@ -30,7 +33,7 @@ import secrets
 import sys
 from typing import Any, Literal
 
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import Application
 
 try:
@@ -45,9 +48,13 @@ else:
 from burstlab.errors import BurstlabError
 from burstlab.wire import Execution
 
+from .bounds import bound_execution
+from .maxima import Maxima
+
 _USAGE = __doc__
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_TEXT = 20_000  # characters of any one stream in the text summary (the structured JSON has it all)
+_MAX_SUMMARY = 100_000  # characters of the whole text summary
 
 INSTRUCTIONS = (
     "burstlab sandboxes are isolated, stateful Python kernels (IPython): variables and imports persist between "
@@ -92,21 +99,49 @@ class RemoteBackend:
 class LocalBackend:
     """Sandboxes in this process (:class:`burstlab.sandbox.Sandbox`), metered into the local ledger."""
 
-    def __init__(self) -> None:
+    def __init__(self, maxima: Maxima | None = None) -> None:
         self.sandboxes: dict[str, Any] = {}
+        self.maxima = maxima or Maxima()
         self.where = "this process (no BURSTLAB_URL: in-process sandboxes)"
 
+    def _timeout(self, timeout: float | None) -> float | None:
+        import math
+
+        if timeout is None:
+            return None
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            raise BurstlabError(f"timeout={timeout!r} must be a positive number of seconds.")
+        if timeout > self.maxima.timeout:
+            raise BurstlabError(f"timeout={timeout:g} s is above this server's maximum of {self.maxima.timeout:g} s; "
+                                "ask for less.")
+        return float(timeout)
+
     def create(self, timeout: float | None, memory: str | None, network: bool):
-        from burstlab.sandbox import Sandbox
+        from burstlab.sandbox import Limits, Sandbox, parse_size
+        from burstlab.sandbox._limits import format_size
         from burstlab.workspace import get_workspace
 
-        ws = get_workspace()
-        kwargs: dict[str, Any] = {"network": network, "meter": ws.meter, "user": ws.user, "notebook": "mcp"}
+        m = self.maxima
+        if network and not m.network:
+            raise BurstlabError("network: this MCP server gives sandboxes no network; leave it false (the person "
+                                "who starts it may pass --allow-network).")
+        if len(self.sandboxes) >= m.sandboxes_per_user:
+            raise BurstlabError(f"{len(self.sandboxes)} sandboxes are open, this server's maximum; close one with "
+                                "close_sandbox first.")
+        base = Limits()
+        kwargs: dict[str, Any] = {"timeout": min(base.timeout, m.timeout), "memory": min(base.memory, m.memory),
+                                  "pids": min(base.pids, m.pids), "cpus": min(base.cpus, m.cpus)}
         if timeout is not None:
-            kwargs["timeout"] = timeout
+            kwargs["timeout"] = self._timeout(timeout)
         if memory is not None:
-            kwargs["memory"] = memory
-        sb = Sandbox(**kwargs).start()
+            size = parse_size(memory, "memory")
+            if size > m.memory:
+                raise BurstlabError(f"memory: {format_size(size)} is above this server's maximum of "
+                                    f"{format_size(m.memory)}; ask for less.")
+            kwargs["memory"] = size
+        ws = get_workspace()
+        kwargs.update(network=bool(network), meter=ws.meter, user=ws.user, notebook="mcp")
+        sb = _Bounded(Sandbox(**kwargs).start(), self)
         sandbox_id = "sb-" + secrets.token_hex(6)
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb
@@ -120,6 +155,7 @@ class LocalBackend:
 
     def describe(self, sb) -> dict:
         sandbox_id = next((k for k, v in self.sandboxes.items() if v is sb), "")
+        sb = getattr(sb, "sandbox", sb)
         lim = sb.limits
         return {"id": sandbox_id, "state": "running" if sb.started else "closed", "network": sb.network,
                 "limits": {"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus}}
@@ -137,6 +173,19 @@ class LocalBackend:
             except BurstlabError:
                 pass
         self.sandboxes.clear()
+
+
+class _Bounded:
+    """A local sandbox whose ``run`` takes only timeouts within the maxima."""
+
+    def __init__(self, sandbox, backend: LocalBackend) -> None:
+        self.sandbox, self._backend = sandbox, backend
+
+    def run(self, code: str, timeout: float | None = None):
+        return self.sandbox.run(code, self._backend._timeout(timeout))
+
+    def __getattr__(self, name: str):
+        return getattr(self.sandbox, name)
 
 
 # -- text summaries ---------------------------------------------------------------------------------
@@ -165,8 +214,10 @@ def summarise(ex: Execution) -> str:
         parts.append(f"error: {ex.error.ename}: {ex.error.evalue}" + (f"\n{_clip(tb)}" if tb else ""))
     if not parts:
         parts.append("(no output)")
-    parts.append(f"[{ex.duration_s:.3f} s, execution count {ex.execution_count}]")
-    return "\n\n".join(parts)
+    text = "\n\n".join(parts)
+    if len(text) > _MAX_SUMMARY:
+        text = text[:_MAX_SUMMARY] + f"\n[... {len(text) - _MAX_SUMMARY} more characters]"
+    return text + f"\n\n[{ex.duration_s:.3f} s, execution count {ex.execution_count}]"
 
 
 def _result(text: str, data: dict, is_error: bool = False) -> CallToolResult:
@@ -182,9 +233,11 @@ def _limits_text(info: dict) -> str:
 
 # -- the server -------------------------------------------------------------------------------------
 
-def build_server(backend) -> "MCPServer":
-    """An MCPServer whose tools act through ``backend`` (RemoteBackend or LocalBackend)."""
+def build_server(backend, maxima: Maxima | None = None) -> "MCPServer":
+    """An MCPServer whose tools act through ``backend`` (RemoteBackend or LocalBackend); no result
+    carries more than ``maxima.output`` bytes of output or file content."""
     server = MCPServer("burstlab", instructions=INSTRUCTIONS)
+    limit = (maxima or getattr(backend, "maxima", None) or Maxima()).output
 
     def call(fn, *args):
         try:
@@ -212,7 +265,8 @@ def build_server(backend) -> "MCPServer":
         structured JSON (outputs, error, execution_count, duration_s). timeout: seconds for this run."""
         sb = call(backend.get, sandbox_id)
         ex: Execution = call(sb.run, code, timeout)
-        data = ex.to_json()
+        data = bound_execution(ex.to_json(), limit)
+        ex = Execution.from_json(data)
         data["sandbox_id"] = sandbox_id
         return _result(summarise(ex), data, is_error=False)
 
@@ -239,13 +293,19 @@ def build_server(backend) -> "MCPServer":
         """Read a file from the sandbox's work dir. Text comes back as is; other bytes as base64."""
         sb = call(backend.get, sandbox_id)
         raw: bytes = call(sb.files.read, path)
+        size, truncated = len(raw), len(raw) > limit * 3 // 4  # base64 grows it by a third
+        if truncated:
+            raw = raw[: limit * 3 // 4]
         try:
             text, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
         shown = _clip(text) if encoding == "utf-8" else f"[{len(raw)} bytes of binary data, base64 in the structured result]"
-        return _result(shown, {"sandbox_id": sandbox_id, "path": path, "size": len(raw), "encoding": encoding,
-                               "content": text})
+        if truncated:
+            shown += (f"\n[burstlab: the file is {size:,} bytes; only the first {len(raw):,} are in this result "
+                      "(read the rest with run_cell)]")
+        return _result(shown, {"sandbox_id": sandbox_id, "path": path, "size": size, "encoding": encoding,
+                               "content": text, "truncated": truncated})
 
     @server.tool()
     def list_files(sandbox_id: str, path: str = ".") -> CallToolResult:
@@ -274,14 +334,15 @@ def build_server(backend) -> "MCPServer":
     return server
 
 
-def make_backend(url: str | None, token: str | None):
+def make_backend(url: str | None, token: str | None, allow_network: bool = False):
     url = url if url is not None else os.environ.get("BURSTLAB_URL", "")
     if url:
         return RemoteBackend(url, token if token is not None else os.environ.get("BURSTLAB_TOKEN", ""))
-    return LocalBackend()
+    return LocalBackend(Maxima(network=allow_network))
 
 
-def serve(url: str | None = None, token: str | None = None, token_file: str | None = None) -> int:
+def serve(url: str | None = None, token: str | None = None, token_file: str | None = None,
+          allow_network: bool = False) -> int:
     """Serve the tools over stdio until the client closes stdin; close this server's sandboxes then."""
     if _MCP_MISSING is not None:
         print(f"burstlab mcp needs the `mcp` package ({_MCP_MISSING}); install it with pip install 'burstlab[mcp]'.",
@@ -291,7 +352,7 @@ def serve(url: str | None = None, token: str | None = None, token_file: str | No
         with open(token_file) as f:
             token = f.read().strip()
     try:
-        backend = make_backend(url, token)
+        backend = make_backend(url, token, allow_network)
     except BurstlabError as exc:
         print(f"burstlab mcp: {exc}", file=sys.stderr)
         return 2
@@ -311,10 +372,12 @@ class McpApp(Application):
     url = Unicode(None, allow_none=True, help="The service's base URL (default: $BURSTLAB_URL; none: in-process sandboxes).").tag(config=True)
     token = Unicode(None, allow_none=True, help="API token (default: $BURSTLAB_TOKEN; prefer it, or token_file, to a command line).").tag(config=True)
     token_file = Unicode("", help="Read the API token from this file.").tag(config=True)
+    allow_network = Bool(False, help="In-process sandboxes only: let the model create sandboxes with network=true.").tag(config=True)
     aliases = {"url": "McpApp.url", "token": "McpApp.token", "token-file": "McpApp.token_file"}
+    flags = {"allow-network": ({"McpApp": {"allow_network": True}}, "Let in-process sandboxes have network access.")}
 
     def start(self) -> None:
-        code = serve(self.url, self.token, self.token_file or None)
+        code = serve(self.url, self.token, self.token_file or None, self.allow_network)
         if code:
             self.exit(code)
 
@@ -326,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="the service's base URL (default: $BURSTLAB_URL; none: in-process)")
     p.add_argument("--token", default=None, help="API token (default: $BURSTLAB_TOKEN; prefer it or --token-file)")
     p.add_argument("--token-file", default=None, help="read the API token from this file")
+    p.add_argument("--allow-network", action="store_true", help="in-process sandboxes only: allow network=true")
     args = p.parse_args(argv)
-    return serve(args.url, args.token, args.token_file)
+    return serve(args.url, args.token, args.token_file, args.allow_network)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from burstlab.wire import (
     UsageRecord,
 )
 
+from .bounds import NonFinite
 from .errors import BadRequest
 from .maxima import Maxima
 
@@ -64,8 +65,8 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
                                "minItems": 1, "maxItems": 16}],
                     "description": 'a GPU spec: "H100", "H100:2", or fallbacks ["H100", "A100"]; a type this '
                                    "workspace does not have is a 400"},
-            "wait": {"type": "number", "minimum": 0, "maximum": 3600,
-                     "description": "seconds to queue for a free GPU (default 0: 409 at once)"},
+            "wait": {"type": "number", "minimum": 0, "maximum": m.wait,
+                     "description": f"seconds to queue for a free GPU, at most {m.wait:g} (default 0: 409 at once)"},
             "notebook": _NOTEBOOK,
         }, required=["gpu"]),
         "SandboxCreate": _obj({
@@ -94,10 +95,11 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
 
 RESPONSES: dict[str, dict[str, Any]] = {
     "Error": _obj({"message": _STR, "reason": _nullable(_STR)}, required=["message"], extra=True),
-    "Workspace": _obj({"user": _STR, "version": _STR, "scheduler": _STR,
+    "Workspace": _obj({"user": _STR, "version": _STR, "scheduler": _nullable(_STR),
                        "ledger": {"type": "string", "enum": ["sqlite", "postgresql"]}, "idle_timeout": _NUM}),
     "Host": _obj({"type": _STR, "host": _STR, "count": _INT, "free": _INT,
-                  "source": {"type": "string", "enum": ["nvml", "declared", "dask"]}, "declared": _BOOL}),
+                  "source": {"type": "string", "enum": ["nvml", "declared", "dask"]}, "declared": _BOOL,
+                  "microusd_per_hour": _INT}),
     "Hosts": _obj({"hosts": {"type": "array", "items": _ref("Host")}}),
     # The records are burstlab.wire's: their schemas are derived from the dataclasses, never written twice.
     "Session": SessionRecord.json_schema(),
@@ -137,17 +139,20 @@ def validate(name: str, body: Any, maxima: Maxima = Maxima()) -> dict[str, Any]:
     validator = jsonschema.Draft202012Validator(schema)
     err = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if err is not None:
-        where = "/".join(str(p) for p in err.absolute_path) or "body"
+        where = "/".join(str(p) for p in err.absolute_path)[:200] or "body"
+        message = err.message if len(err.message) <= 300 else err.message[:300] + "..."  # it quotes the value
         if err.validator == "additionalProperties":
             allowed = ", ".join(sorted(schema["properties"]))
-            raise BadRequest(f"{where}: {err.message}; the fields are: {allowed}.")
+            raise BadRequest(f"{where}: {message}; the fields are: {allowed}.")
         if err.validator == "required":
-            raise BadRequest(f"{where}: {err.message}.")
+            raise BadRequest(f"{where}: {message}.")
         if err.validator == "type" and where == "body":
-            raise BadRequest(f"The body must be a JSON object ({err.message}).")
+            raise BadRequest(f"The body must be a JSON object ({message}).")
         field = schema["properties"].get(str(err.absolute_path[0])) if err.absolute_path else None
         hint = (field or {}).get("description")
-        raise BadRequest(f"{where}: {err.message}" + (f" ({hint})" if hint else "") + ".")
+        if isinstance(err.instance, NonFinite):
+            raise BadRequest(f"{where}: {err.instance!r} is not a finite number" + (f" ({hint})" if hint else "") + ".")
+        raise BadRequest(f"{where}: {message}" + (f" ({hint})" if hint else "") + ".")
     return body
 
 
@@ -180,7 +185,7 @@ _BUDGET = [{"name": "scope", "in": "path", "required": True, "schema": {"type": 
 def _paths() -> dict[str, Any]:
     ok = _json
     return {
-        "/workspace": {"get": {"summary": "The workspace: user, version, Dask scheduler address",
+        "/workspace": {"get": {"summary": "The workspace: user, version, Dask scheduler address (the operator's only)",
                                "responses": {"200": ok(_ref("Workspace")), **_errors()}}},
         "/hosts": {"get": {"summary": "GPU inventory", "responses": {"200": ok(_ref("Hosts")), **_errors()}}},
         "/sessions": {

@@ -8,6 +8,7 @@ translated into burstlab's here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 import time
@@ -23,6 +24,30 @@ from burstlab.wire import OUTPUT_KINDS, Execution, ExecutionError, Output
 from ._kernel_side import TARGET, dumps
 
 OUTPUT_TYPES = OUTPUT_KINDS  # the one list, in burstlab.wire
+OUTPUT_LIMIT = 16 * 1024**2  # bytes of output one execution keeps (data, metadata and transient all count)
+
+
+def output_size(out: Output) -> int:
+    """What an output costs: its text, each mime value (a str's length, anything else as JSON), its metadata."""
+    size = len(out.text.encode("utf-8", "surrogatepass")) + len(out.name)
+    for key, value in out.data.items():
+        size += len(key) + (len(value) if isinstance(value, str) else _json_size(value))
+    if out.metadata:
+        size += _json_size(out.metadata)
+    return size
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(json.dumps(value, default=str))
+    except (ValueError, TypeError, RecursionError):
+        return len(repr(value))
+
+
+def limit_marker(limit: int) -> Output:
+    return Output(kind="stream", name="stderr",
+                  text=f"\n[burstlab: output limit of {limit / 2**20:g} MiB per run reached; the rest of this run's "
+                       "output was dropped]\n")
 
 
 def to_output(msg: dict) -> Output | None:
@@ -33,8 +58,11 @@ def to_output(msg: dict) -> Output | None:
 class _Collector:
     """Turns one execution's iopub messages into an :class:`Execution` (shared by both clients)."""
 
-    def __init__(self, on_output: Callable[[Output], Any] | None):
+    def __init__(self, on_output: Callable[[Output], Any] | None, limit: int = OUTPUT_LIMIT):
         self.on_output = on_output
+        self.limit = limit
+        self.used = 0
+        self.dropped = 0
         self.outputs: list[Output] = []
         self.error: ExecutionError | None = None
         self.count: int | None = None
@@ -53,10 +81,32 @@ class _Collector:
         else:
             out = to_output(msg)
             if out is not None:
-                self.outputs.append(out)
-                if self.on_output is not None:
-                    self.on_output(out)
+                self._keep(out)
         return False
+
+    def _keep(self, out: Output) -> None:
+        """Keep ``out`` while the run's output is within the limit; past it, drop it (one marker says so)."""
+        size = output_size(out)
+        if self.dropped == 0 and self.used + size <= self.limit:
+            self.used += size
+        elif self.dropped == 0 and out.kind == "stream" and self.limit - self.used > 0:
+            keep = out.text.encode("utf-8", "surrogatepass")[: self.limit - self.used].decode("utf-8", "ignore")
+            self.dropped += size - len(keep)
+            self.used = self.limit
+            self._deliver(Output(kind="stream", name=out.name, text=keep))
+            self._deliver(limit_marker(self.limit))
+            return
+        else:
+            if self.dropped == 0:
+                self._deliver(limit_marker(self.limit))
+            self.dropped += size
+            return
+        self._deliver(out)
+
+    def _deliver(self, out: Output) -> None:
+        self.outputs.append(out)
+        if self.on_output is not None:
+            self.on_output(out)
 
     def finish(self, reply: dict | None) -> Execution:
         error, count = self.error, self.count
@@ -77,7 +127,9 @@ class RemoteKernel:
     output the client checks it every ``liveness_s`` seconds and raises SessionLostError if not.
     """
 
-    def __init__(self, connection_info: dict, is_alive: Callable[[], bool] = lambda: True, liveness_s: float = 0.5):
+    def __init__(self, connection_info: dict, is_alive: Callable[[], bool] = lambda: True, liveness_s: float = 0.5,
+                 output_limit: int = OUTPUT_LIMIT):
+        self.output_limit = output_limit
         self.kc = AsyncKernelClient()
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
@@ -94,7 +146,7 @@ class RemoteKernel:
         thread (which uses the async client)."""
         me = threading.get_ident()
         if self._here is None:
-            self._here = HereClient(self._connection, self._is_alive, self._liveness_s)
+            self._here = HereClient(self._connection, self._is_alive, self._liveness_s, self.output_limit)
             self._here_thread = me
         return self._here if self._here_thread == me else None
 
@@ -117,7 +169,7 @@ class RemoteKernel:
     async def execute(self, code: str, on_output: Callable[[Output], Any] | None = None, silent: bool = False) -> Execution:
         """Run ``code``; ``on_output`` is called with each output as it arrives."""
         async with self._lock:
-            collect = _Collector(on_output)
+            collect = _Collector(on_output, self.output_limit)
             msg_id = self.kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
             while not collect.feed(await self._next_iopub(msg_id, None)):
                 pass
@@ -203,9 +255,11 @@ class HereClient:
     jupyter_client call in a cell does. Outputs reach ``on_output`` on that thread as they arrive.
     Ctrl-C (KeyboardInterrupt in that thread) is forwarded as an ``interrupt_request``."""
 
-    def __init__(self, connection_info: dict, is_alive: Callable[[], bool], liveness_s: float):
+    def __init__(self, connection_info: dict, is_alive: Callable[[], bool], liveness_s: float,
+                 output_limit: int = OUTPUT_LIMIT):
         from jupyter_client.blocking import BlockingKernelClient
 
+        self.output_limit = output_limit
         self.kc = BlockingKernelClient()
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
@@ -229,7 +283,7 @@ class HereClient:
                 return msg
 
     def execute(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
-        collect = _Collector(on_output)
+        collect = _Collector(on_output, self.output_limit)
         msg_id = self.kc.execute(code, store_history=True, allow_stdin=False)
         while not collect.feed(self._get(self.kc.get_iopub_msg, msg_id)):
             pass
@@ -239,4 +293,4 @@ class HereClient:
         self.kc.stop_channels()
 
 
-__all__ = ["HereClient", "RemoteKernel", "to_output"]
+__all__ = ["OUTPUT_LIMIT", "HereClient", "RemoteKernel", "output_size", "to_output"]

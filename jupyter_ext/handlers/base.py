@@ -20,10 +20,11 @@ from tornado import web
 
 from burstlab.errors import BurstlabError, http_status
 
-from ..auth import BurstLabIdentityProvider, request_token, table_of
-from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge
+from ..auth import BurstLabIdentityProvider, grant, is_operator, request_token, table_of
+from burstlab.sandbox._limits import format_size
 
-MAX_JSON_BODY = 16 * 1024 * 1024
+from ..bounds import parse_json
+from ..errors import ApiError, NotFound, PayloadTooLarge
 
 
 
@@ -45,27 +46,65 @@ def api_errors(method):
     return inner
 
 
+@web.stream_request_body
 class BurstLabHandler(APIHandler):
-    """Base of the REST handlers: ``self.manager``, ``self.user``, ``self.json_body()``."""
+    """Base of the REST handlers: ``self.manager``, ``self.user``, ``self.json_body()``.
+
+    Bodies are streamed (``@stream_request_body``), so nothing of a body is read before ``prepare``
+    has checked its declared size and the token: a body over the maximum is a 413 and an unknown
+    token a 403 before the first byte of it; a chunked body is read only up to the maximum."""
 
     auth_resource = "burstlab"
+
+    def body_limit(self) -> int:
+        """The largest body this request may send (``c.BurstLabApp.max_request_body``)."""
+        return self.manager.maxima.body
+
+    def _body_too_large(self, size: int) -> PayloadTooLarge:
+        limit = self.body_limit()
+        return PayloadTooLarge(f"The request body is {size:,} bytes; JSON bodies are limited to {format_size(limit)} "
+                               "(c.BurstLabApp.max_request_body). Upload large data with PUT sandboxes/ID/files/PATH.")
+
+    def _refuse(self, exc: ApiError) -> None:
+        raise web.HTTPError(exc.status, log_message=exc.message, reason=exc.reason)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.body_limit():
+            self._body_chunks = []  # the connection's own limit closes it at the same size
+            return
+        self._body_chunks.append(chunk)
 
     @property
     def manager(self):
         return self.settings["burstlab_manager"]
 
     async def prepare(self):
+        self._body_chunks: list[bytes] = []
+        self._body_size = 0
+        limit = self.body_limit()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self._refuse(self._body_too_large(int(declared)))
+        if self.request.connection is not None and hasattr(self.request.connection, "set_max_body_size"):
+            self.request.connection.set_max_body_size(limit)  # chunked bodies: read no further than this
         # Inside an ordinary Jupyter server the identity provider is the server's own; the token the
         # server gave its kernels (BURSTLAB_TOKEN) is ours to recognise, here, on our handlers only.
         table = table_of(self)
         if table is not None and not isinstance(self.identity_provider, BurstLabIdentityProvider):
             found = table.lookup(request_token(self))
             if found is not None:
-                name, self._burstlab_agent = found
-                self._burstlab_user = name
-                self._jupyter_current_user = User(username=name, name=name, display_name=name)
+                grant(self, found)
+                self._jupyter_current_user = User(username=found.user, name=found.user, display_name=found.user)
                 self._token_authenticated = True
         await super().prepare()
+        if not self.current_user:  # refused before a byte of the body is read
+            raise web.HTTPError(403)
+
+    @property
+    def operator(self) -> bool:
+        """Whether the caller is the operator (the server's own identity or its kernels' token)."""
+        return is_operator(self)
 
     @property
     def user(self) -> str:
@@ -77,19 +116,23 @@ class BurstLabHandler(APIHandler):
             allowed = [m for m in ("GET", "POST", "PUT", "DELETE")
                        if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
             self.set_header("Allow", ", ".join(allowed))
+        exc = (kwargs.get("exc_info") or (None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            # tornado hands back every % of a message given without arguments doubled (it is a format string),
+            # and jupyter_server's APIHandler would send it so ("%%%%gpu"): send the message as it was written.
+            message = exc.log_message % exc.args
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": message, "reason": exc.reason}))
+            return
         super().write_error(status_code, **kwargs)
 
     def json_body(self) -> Any:
-        body = self.request.body or b""
-        if len(body) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"The request body is {len(body):,} bytes; JSON bodies are limited to "
-                                  f"{MAX_JSON_BODY:,} (16 MiB). Upload large data with PUT sandboxes/ID/files/PATH.")
+        if self._body_size > self.body_limit():
+            raise self._body_too_large(self._body_size)
+        body, self._body_chunks = b"".join(self._body_chunks), []
         if not body.strip():
             return {}
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise BadRequest(f"The request body is not valid JSON ({exc}); send a JSON object.") from None
+        return parse_json(body)
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

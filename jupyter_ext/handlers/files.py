@@ -7,12 +7,18 @@ the sandbox's ``max_upload``; the token is checked before a byte of it is read.
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from burstlab.sandbox import Limits
+
 from ..errors import NotFound, PayloadTooLarge
 from .base import BurstLabHandler, api_errors
 
 
 @web.stream_request_body
 class FilesHandler(BurstLabHandler):
+    def body_limit(self) -> int:
+        # Before the token is known: the largest upload any sandbox takes (then the sandbox's own, below).
+        return Limits().max_upload if self.request.method == "PUT" else super().body_limit()
+
     async def prepare(self):
         await super().prepare()
         self._chunks: list[bytes] = []
@@ -21,8 +27,6 @@ class FilesHandler(BurstLabHandler):
         self._refusal: Exception | None = None
         if self.request.method != "PUT":
             return
-        if not self.current_user:
-            raise web.HTTPError(403)
         try:
             self._limit = self.manager.upload_limit(self.user, self.path_kwargs["id"])
         except NotFound as exc:

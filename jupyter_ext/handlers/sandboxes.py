@@ -12,6 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..bounds import OutputBudget, marker_output
 from ..errors import BadRequest
 from .base import BurstLabHandler, api_errors
 
@@ -74,6 +75,7 @@ class SandboxExecuteHandler(BurstLabHandler):
             loop.call_soon_threadsafe(queue.put_nowait, output)
 
         task = asyncio.ensure_future(self.manager.execute_sandbox(self.user, id, body, on_output))
+        budget = OutputBudget(self.manager.maxima.output)  # the outputs streamed; "done" is bounded apart
         started = connected = False
         try:
             while True:
@@ -88,14 +90,16 @@ class SandboxExecuteHandler(BurstLabHandler):
                     self.set_header("Cache-Control", "no-cache")
                     self.set_header("X-Accel-Buffering", "no")
                 if connected:
-                    connected = await self._send({"event": "output", "output": getter.result().to_json()})
+                    connected = await self._send_output(budget, getter.result())
             if not started:
                 execution = await task  # refused before any output: an ordinary error response
                 self.set_header("Content-Type", "application/x-ndjson")
                 connected = True
             else:
                 while not queue.empty() and connected:
-                    connected = await self._send({"event": "output", "output": queue.get_nowait().to_json()})
+                    connected = await self._send_output(budget, queue.get_nowait())
+                if budget.dropped and connected:
+                    connected = await self._send({"event": "output", "output": marker_output(budget.limit, budget.dropped)})
                 try:
                     execution = task.result()
                 except Exception as exc:  # the stream has begun: the failure is its last event
@@ -109,6 +113,10 @@ class SandboxExecuteHandler(BurstLabHandler):
         finally:
             if not task.done():  # the client went away: let the run finish, quietly
                 task.add_done_callback(lambda t: t.exception())
+
+    async def _send_output(self, budget: OutputBudget, output) -> bool:
+        kept = budget.take(output.to_json())
+        return True if kept is None else await self._send({"event": "output", "output": kept})
 
     async def _send(self, event) -> bool:
         self.write(json.dumps(event) + "\n")

@@ -1,4 +1,4 @@
-"""``GET workspace``: the caller's user, the version, the Dask scheduler kernels join (started if needed)."""
+"""``GET workspace``: the caller's user, the version, and for the operator the Dask scheduler kernels join."""
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -11,4 +11,4 @@ class WorkspaceHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def get(self):
-        self.reply(await self.manager.workspace(self.user))
+        self.reply(await self.manager.workspace(self.user, operator=self.operator))

@@ -47,12 +47,19 @@ class Service:
         return self.proc.returncode
 
 
-def start_service(tmp: Path, *extra: str) -> Service:
+def start_service(tmp: Path, *extra: str, hashed_tokens: bool = False) -> Service:
+    """The service, its tokens file private (0600), or of digests only (``hashed_tokens``, then 0644)."""
     import requests
+
+    from burstlab.jupyter_ext.auth import hashed
 
     tmp.mkdir(parents=True, exist_ok=True)
     tokens_file = tmp / "tokens.json"
-    tokens_file.write_text(json.dumps({tok: user for user, tok in TOKENS.items()}))
+    tokens_file.touch(mode=0o600)
+    tokens_file.chmod(0o600)
+    tokens_file.write_text(json.dumps({(hashed(tok) if hashed_tokens else tok): user for user, tok in TOKENS.items()}))
+    if hashed_tokens:
+        tokens_file.chmod(0o644)
     port = _free_port()
     env = {**os.environ, "BURSTLAB_HOME": str(tmp / "home"), "BURSTLAB_DECLARED_GPUS": "H100:2,A100:1"}
     for name in ("BURSTLAB_URL", "BURSTLAB_TOKEN", "JUPYTER_TOKEN"):

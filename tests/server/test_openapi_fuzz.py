@@ -38,7 +38,8 @@ checks.positive_data_acceptance.enabled = false
 
 
 def test_no_5xx_and_answers_match_the_document(tmp_path):
-    svc = start_service(tmp_path / "svc", "--BurstLabApp.max_sandbox_timeout=5", "--BurstLabApp.max_sandboxes_per_user=4")
+    svc = start_service(tmp_path / "svc", "--BurstLabApp.max_sandbox_timeout=5", "--BurstLabApp.max_sandboxes_per_user=4",
+                        "--BurstLabApp.max_wait=5")  # every wait ends within --request-timeout
     try:
         (tmp_path / "schemathesis.toml").write_text(CONFIG)
         st = Path(sys.executable).with_name("st")
