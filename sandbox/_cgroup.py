@@ -234,7 +234,9 @@ def _rmdir(d: str) -> None:
 
 
 def sweep_stale() -> None:
-    """Remove empty cgroups left by supervisors that died (names start with ``<pid>-``)."""
+    """Kill what is left in cgroups of supervisors that died (names start with ``<pid>-``) and remove them."""
+    from ._reaper import kill_cgroup
+
     try:
         _, bases = detect()
     except SandboxError:
@@ -247,6 +249,7 @@ def sweep_stale() -> None:
         for n in names:
             pid = n.split("-", 1)[0]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                kill_cgroup([os.path.join(base, n)], timeout=2.0)
                 try:
                     os.rmdir(os.path.join(base, n))
                 except OSError:
