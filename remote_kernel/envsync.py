@@ -21,6 +21,7 @@ Nothing here reaches a package index: everything comes from the notebook's own e
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib.metadata as metadata
 import io
@@ -85,6 +86,29 @@ class Wheel:
 # -- 1. look (notebook side) ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _owners() -> dict[str, list[str]]:
+    """Top-level module -> distributions providing it (reading every installed RECORD once per process: ~0.1 s)."""
+    return metadata.packages_distributions()
+
+
+_unknown: set[str] = set()  # top-level modules no distribution provided when last looked
+
+
+def _look_again_for(tops: frozenset[str]) -> None:
+    """Read the installed distributions again if the notebook imported a module not seen before that none
+    of them provided (it may have been installed since)."""
+    owners = _owners()
+    new = {m for m in tops if m not in owners and m not in _unknown and not m.startswith("_")
+           and m not in sys.stdlib_module_names}
+    if new:
+        _owners.cache_clear()
+        _imported.cache_clear()
+        owners = _owners()
+        _unknown.update(m for m in new if m not in owners)
+
+
+@functools.lru_cache(maxsize=None)
 def platform_distributions(root: str = "burstlab") -> frozenset[str]:
     """``root`` and every distribution it requires, transitively (extras left out): the host's own runtime."""
     seen: set[str] = set()
@@ -125,17 +149,27 @@ def _is_local(dist: metadata.Distribution) -> bool:
 
 def imported_distributions(modules: Mapping[str, object] | None = None,
                            exclude: Iterable[str] | None = None) -> dict[str, Dist]:
-    """The distributions providing the top-level modules in ``modules`` (``sys.modules`` by default)."""
+    """The distributions providing the top-level modules in ``modules`` (``sys.modules`` by default).
+
+    Cached by the set of top-level modules: a notebook that imported nothing new since its last session start
+    pays nothing; a module no known distribution provides makes it read the installed ones again once."""
     modules = sys.modules if modules is None else modules
+    tops = frozenset(m.partition(".")[0] for m in list(modules))
     skip = platform_distributions() if exclude is None else frozenset(normalise(n) for n in exclude)
-    owners = metadata.packages_distributions()
+    _look_again_for(tops)
+    return dict(_imported(tops, skip))
+
+
+@functools.lru_cache(maxsize=64)
+def _imported(tops: frozenset[str], skip: frozenset[str]) -> tuple[tuple[str, Dist], ...]:
+    owners = _owners()
     found: dict[str, list[str]] = {}
-    for module in sorted({m.partition(".")[0] for m in list(modules)}):
+    for module in sorted(tops):
         if module in sys.stdlib_module_names or module.startswith("_"):
             continue
         for dist_name in owners.get(module, ()):
             found.setdefault(normalise(dist_name), []).append(module)
-    out: dict[str, Dist] = {}
+    out: list[tuple[str, Dist]] = []
     for name, mods in sorted(found.items()):
         if name in skip:
             continue
@@ -143,17 +177,18 @@ def imported_distributions(modules: Mapping[str, object] | None = None,
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-        out[name] = Dist(name, dist.version, _is_pure(dist), _is_local(dist), tuple(sorted(set(mods))))
-    return out
+        out.append((name, Dist(name, dist.version, _is_pure(dist), _is_local(dist), tuple(sorted(set(mods))))))
+    return tuple(out)
 
 
 def local_modules(root: str | os.PathLike, modules: Mapping[str, object] | None = None) -> dict[str, Path]:
     """Top-level ``.py`` modules and packages imported from ``root`` (the notebook's folder), by name."""
     root = Path(root).resolve()
     modules = sys.modules if modules is None else modules
+    installed = _owners()  # a module an installed distribution provides is not "local"
     out: dict[str, Path] = {}
     for name, module in list(modules.items()):
-        if "." in name or name == "__main__":
+        if "." in name or name == "__main__" or name in installed:
             continue
         path = getattr(module, "__file__", None)
         if not path:
