@@ -29,6 +29,9 @@ def install() -> None:
                     values = pickle.loads(buffers[0], buffers=buffers[1:])
                     shell.user_ns.update(values)
                     channel.send({"op": "ack", "req": req, "names": sorted(values)})
+                elif data["op"] in _FILE_OPS:
+                    reply, out = _FILE_OPS[data["op"]](data, [memoryview(b) for b in msg.get("buffers") or []])
+                    channel.send({"op": "done", "req": req, **reply}, buffers=out)
                 elif data["op"] == "pull":
                     missing = [n for n in data["names"] if n not in shell.user_ns]
                     if missing:
@@ -41,6 +44,59 @@ def install() -> None:
                 channel.send({"op": "error", "req": req, "ename": type(exc).__name__, "evalue": str(exc)})
 
     comm.get_comm_manager().register_target(TARGET, _on_open)
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat(data: dict, buffers: list) -> tuple[dict, list]:
+    """A file's size and content hash in the session's work directory (the kernel's), or that it is absent."""
+    import os
+
+    path = data["path"]
+    if os.path.isdir(path):
+        return {"kind": "dir", "files": sorted(os.path.relpath(os.path.join(d, f), path)
+                                               for d, _, fs in os.walk(path) for f in fs)}, []
+    if not os.path.isfile(path):
+        return {"kind": "absent"}, []
+    return {"kind": "file", "size": os.path.getsize(path), "sha256": _sha256(path) if data.get("hash") else ""}, []
+
+
+def _write(data: dict, buffers: list) -> tuple[dict, list]:
+    """Write one chunk at ``offset`` of a part file; the last one checks the hash and puts the file in place."""
+    import os
+
+    path = data["path"]
+    part = path + ".burstlab-part"
+    if data["offset"] == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(part, "wb" if data["offset"] == 0 else "r+b") as f:
+        f.seek(data["offset"])
+        for b in buffers:
+            f.write(b)
+    if data.get("final"):
+        if _sha256(part) != data["sha256"]:
+            os.unlink(part)
+            raise OSError(f"{path} arrived damaged (content hash differs); send it again")
+        os.replace(part, path)
+    return {"written": sum(len(b) for b in buffers)}, []
+
+
+def _read(data: dict, buffers: list) -> tuple[dict, list]:
+    with open(data["path"], "rb") as f:
+        f.seek(data["offset"])
+        chunk = f.read(data["size"])
+    return {"read": len(chunk)}, [chunk]
+
+
+_FILE_OPS = {"stat": _stat, "write": _write, "read": _read}
 
 
 def dumps(values: dict) -> tuple[bytes, list]:

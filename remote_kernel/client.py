@@ -241,6 +241,14 @@ class RemoteKernel:
             raise TransferError(f"Pulled {', '.join(names)} but could not unpickle here: {type(exc).__name__}: {exc} "
                                 "(is the same library installed in this notebook's environment?)") from exc
 
+    async def file_op(self, op: str, args: dict, buffers: list | None = None,
+                      timeout: float = 300.0) -> tuple[dict, list[memoryview]]:
+        """A file operation in the kernel's work directory (``stat``, ``write``, ``read``: see
+        ``_kernel_side``), over the variables channel: returns the reply's fields and buffers."""
+        async with self._lock:
+            reply = await self._comm_request({"op": op, "req": uuid.uuid4().hex, **args}, list(buffers or []), timeout)
+        return reply["content"]["data"], [memoryview(b) for b in reply.get("buffers") or []]
+
     async def aclose(self) -> None:
         """Close the channels once no request is in flight (an in-flight one notices the death first)."""
         async with self._lock:

@@ -1,0 +1,147 @@
+"""Files between the notebook and a session's work directory on its GPU host.
+
+``upload(session, "data/")`` and ``download(session, "results.csv")`` move files in chunks over the kernel's
+variables channel (raw ZMQ frames, no pickling of the data): a big file never sits whole in either side's
+memory, a file whose content hash the host already has is not sent again, a part file is put in place only
+once its hash checks out, and ``progress(done, total)`` is called as bytes move. Paths on the host are
+relative to the session's work directory (the kernel's current directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from burstlab import _sync
+from burstlab.errors import TransferError
+
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one upload or download did."""
+
+    files: int  # files looked at
+    sent: int  # files that travelled (the others were unchanged)
+    bytes: int  # bytes that travelled
+
+    def __str__(self) -> str:
+        unchanged = self.files - self.sent
+        return (f"{self.sent} file{'s' if self.sent != 1 else ''} ({_size(self.bytes)})"
+                + (f", {unchanged} unchanged" if unchanged else ""))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pairs_up(local: str, remote: str) -> list[tuple[str, str]]:
+    if os.path.isdir(local):
+        return [(os.path.join(d, f), os.path.join(remote, os.path.relpath(os.path.join(d, f), local)))
+                for d, _, fs in sorted(os.walk(local)) for f in sorted(fs)]
+    if not os.path.isfile(local):
+        raise TransferError(f"{local} does not exist here: nothing to upload.")
+    return [(local, remote)]
+
+
+async def aupload(session, path: str, to: str | None = None, *,
+                  progress: Callable[[int, int], None] | None = None) -> Transfer:
+    """Put ``path`` (a file or a folder) into the session's work directory, as ``to`` (default: its name)."""
+    kernel = session.kernel
+    name = os.path.basename(os.path.normpath(path))
+    remote_root = os.path.join(to, name) if to and to.endswith("/") else (to or name)
+    pairs = _pairs_up(path, remote_root)
+    total = sum(os.path.getsize(p) for p, _ in pairs)
+    done = sent = 0
+    for local, remote in pairs:
+        digest = _sha256(local)
+        info, _ = await kernel.file_op("stat", {"path": remote, "hash": True})
+        size = os.path.getsize(local)
+        if info.get("kind") == "file" and info.get("sha256") == digest:
+            total -= size
+            continue
+        with open(local, "rb") as f:
+            offset = 0
+            while True:
+                chunk = f.read(CHUNK)
+                final = len(chunk) < CHUNK or offset + len(chunk) == size
+                await kernel.file_op("write", {"path": remote, "offset": offset, "final": final, "sha256": digest},
+                                     [chunk])
+                offset += len(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+                if final:
+                    break
+        sent += 1
+    return Transfer(files=len(pairs), sent=sent, bytes=done)
+
+
+async def adownload(session, path: str, to: str | None = None, *,
+                    progress: Callable[[int, int], None] | None = None) -> Transfer:
+    """Fetch ``path`` (a file or a folder in the session's work directory) to ``to`` here (default: its name)."""
+    kernel = session.kernel
+    local_root = to or os.path.basename(os.path.normpath(path))
+    info, _ = await kernel.file_op("stat", {"path": path})
+    if info["kind"] == "absent":
+        raise TransferError(f"{path} does not exist in the {session.label} session's work directory on "
+                            f"{session.host}.")
+    names = [(os.path.join(path, f), os.path.join(local_root, f)) for f in info["files"]] \
+        if info["kind"] == "dir" else [(path, local_root)]
+    stats = [(await kernel.file_op("stat", {"path": r, "hash": True}))[0] for r, _ in names]
+    total = sum(s["size"] for s in stats)
+    done = sent = 0
+    for (remote, local), st in zip(names, stats):
+        if os.path.isfile(local) and os.path.getsize(local) == st["size"] and _sha256(local) == st["sha256"]:
+            total -= st["size"]
+            continue
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        part = local + ".burstlab-part"
+        h = hashlib.sha256()
+        with open(part, "wb") as f:
+            offset = 0
+            while offset < st["size"]:
+                _, buffers = await kernel.file_op("read", {"path": remote, "offset": offset, "size": CHUNK})
+                chunk = buffers[0]
+                if not len(chunk):
+                    break
+                f.write(chunk)
+                h.update(chunk)
+                offset += len(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        if h.hexdigest() != st["sha256"]:
+            os.unlink(part)
+            raise TransferError(f"{remote} changed on {session.host} while it was downloaded; download it again.")
+        os.replace(part, local)
+        sent += 1
+    return Transfer(files=len(names), sent=sent, bytes=done)
+
+
+def upload(session, path: str, to: str | None = None, *, progress=None) -> Transfer:
+    """Blocking twin of :func:`aupload`."""
+    return _sync.run_sync(aupload(session, path, to, progress=progress))
+
+
+def download(session, path: str, to: str | None = None, *, progress=None) -> Transfer:
+    """Blocking twin of :func:`adownload`."""
+    return _sync.run_sync(adownload(session, path, to, progress=progress))
+
+
+__all__ = ["Transfer", "adownload", "aupload", "download", "upload"]
