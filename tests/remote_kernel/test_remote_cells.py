@@ -274,8 +274,18 @@ def test_status_and_stop(shell, ws):
 def test_second_session_comes_from_the_warm_pool(ws):
     ws.stop("all")
     first = ws.session("H100")
+    worker = first.lease.slots[0].address
     first.stop()
-    time.sleep(2)  # the pool refills in the background
+
+    def ready_kernels(dask_worker=None) -> int:
+        from burstlab.remote_kernel.pool import _pools
+
+        return sum(len(p._ready) for p in list(_pools.values()))
+
+    deadline = time.monotonic() + 30  # the pool refills in the background: wait for a ready kernel
+    while ws.client.run(ready_kernels, workers=[worker])[worker] < 1:
+        assert time.monotonic() < deadline, "the worker's kernel pool did not refill within 30 s"
+        time.sleep(0.05)
     second = ws.session("H100")
     try:
         assert second.lease.warm
