@@ -15,7 +15,8 @@ from burstlab.errors import SandboxError
 from burstlab.sandbox import Sandbox, SandboxPool
 from burstlab.sandbox._reaper import read_record
 
-# A creator process: starts a sandbox, runs a cell, prints what the sandbox holds, then (optionally) waits.
+# A creator process: starts a sandbox, runs a cell, prints what the sandbox holds, then waits for a line
+# on stdin and returns (leaving the sandbox to the exit path), or is killed meanwhile.
 CREATOR = """
 import json, sys, time
 import burstlab
@@ -24,8 +25,7 @@ sb = burstlab.Sandbox()
 assert sb.run("1").outputs[0].data["text/plain"] == "1"
 print(json.dumps({"state_dir": sb.state_dir, "uid": sb.uid, "outer": sb.kernel_pid,
                   "cgroups": read_record(sb.state_dir)["cgroups"]}), flush=True)
-if sys.argv[1] == "wait":
-    time.sleep(120)
+sys.stdin.readline()
 """
 
 
@@ -71,8 +71,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _creator(mode: str) -> tuple[subprocess.Popen, dict]:
-    p = subprocess.Popen([sys.executable, "-c", CREATOR, mode], stdout=subprocess.PIPE, text=True)
+def _creator() -> tuple[subprocess.Popen, dict]:
+    p = subprocess.Popen([sys.executable, "-c", CREATOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     assert line, "the creator process did not start its sandbox"
     info = json.loads(line)
@@ -82,26 +82,29 @@ def _creator(mode: str) -> tuple[subprocess.Popen, dict]:
 
 def test_a_script_that_exits_leaves_no_sandbox_behind():
     # `python -c 'import burstlab; burstlab.Sandbox().run("1")'`, never closed
-    p, info = _creator("exit")
+    p, info = _creator()
+    p.stdin.close()  # the script ends without closing its sandbox
     assert p.wait(60) == 0
     assert _leftovers(info) == []  # cleaned up at exit, before the process ended
 
 
 def test_kill_9_of_the_creator_ends_its_sandbox_within_seconds():
-    p, info = _creator("wait")
+    p, info = _creator()
     p.kill()
     p.wait(10)
+    p.stdin.close()
     assert _wait_gone(info, 10) == []  # the fork server saw its owner die and removed everything
 
 
 def test_orphans_of_a_dead_owner_are_reaped_when_the_next_process_starts():
-    p, info = _creator("wait")
+    p, info = _creator()
     # kill the owner and its fork server at once, so that nobody is left to clean up: the sandbox's
     # processes die with their parents, but cgroups, mounts, network and state dir stay behind
     template = _children(p.pid)[0]  # the fork server (a child of burstlab's loop thread)
     os.kill(template, signal.SIGSTOP)
     p.kill()
     p.wait(10)
+    p.stdin.close()
     os.kill(template, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while _live_pids_of_uid(info["uid"]) and time.monotonic() < deadline:
@@ -110,7 +113,7 @@ def test_orphans_of_a_dead_owner_are_reaped_when_the_next_process_starts():
     assert left and not any(x.startswith("pid") for x in left), left
     assert read_record(info["state_dir"])["pid"] == p.pid
     # the next process that starts a sandbox reaps them first
-    q = subprocess.run([sys.executable, "-c", CREATOR, "exit"], capture_output=True, text=True, timeout=60)
+    q = subprocess.run([sys.executable, "-c", CREATOR], input="\n", capture_output=True, text=True, timeout=60)
     assert q.returncode == 0, q.stderr[-2000:]
     assert _leftovers(info) == []
 
