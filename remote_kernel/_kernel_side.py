@@ -69,20 +69,32 @@ def _stat(data: dict, buffers: list) -> tuple[dict, list]:
     return {"kind": "file", "size": os.path.getsize(path), "sha256": _sha256(path) if data.get("hash") else ""}, []
 
 
+_parts: dict = {}  # part file -> the hash of what was written to it so far
+
+
 def _write(data: dict, buffers: list) -> tuple[dict, list]:
-    """Write one chunk at ``offset`` of a part file; the last one checks the hash and puts the file in place."""
+    """Append one chunk to a part file (hashing as it goes); the last one checks the hash and puts the file
+    in place."""
+    import hashlib
     import os
 
     path = data["path"]
     part = path + ".burstlab-part"
     if data["offset"] == 0:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(part, "wb" if data["offset"] == 0 else "r+b") as f:
-        f.seek(data["offset"])
+        _parts[part] = hashlib.sha256()
+        mode = "wb"
+    elif part not in _parts:
+        raise OSError(f"{path}: the upload was interrupted; send it again")
+    else:
+        mode = "ab"
+    with open(part, mode) as f:
         for b in buffers:
             f.write(b)
+            _parts[part].update(b)
     if data.get("final"):
-        if _sha256(part) != data["sha256"]:
+        digest = _parts.pop(part).hexdigest()
+        if digest != data["sha256"]:
             os.unlink(part)
             raise OSError(f"{path} arrived damaged (content hash differs); send it again")
         os.replace(part, path)

@@ -215,14 +215,10 @@ def environment_hash(dists: Mapping[str, Dist], wheels: Iterable[Wheel] = ()) ->
 def host_versions(names: Iterable[str], overlay: str | None = None) -> dict[str, str | None]:
     """On the host: the installed version of each distribution (the overlay's first), or None."""
     paths = ([overlay] if overlay else []) + sys.path
-    out: dict[str, str | None] = {}
-    for name in names:
-        found = next(iter(metadata.distributions(name=name, path=paths)), None)
-        if found is None:  # distributions() matches the name as written in the dist-info folder
-            found = next((d for d in metadata.distributions(path=paths)
-                          if normalise(d.metadata["Name"] or "") == normalise(name)), None)
-        out[name] = found.version if found is not None else None
-    return out
+    index: dict[str, str] = {}
+    for dist in metadata.distributions(path=paths):  # in path order: the first one found is the one imported
+        index.setdefault(normalise(dist.metadata["Name"] or ""), dist.version)
+    return {name: index.get(normalise(name)) for name in names}
 
 
 def compare(here: Mapping[str, Dist], there: Mapping[str, str | None]) -> list[Mismatch]:
@@ -296,8 +292,13 @@ def build_wheel(dist: Dist) -> Wheel:
     """A wheel of an installed pure distribution (its RECORD's files), or of a local one's sources."""
     if not (dist.pure or dist.local):
         raise ValueError(f"{dist.name} {dist.version} is compiled: install it on the host instead.")
-    if dist.local:
+    if dist.local:  # the user's sources change between starts: pack them each time
         return _pack(dist.name, dist.version, _module_sources(dist.modules))
+    return _installed_wheel(dist)
+
+
+@functools.lru_cache(maxsize=32)  # wheels held in memory: the last 32 built
+def _installed_wheel(dist: Dist) -> Wheel:
     installed = metadata.distribution(dist.name)
     files = []
     for f in installed.files or []:

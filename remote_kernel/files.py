@@ -69,19 +69,22 @@ async def aupload(session, path: str, to: str | None = None, *,
     total = sum(os.path.getsize(p) for p, _ in pairs)
     done = sent = 0
     for local, remote in pairs:
-        digest = _sha256(local)
-        info, _ = await kernel.file_op("stat", {"path": remote, "hash": True})
         size = os.path.getsize(local)
-        if info.get("kind") == "file" and info.get("sha256") == digest:
-            total -= size
-            continue
+        info, _ = await kernel.file_op("stat", {"path": remote})
+        if info.get("kind") == "file" and info.get("size") == size:  # the same size: compare content hashes
+            theirs, _ = await kernel.file_op("stat", {"path": remote, "hash": True})
+            if theirs.get("sha256") == _sha256(local):
+                total -= size
+                continue
+        h = hashlib.sha256()
         with open(local, "rb") as f:
             offset = 0
             while True:
                 chunk = f.read(CHUNK)
+                h.update(chunk)
                 final = len(chunk) < CHUNK or offset + len(chunk) == size
-                await kernel.file_op("write", {"path": remote, "offset": offset, "final": final, "sha256": digest},
-                                     [chunk])
+                await kernel.file_op("write", {"path": remote, "offset": offset, "final": final,
+                                               "sha256": h.hexdigest() if final else ""}, [chunk])
                 offset += len(chunk)
                 done += len(chunk)
                 if progress is not None:
