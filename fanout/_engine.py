@@ -31,6 +31,7 @@ from ._metering import MapMeter
 from ._progress import Progress
 from ._runner import ONE, run_chunk
 from ._status import MapStatus
+from ._view import ClusterView, view
 
 
 class Chunk:
@@ -85,28 +86,23 @@ def pickle_items(indices, values: list) -> bytes:
         raise
 
 
-def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, int]:
+def resolve_target(client, gpu: Any, cluster: ClusterView | None = None) -> tuple[str, dict, bool, int]:
     """``(resource, task resources, declared, slots)`` for a ``gpu=`` spec on this cluster, or raise.
 
     With fallbacks (``["H100", "A100"]``) the first type that has a GPU no session holds wins; when
     every type is fully held, the first that exists (the map then waits for it)."""
-    from burstlab.remote_kernel.cluster import leased_slot_resources, supply
-    from burstlab.remote_kernel.cluster import slots as gpu_slots
-
-    have = supply(client)
+    cluster = cluster or view(client)
+    have = cluster.supply
     if gpu is None:
         if CPU in have:
             return CPU, {CPU: 1}, False, int(have[CPU][3])
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
         return CPU, {}, False, max(1, threads)
-    all_slots = gpu_slots(client)
-    gpu_types = {s.type: s for s in all_slots}
+    gpu_types = cluster.types()
     spec = parse_gpu_spec(gpu, available=gpu_types)
     choices = [r for r in spec.choices if r.type in gpu_types]
     if len(choices) > 1:
-        leased = leased_slot_resources(client)
-        free = {r.type for r in choices
-                if sum(1 for s in all_slots if s.type == r.type and s.resource not in leased) >= r.count}
+        free = {r.type for r in choices if cluster.unheld(r.type) >= r.count}
         choices = [r for r in choices if r.type in free] + [r for r in choices if r.type not in free]
     for request in choices:
         most = have.get(request.type, (0, 0, 0, 0))[0]
@@ -115,7 +111,7 @@ def resolve_target(client, gpu: Any, slots_hint=None) -> tuple[str, dict, bool, 
                 request, int(most), per="worker",
                 fix=f"Ask for gpu={request.type!r} (one GPU per input), or hold several GPUs in one session with "
                     f"%%gpu {request.type}:{request.count}."))
-        declared = gpu_types[request.type].source == "declared"
+        declared = gpu_types[request.type] == "declared"
         return request.type, {request.type: request.count}, declared, int(have[request.type][3] // request.count)
     raise GpuSpecError(f"No GPU type of {gpu!r} exists here. Valid forms: {SPEC_FORMS}.")  # pragma: no cover
 
@@ -148,7 +144,8 @@ class MapRun(MapStatus):
         self.mode = mode
         self.return_exceptions = return_exceptions
         self.max_inputs = max_inputs
-        self.resource, self.resources, self.declared, cluster_slots = resolve_target(self.client, gpu)
+        self._view: ClusterView | None = view(self.client)  # one scheduler call; reused by the first placement
+        self.resource, self.resources, self.declared, cluster_slots = resolve_target(self.client, gpu, self._view)
         self.slots = max(1, min(cluster_slots, max_workers or cluster_slots))
         self.window = _policy.window(self.slots)
         self.id = map_id or uuid.uuid4().hex[:12]
@@ -166,6 +163,7 @@ class MapRun(MapStatus):
         self._inflight_inputs = 0
         self._done_q: queue.Queue = queue.Queue()
         self._per_item_s: float | None = None
+        self._rate_n = 0  # inputs in the chunk that last set _per_item_s
         self._last_size = 1
         self._seq = itertools.count()
         self.done = self.failed = self.retried = self.reused = 0
@@ -191,7 +189,8 @@ class MapRun(MapStatus):
         if self._watcher is not None:  # refused with the numbers if a budget is spent
             self._watcher.admit(user=workspace.user, notebook=workspace.notebook, what=f"the map {self.name}",
                                 start_microusd=self.metering.start_cost_microusd())
-        self._slot_cycle = None  # set per fill by _placements()
+        self._slot_cycle = None  # set by _placements()
+        self._placed = -1e9
         self.started = time.monotonic()
         self.started_wall = time.time()
         self._first_result_at: float | None = None
@@ -288,14 +287,16 @@ class MapRun(MapStatus):
     def _placements(self) -> None:
         """Pin GPU chunks to GPUs no %%gpu session holds: Dask would queue a resource-restricted task
         behind a session's lease on a worker that merely *has* the resource, for the session's life."""
+        now = time.monotonic()
+        if now - self._placed < 1.0:  # sessions come and go at human speed: look again at most once a second
+            return
+        self._placed = now
         self._slot_cycle = None
         if self.resource == CPU or not self.resources:
             return
-        from burstlab.remote_kernel.cluster import leased_slot_resources, slots
-
-        leased = leased_slot_resources(self.client)
-        free = [s.resource for s in slots(self.client) if s.type == self.resource and s.resource and s.resource not in leased]
-        if free and leased:  # only when a session holds one of this type; else let Dask balance
+        cluster, self._view = self._view or view(self.client), None
+        free = cluster.free(self.resource)
+        if free and cluster.leased:  # only when a session holds one of this type; else let Dask balance
             self._slot_cycle = itertools.cycle(free)
 
     def _fill(self) -> None:
@@ -441,7 +442,9 @@ class MapRun(MapStatus):
             if ran:
                 self._last_size = ran
         if ran:
-            self._per_item_s = _policy.update_rate(self._per_item_s, (stop_ns - start_ns) / 1e9, ran)
+            self._per_item_s = _policy.update_rate(self._per_item_s, (stop_ns - start_ns) / 1e9, ran,
+                                                   old_count=self._rate_n)
+            self._rate_n = ran
         if not errors:
             self.done += ran
             done_indices = indices if ran == n else indices[:ran]

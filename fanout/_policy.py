@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from burstlab.billing import billed_seconds, cost_microusd
 
 TARGET_CHUNK_S = 0.2  # aim for chunks that run this long: per-task overhead (~1-10 ms) stays a few percent
+MIN_CHUNK_S = 0.02  # splitting the last inputs among workers stops where chunks would run shorter than this
 CHUNK_BUDGET_S = 1.0  # a worker stops a chunk after this long and hands back the inputs it did not reach
 MAX_CHUNK = 50_000  # never more inputs than this in one task (one results buffer stays a few MB)
 MAX_CHUNK_STREAM = 2_000  # ... when the inputs are a generator of unknown length (read-ahead stays bounded)
-GROWTH = 64  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
+GROWTH = 1024  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
 
 
 def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: int | None,
@@ -25,8 +26,9 @@ def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: i
     size = min(ideal, max(1, previous) * GROWTH, max_size)
     if remaining is None:
         size = min(size, MAX_CHUNK_STREAM)
-    elif slots > 0:
-        size = min(size, max(1, -(-remaining // slots)))  # leave work for every worker
+    elif slots > 0:  # leave work for every worker, unless that makes chunks too short to be worth a task
+        floor = max(1, int(MIN_CHUNK_S / max(per_item_s, 1e-7)))
+        size = min(size, max(-(-remaining // slots), floor), max(1, remaining))
     return max(1, size)
 
 
@@ -57,12 +59,16 @@ def window(slots: int) -> int:
     return 2 * max(1, slots) + 1
 
 
-def update_rate(old: float | None, seconds: float, count: int, weight: float = 0.5) -> float | None:
-    """Seconds per input, smoothed over chunks."""
+def update_rate(old: float | None, seconds: float, count: int, weight: float = 0.5,
+                old_count: int = 0) -> float | None:
+    """Seconds per input, smoothed over chunks. A chunk of many more inputs than the last measurement
+    (``old_count``) replaces it: a first chunk of one input also timed the function's unpickling."""
     if count <= 0:
         return old
     sample = seconds / count
-    return sample if old is None else (1 - weight) * old + weight * sample
+    if old is None or count >= 4 * old_count > 0:
+        return sample
+    return (1 - weight) * old + weight * sample
 
 
 def should_retry(attempts: int, retries: int, infrastructure: bool, exc: BaseException | None,

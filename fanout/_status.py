@@ -16,6 +16,9 @@ def _scheduler_start_errors(since: float, dask_scheduler=None) -> dict[str, str]
     return {name: error for name, (when, error) in errors.items() if when >= since}
 
 
+FIRST_LOOK_S = 0.3  # a map this young is not yet polled or listed: a short map costs no scheduler calls for it
+
+
 class MapStatus:
     """Progress, money and visibility of a map (``self`` is a ``MapRun``)."""
 
@@ -78,7 +81,7 @@ class MapStatus:
         """Keep this map's record on the scheduler current (at most once a second), so the lab and
         the REST API list it; learn there whether someone asked it to stop."""
         now = time.monotonic()
-        if not final and now - self._published < 1.0:
+        if not final and now - max(self._published, self.started - 1.0 + FIRST_LOOK_S) < 1.0:
             return
         self._published = now
         from burstlab.remote_kernel import registry
@@ -107,7 +110,7 @@ class MapStatus:
             self._stop_reason = reason
 
     def _tick(self, final: bool = False) -> None:
-        if not final:
+        if not final and time.monotonic() - self.started > FIRST_LOOK_S:  # chunk reports open intervals too
             self.metering.poll(self.client)
         self._publish(final)
         estimate = None if final else self.estimate_microusd()

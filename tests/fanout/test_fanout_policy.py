@@ -17,7 +17,9 @@ def test_chunk_size_starts_at_one_and_grows_to_the_target():
     assert _policy.chunk_size(1e-6, 4096, 2, None) == _policy.MAX_CHUNK_STREAM  # a generator: bounded read-ahead
     assert _policy.chunk_size(0.01, 512, 2, 10_000) == 20  # 0.2 s of 10 ms inputs
     assert _policy.chunk_size(5.0, 1, 2, 10_000) == 1  # long inputs: one per task
-    assert _policy.chunk_size(1e-6, 512, 2, 10) == 5  # leave work for every worker
+    assert _policy.chunk_size(0.01, 512, 2, 10) == 5  # leave work for every worker ...
+    assert _policy.chunk_size(1e-6, 512, 2, 10) == 10  # ... unless the chunks would be too short to pay
+    assert _policy.chunk_size(1e-7, 4096, 2, 30_000) == 30_000  # no tail of ever smaller chunks
 
 
 def test_retries_back_off_exponentially_up_to_a_cap():
