@@ -34,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("burstlab.jupyter_ext.mcp.McpApp", "Serve the burstlab API to coding agents as an MCP server (stdio)."),
     "kernelspecs": ("burstlab.jupyter_ext.kernelspecs.KernelspecsApp",
                     "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
+    "kernelspecs": ("burstlab.jupyter_ext.kernelspecs.KernelspecsApp",
+                    "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
 }
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
-from burstlab.errors import GpuSpecError, SessionLostError
+from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, GpuSpecError, NoGpuError, SessionLostError
 
 from . import _held
 
@@ -117,8 +117,15 @@ class BurstlabProvisioner(KernelProvisionerBase):
                           session.label, session.id, info["warm"])
         else:
             # A first start, or an auto-restart after the kernel died (its session, and interval, ended).
-            ws = self._get_workspace()
-            session = await asyncio.to_thread(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False)
+            in_server = _server_workspace(self)
+            ws = in_server or _process_workspace()
+            try:
+                session = await asyncio.to_thread(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook,
+                                                  reuse=False)
+            except BurstlabError as exc:
+                if in_server is None:
+                    raise
+                raise _http_error(exc) from exc
             # The kernel manager talks to the kernel; the session's own client would only queue its output.
             session.close_transport()
             self._session = session
@@ -274,6 +281,18 @@ class BurstlabProvisioner(KernelProvisionerBase):
 
         self._shutdown_task = asyncio.ensure_future(shut_down())
         return True
+
+
+# A Jupyter server answers a kernel start that raised anything but an HTTPError with "Unhandled error" and no
+# text; JupyterLab shows an HTTPError's message in its "Error Starting Kernel" dialog. The one translation table.
+_STATUS = ((GpuSpecError, 400), (BudgetExceeded, 402), (CapacityError, 409), (NoGpuError, 409))
+
+
+def _http_error(exc: BurstlabError):
+    from tornado.web import HTTPError
+
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 503)
+    return HTTPError(status, str(exc).replace("%", "%%"), reason=type(exc).__name__)
 
 
 def _exit_status(ended: dict | None) -> int:
