@@ -85,6 +85,7 @@ def test_a_script_that_exits_leaves_no_sandbox_behind():
     p, info = _creator()
     p.stdin.close()  # the script ends without closing its sandbox
     assert p.wait(60) == 0
+    p.stdout.close()
     assert _leftovers(info) == []  # cleaned up at exit, before the process ended
 
 
@@ -93,6 +94,7 @@ def test_kill_9_of_the_creator_ends_its_sandbox_within_seconds():
     p.kill()
     p.wait(10)
     p.stdin.close()
+    p.stdout.close()
     assert _wait_gone(info, 10) == []  # the fork server saw its owner die and removed everything
 
 
@@ -105,6 +107,7 @@ def test_orphans_of_a_dead_owner_are_reaped_when_the_next_process_starts():
     p.kill()
     p.wait(10)
     p.stdin.close()
+    p.stdout.close()
     os.kill(template, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while _live_pids_of_uid(info["uid"]) and time.monotonic() < deadline:
