@@ -81,6 +81,7 @@ def net():
         if server is not None:
             server.kill()
             server.wait(10)
+            server.stdout.close()
         loop.close()
         anyaddr.close()
         _sh("ip", "netns", "delete", ns, check=False)
