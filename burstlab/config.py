@@ -50,6 +50,10 @@ class BurstLab(Configurable):
     kernel_pool_size = Int(
         1, help="Pre-started kernels kept ready per GPU worker, so a new session's first output comes fast. 0 disables."
     ).tag(config=True)
+    sandbox_pool_size = Int(
+        2, help="Started sandboxes the workspace keeps ready (its SandboxPool), so that a sandbox's first result "
+                "comes in one round trip. 0 disables (every sandbox starts when asked for)."
+    ).tag(config=True)
 
     worker_threads = Int(
         2, help="Threads per embedded GPU worker. A %%gpu session holds one thread for its whole life."

@@ -41,7 +41,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _size(value: str, name: str) -> int:
     from burstlab.errors import SandboxError
-    from burstlab.sandbox import parse_size
+    from burstlab.workspace import parse_size
 
     try:
         return parse_size(value, name)

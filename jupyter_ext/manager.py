@@ -26,8 +26,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from burstlab import _sync
 from burstlab.errors import NotFoundError, SandboxError, SandboxLimitError
-from burstlab.sandbox import Limits, Sandbox, parse_size
-from burstlab.sandbox._limits import format_size
+from burstlab.workspace import Limits, format_size, parse_size
 from burstlab.wire import Execution, Output, SandboxRecord
 
 from .bounds import bound_execution
@@ -43,7 +42,7 @@ class _SandboxEntry:
     id: str
     user: str
     notebook: str
-    sandbox: Sandbox
+    sandbox: Any  # a burstlab.sandbox.Sandbox, taken from the workspace (Workspace.asandbox)
     created: float
     state: str = "running"
     last_usage: dict = field(default_factory=dict)
@@ -264,20 +263,16 @@ class Manager:
         if self._closing:
             raise Conflict("The server is shutting down; no new sandboxes.")
         try:
-            sandbox = Sandbox(**kwargs, meter=self.ws.meter, user=user, notebook=notebook)
+            memory = self.ws.check_sandbox(**kwargs).memory  # a bad setting is the caller's: 400, nothing reserved
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
-        memory = sandbox.limits.memory
         self._reserve_sandbox(user, memory)  # before the first await: parallel creates cannot pass the caps
         try:
             # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
             await self._blocking(self.ws.watcher.admit, user=user, notebook=notebook, what="a new sandbox",
                                  start_microusd=1)
-            try:
-                await _on_burstlab_loop(sandbox.astart())
-            except BaseException:
-                await _on_burstlab_loop(sandbox.aclose())
-                raise
+            # From the workspace's warm pool (or started, if the pool cannot serve it): metered as the caller.
+            sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
         finally:
             self._reserved[user] -= 1
             self._reserved_memory -= memory

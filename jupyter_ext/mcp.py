@@ -117,9 +117,7 @@ class LocalBackend:
         return float(timeout)
 
     def create(self, timeout: float | None, memory: str | None, network: bool):
-        from burstlab.sandbox import Limits, Sandbox, parse_size
-        from burstlab.sandbox._limits import format_size
-        from burstlab.workspace import get_workspace
+        from burstlab.workspace import Limits, format_size, get_workspace, parse_size
 
         m = self.maxima
         if network and not m.network:
@@ -139,9 +137,8 @@ class LocalBackend:
                 raise BurstlabError(f"memory: {format_size(size)} is above this server's maximum of "
                                     f"{format_size(m.memory)}; ask for less.")
             kwargs["memory"] = size
-        ws = get_workspace()
-        kwargs.update(network=bool(network), meter=ws.meter, user=ws.user, notebook="mcp")
-        sb = _Bounded(Sandbox(**kwargs).start(), self)
+        # From the process workspace's warm pool (a new one when it has none ready), metered to its user.
+        sb = _Bounded(get_workspace().sandbox(**kwargs, network=bool(network), notebook="mcp"), self)
         sandbox_id = "sb-" + secrets.token_hex(6)
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb

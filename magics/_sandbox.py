@@ -64,22 +64,17 @@ class SandboxMagics(Magics):
             sb = self.sandbox_obj = None
         if remote is not None:
             return self._remote_sandbox(remote, sb, memory, network)
-        if sb is None:
-            from burstlab.sandbox import Sandbox
+        if sb is None:  # the notebook's sandbox: from the workspace's pool, metered as this notebook
             from burstlab.workspace import get_workspace
 
             ws = get_workspace(self.shell.config if self.shell is not None else None)
-            kwargs = {"network": network, "meter": ws.meter, "user": ws.user, "notebook": ws.notebook}
-            if memory:
-                kwargs["memory"] = memory
-            sb = self.sandbox_obj = Sandbox(**kwargs)
+            sb = self.sandbox_obj = ws.sandbox(memory=memory or None, network=network)
         elif memory:
             sb.reconfigure(memory=memory)
         return sb
 
     def _remote_sandbox(self, remote, sb, memory: str | None, network: bool):
-        from burstlab.sandbox import parse_size
-        from burstlab.workspace import default_notebook
+        from burstlab.workspace import default_notebook, parse_size
 
         if sb is not None and memory and parse_size(memory, "memory") != sb.limits.get("memory"):
             # The service has no way to change a running sandbox's memory: a new one it is.

@@ -184,9 +184,6 @@ CORE_MODULES = {"burstlab", "burstlab._default", "burstlab._sync", "burstlab.con
 FRONT_DOORS = {"magics", "jupyter_ext", "__main__"}
 FRONT_DOOR_DEPARTURES = {
     ("__main__", "burstlab.remote_kernel"),  # `burstlab worker` serves a host's GPUs: no workspace there
-    # Sandboxes are not yet owned by the workspace (issue 11, its pool): these doors make their own.
-    ("jupyter_ext", "burstlab.sandbox"),
-    ("magics", "burstlab.sandbox"),
 }
 
 

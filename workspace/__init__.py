@@ -14,4 +14,21 @@ from .workspace import Workspace, default_notebook, get_workspace, no_gpu_messag
 
 _default.provide(get_workspace)  # fan-out, below this layer, reaches the process's workspace through the core
 
-__all__ = ["Workspace", "default_notebook", "get_workspace", "group_usage", "no_gpu_message", "usage", "write_csv"]
+# The sandbox vocabulary front doors need (sizes and limits), from the sandbox package through this one, loaded
+# on first use (importing the sandbox package costs ~0.4 s, and a %%gpu notebook never needs it).
+_LAZY = {"Limits": "burstlab.sandbox", "format_size": "burstlab.sandbox._limits", "parse_size": "burstlab.sandbox"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'burstlab.workspace' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["Limits", "Workspace", "default_notebook", "format_size", "get_workspace", "group_usage", "no_gpu_message",
+           "parse_size", "usage", "write_csv"]

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from burstlab.workspace._sandboxes import Sandboxes
 from burstlab.workspace._watcher import Watcher
 from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
@@ -40,6 +41,7 @@ class Workspace:
         self.ledger.recover()
         self.meter = Meter(self.ledger, RateCard.from_config(self.config.rates), self.config.heartbeat_interval)
         self.watcher = Watcher(self)  # budgets (warn, stop, refuse) and GPU up-time
+        self._sandboxes = Sandboxes(self.meter, self.config.sandbox_pool_size)  # its pool, and those taken
         self.sessions: dict[str, Any] = {}
         self.ended: dict[str, str] = {}  # session key -> why it ended, shown by the next cell for that key
         self._lock = threading.RLock()
@@ -359,6 +361,34 @@ class Workspace:
         self.config.idle_timeout = float(seconds)
         self._wake.set()
 
+    # -- sandboxes ------------------------------------------------------------------------------
+
+    async def asandbox(self, timeout: float | None = None, memory: int | str | None = None, network: Any = False, *,
+                       pids: int | None = None, cpus: float | None = None, user: str | None = None,
+                       notebook: str | None = None, **fixed: Any):
+        """A started sandbox, from this workspace's warm pool when the pool serves what is asked (no network,
+        the default sizes), else a new one; metered as ``user``/``notebook`` (default: this workspace's).
+        The caller closes it; the workspace closes what is left when it closes. Runs on burstlab's loop."""
+        return await self._sandboxes.acquire(timeout=timeout, memory=memory, network=network, pids=pids, cpus=cpus,
+                                             user=user or self.user, notebook=notebook or self.notebook, **fixed)
+
+    def sandbox(self, timeout: float | None = None, memory: int | str | None = None, network: Any = False, *,
+                pids: int | None = None, cpus: float | None = None, user: str | None = None,
+                notebook: str | None = None, **fixed: Any):
+        """Blocking twin of :meth:`asandbox`: ``with ws.sandbox(timeout=10) as sb: sb.run("1 + 1")``."""
+        from burstlab import _sync
+
+        return _sync.run_sync(self.asandbox(timeout, memory, network, pids=pids, cpus=cpus, user=user,
+                                            notebook=notebook, **fixed))
+
+    def check_sandbox(self, network: Any = False, **settings: Any):
+        """The limits a sandbox with these settings would get, or the SandboxError naming the bad setting."""
+        return self._sandboxes.check(network=network, **settings)
+
+    def prestart_sandboxes(self) -> None:
+        """Start filling the sandbox pool now (returns at once): the first sandbox is then warm too."""
+        self._sandboxes.prestart()
+
     # -- money ----------------------------------------------------------------------------------
 
     def usage(self, **filters: Any) -> list[UsageRecord]:
@@ -408,6 +438,7 @@ class Workspace:
         with self._lock:
             self._closed = True
         self._wake.set()
+        self._sandboxes.close()
         self.watcher.close()
         self.meter.close()
         if self._client is not None:

@@ -21,7 +21,7 @@ from tornado import web
 from burstlab.errors import BurstlabError, http_status
 
 from ..auth import BurstLabIdentityProvider, grant, is_operator, request_token, table_of
-from burstlab.sandbox._limits import format_size
+from burstlab.workspace import format_size
 
 from ..bounds import parse_json
 from ..errors import ApiError, NotFound, PayloadTooLarge

@@ -7,7 +7,7 @@ the sandbox's ``max_upload``; the token is checked before a byte of it is read.
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from burstlab.sandbox import Limits
+from burstlab.workspace import Limits
 
 from ..errors import NotFound, PayloadTooLarge
 from .base import BurstLabHandler, api_errors

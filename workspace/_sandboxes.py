@@ -1,0 +1,115 @@
+"""The workspace's sandboxes: one warm :class:`~burstlab.sandbox.SandboxPool`, and every sandbox taken from it.
+
+Every front door that makes a sandbox (``Workspace.sandbox()``, ``%%sandbox``, ``POST sandboxes``, MCP's local
+backend) takes it here. What the pool serves (no network, the default sizes of the work dir, /tmp, output and
+files) comes from the pool: a started, warmed sandbox with the caller's timeout, memory, pids and cpus applied,
+so create -> first result is one round trip. Anything else (network, other sizes, a GPU), or a request
+while the pool has none ready (the first one: the pool starts filling then), is a new sandbox, started here. Either way it is metered into the workspace's ledger as its user and notebook, and closed with
+the workspace if its holder has not closed it.
+
+Only the sandbox package's public API is used (``Sandbox``, ``SandboxPool``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+from burstlab import _sync
+
+# Sandbox settings fixed when a sandbox starts: a request naming one of these gets a sandbox of its own.
+FIXED_AT_START = ("output", "work_size", "tmp_size", "max_upload", "max_download", "gpu", "limits",
+                  "sandbox_idle_timeout")
+
+
+class Sandboxes:
+    """The sandboxes of one workspace: ``acquire()`` (async, on burstlab's loop) and ``close()``."""
+
+    def __init__(self, meter, pool_size: int) -> None:
+        self.meter = meter
+        self.pool_size = pool_size
+        self._pool = None
+        self._held: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def pool(self):
+        """The warm pool (made on first use, filling in the background), or None if the size is 0."""
+        from burstlab.sandbox import SandboxPool
+
+        with self._lock:
+            if self._pool is None and self.pool_size > 0 and not self._closed:
+                self._pool = SandboxPool(self.pool_size)
+            return self._pool
+
+    def prestart(self) -> None:
+        """Start filling the pool now (returns at once), so that the first sandbox is already warm."""
+        pool = self.pool()
+        if pool is not None:
+            _sync.submit(pool.astart(wait=False))
+
+    @staticmethod
+    def check(*, network: Any = False, **settings: Any):
+        """The limits a sandbox with these settings would have, or the SandboxError naming the bad one (nothing
+        starts: the caller can refuse a request as its own mistake before reserving anything)."""
+        from burstlab.sandbox import Sandbox
+
+        return Sandbox(network=network, **{k: v for k, v in settings.items() if v is not None}).limits
+
+    async def acquire(self, *, timeout: float | None = None, memory: int | str | None = None,
+                      network: Any = False, pids: int | None = None, cpus: float | None = None,
+                      user: str = "", notebook: str = "", **fixed: Any):
+        """A started sandbox for ``user``/``notebook``, metered; the caller owns it (``close()`` it).
+        Runs on burstlab's loop (``burstlab._sync``), where sandboxes live."""
+        from burstlab.errors import SandboxError
+        from burstlab.sandbox import Sandbox
+
+        if self._closed:
+            raise SandboxError("This workspace is closed; make a new one with burstlab.Workspace().")
+        unknown = set(fixed) - set(FIXED_AT_START)
+        if unknown:
+            raise SandboxError(f"Unknown sandbox setting(s): {', '.join(sorted(unknown))}.")
+        fixed = {k: v for k, v in fixed.items() if v is not None}
+        self.check(network=network, timeout=timeout, memory=memory, pids=pids, cpus=cpus, **fixed)  # before anything
+        pool = None if network or fixed else self.pool()
+        if pool is not None and pool.ready > 0:  # a started one is waiting: no await until it is ours
+            sb = await pool.aacquire(timeout=timeout, memory=memory, pids=pids, cpus=cpus, meter=self.meter,
+                                     user=user, notebook=notebook)
+        else:  # a new one; the pool (empty or filling) is never waited on, so its failures cannot hang a caller
+            if pool is not None:
+                self.prestart()
+            kwargs: dict[str, Any] = {k: v for k, v in (("timeout", timeout), ("memory", memory), ("pids", pids),
+                                                        ("cpus", cpus)) if v is not None}
+            sb = Sandbox(network=network, meter=self.meter, user=user, notebook=notebook, **kwargs, **fixed)
+            try:
+                await sb.astart()
+            except BaseException:
+                await sb.aclose()
+                raise
+        self._held.add(sb)
+        return sb
+
+    def held(self) -> list:
+        """The sandboxes taken and not closed yet (the budget watcher closes them at a limit)."""
+        return [sb for sb in list(self._held) if sb.started]
+
+    def close(self) -> None:
+        """Close the pool and every sandbox still held (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, held = self._pool, list(self._held)
+
+        async def close_all() -> None:
+            await asyncio.gather(*(sb.aclose() for sb in held), return_exceptions=True)
+            if pool is not None:
+                await pool.aclose()
+
+        if held or pool is not None:
+            _sync.run_sync(close_all())
+
+
+__all__ = ["FIXED_AT_START", "Sandboxes"]
