@@ -128,9 +128,11 @@ class SlotAdaptive(Adaptive):
             root = exc
             while root.__cause__ is not None or root.__context__ is not None:  # the worker's own error
                 root = root.__cause__ or root.__context__
+            transient = "name taken" in str(root)  # its previous process is still leaving the scheduler
             for name in failed or workers:
-                errors[name] = (time.time(), f"{type(root).__name__}: {root}")
-                self.cluster.workers.pop(name, None)  # tried again after RESTART_AFTER_S, if still wanted
+                if not transient:
+                    errors[name] = (time.time(), f"{type(root).__name__}: {root}")
+                self.cluster.workers.pop(name, None)  # tried again (after RESTART_AFTER_S), if still wanted
                 self.cluster.worker_spec.pop(name, None)
 
 
