@@ -3,9 +3,10 @@
 ``network=False``: the jail makes an empty namespace (loopback only); nothing here runs.
 Otherwise the supervisor wires a namespace before the sandbox starts (``setup``) and the jail joins it:
 
-* ``ip netns add bl<uid>``; a veth pair, host end ``blh<uid>`` = ``10.231.X.Y/30``'s first address,
-  the sandbox's end (``eth0`` inside) the second, with a default route through the host end;
-* one nftables table per sandbox (``inet bl<uid>``): everything the sandbox sends to this host
+* ``ip netns add bl<slot>`` (a slot is a /30 of ``SANDBOX_NET``, claimed by the sandbox); a veth pair,
+  host end ``blh<slot>`` = the /30's first address, the sandbox's end (``eth0`` inside) the second, with
+  a default route through the host end;
+* one nftables table per sandbox (``inet bl<slot>``): everything the sandbox sends to this host
   (``input`` hook: the host's loopback, its other addresses, the Dask scheduler, other sandboxes'
   gateways) is dropped; forwarded traffic from it goes out through NAT if the policy allows its
   destination (``True``: any address but the sandbox range; a list: only those), and nothing from
@@ -107,7 +108,7 @@ def net_record(uid: int) -> dict:
         except FileExistsError:
             continue
         base = SANDBOX_NET.network_address + 4 * slot
-        return {"netns": f"bl{uid}", "host_if": f"blh{uid}", "table": f"bl{uid}",
+        return {"netns": f"bl{slot}", "host_if": f"blh{slot}", "table": f"bl{slot}",
                 "gateway": str(base + 1), "address": str(base + 2), "slot": slot}
     raise SandboxError(f"Every address block of {SANDBOX_NET} is in use by a sandbox with network; close some.")
 

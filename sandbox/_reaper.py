@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -26,7 +27,8 @@ from . import _jail
 
 STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")
 OWNER_FILE = "owner.json"
-MOUNTS = ("log", "fs")  # tmpfs mounts under a state dir, unmounted in this order
+MOUNTS = ("log", "fs/home", "fs")  # mounts under a state dir, unmounted in this order (fs/home: a session's bind)
+_NAME = re.compile(r"\d+(-[0-9a-f]+)?")  # <uid> for a sandbox, <uid>-<hex> for a session kernel (_session)
 
 
 def start_time(pid: int) -> int | None:
@@ -107,12 +109,22 @@ def _rmdir(d: str, timeout: float = 2.0) -> None:
             time.sleep(0.01)
 
 
-def unmount_all(state_dir: str) -> None:
+def mounts_under(state_dir: str) -> list[str]:
+    prefix = state_dir.rstrip("/") + "/"
+    with open("/proc/self/mounts") as f:
+        return [m for m in (line.split()[1] for line in f) if m.startswith(prefix)]
+
+
+def unmount_all(state_dir: str) -> bool:
+    """Unmount everything under ``state_dir``; whether nothing is mounted there any more."""
     for name in MOUNTS:
-        try:
-            _jail.umount(os.path.join(state_dir, name), _jail.MNT_DETACH)
-        except OSError:
-            pass
+        path = os.path.join(state_dir, name)
+        if os.path.ismount(path):
+            try:
+                _jail.umount(path, _jail.MNT_DETACH)
+            except OSError:
+                pass
+    return not mounts_under(state_dir)
 
 
 def destroy(state_dir: str, rec: dict | None = None) -> None:
@@ -126,8 +138,8 @@ def destroy(state_dir: str, rec: dict | None = None) -> None:
         from ._net import teardown
 
         teardown(rec["net"])
-    unmount_all(state_dir)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    if unmount_all(state_dir):  # never walk into a mount (a session's persistent work dir is one)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def reap_orphans() -> list[str]:
@@ -138,7 +150,7 @@ def reap_orphans() -> list[str]:
         return []
     reaped = []
     for n in names:
-        if not n.isdigit():
+        if not _NAME.fullmatch(n):
             continue
         path = os.path.join(STATE_BASE, n)
         rec = read_record(path)

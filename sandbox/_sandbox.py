@@ -290,7 +290,7 @@ class Sandbox:
             )
         if self.gpu:
             self._devices, self._gpu_env = gpu_devices(self.gpu)
-        self.state_dir, self.uid, self._record = _claim_state_dir()
+        self.state_dir, self.uid, self._record = self._claim()
         try:
             fs = os.path.join(self.state_dir, "fs")
             os.mkdir(fs, 0o711)
@@ -304,7 +304,8 @@ class Sandbox:
             for sub in ("home", "run"):
                 os.mkdir(os.path.join(fs, sub), 0o700)
                 os.chown(os.path.join(fs, sub), self.uid, self.uid)
-            self._cgroup = Cgroup.create(f"{os.getpid()}-{self.uid}", self.limits)
+            self._prepare_home(os.path.join(fs, "home"))
+            self._cgroup = Cgroup.create(f"{os.getpid()}-{os.path.basename(self.state_dir)}", self.limits)
             self._record["cgroups"] = sorted(set(self._cgroup.dirs.values()))
             _reaper.write_record(self.state_dir, self._record)
             if self._policy.kind != "none":
@@ -328,6 +329,13 @@ class Sandbox:
                 quantity=max(1, round(self.limits.cpus)),
                 detail={"sandbox": self.uid, "memory": self.limits.memory, "network": self.network, "gpu": self.gpu},
             )
+
+    def _claim(self) -> tuple[str, int, dict]:
+        """The state dir, host uid and owner record (a session kernel claims its user's uid instead)."""
+        return _claim_state_dir()
+
+    def _prepare_home(self, home: str) -> None:
+        """The work dir is the fresh tmpfs dir ``home`` (a session kernel binds its user's own dir there)."""
 
     async def _spawn(self) -> None:
         assert self.state_dir and self.uid and self._cgroup

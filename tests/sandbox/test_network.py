@@ -16,6 +16,7 @@ import pytest
 
 from burstlab.errors import SandboxError
 from burstlab.sandbox import Sandbox, SandboxPool
+from burstlab.sandbox._reaper import read_record
 
 TEST_HOST, HOST_SIDE = "10.250.7.2", "10.250.7.1"
 
@@ -183,15 +184,15 @@ def test_allowlist_reaches_exactly_its_entries(net):
 
 
 def test_every_namespace_veth_and_table_is_removed_on_close(net):
-    before = _wired()
     sb = Sandbox(timeout=20, network=True).start()
-    during = _wired()
-    assert f"bl{sb.uid}" in during[0] and f"bl{sb.uid}" in during[1] and f"blh{sb.uid}" in during[2]
+    rec = read_record(sb.state_dir)["net"]
+    ns, table, hif = rec["netns"], rec["table"], rec["host_if"]
+    netns, tables, links = _wired()
+    assert ns in netns.split() and f"table inet {table}" in tables and f" {hif}@" in links
     sb.close()
-    after = _wired()
-    assert f"bl{sb.uid}" not in after[0] + after[1] and f"blh{sb.uid}" not in after[2]
+    netns, tables, links = _wired()
+    assert ns not in netns.split() and f"table inet {table}\n" not in tables + "\n" and f" {hif}@" not in links
     assert not os.path.exists(sb.state_dir)
-    assert f"bl{sb.uid}" not in before[0]
 
 
 def test_pool_keeps_its_network_policy(net):
