@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sandbox.py            # full run (~2 minutes)
     .venv/bin/python benchmarks/bench_sandbox.py --quick    # smoke run (~30 s)
+    .venv/bin/python benchmarks/bench_sandbox.py --doors    # create -> first result through each front door
 
 Rows: create -> first result (from the pool, without the pool, and the very first one that also
 starts the fork server) against ``bwrap ... python -c pass`` and a raw ipykernel start (jupyter_client
@@ -166,7 +167,17 @@ def rss_kib(pid: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repetitions, 10 idle sandboxes (a smoke run)")
+    ap.add_argument("--doors", action="store_true",
+                    help="only create -> first result through each front door against the pool itself (_doors.py)")
     args = ap.parse_args()
+    if args.doors:
+        if os.geteuid() != 0:
+            sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")
+        sys.path.insert(0, HERE)
+        from _doors import run as doors
+
+        doors(5 if args.quick else 20)
+        return
     n, warm_n, idle_n, kn = (5, 50, 10, 2) if args.quick else (20, 300, 100, 5)
     if os.geteuid() != 0:
         sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")

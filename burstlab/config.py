@@ -51,8 +51,9 @@ class BurstLab(Configurable):
         1, help="Pre-started kernels kept ready per GPU worker, so a new session's first output comes fast. 0 disables."
     ).tag(config=True)
     sandbox_pool_size = Int(
-        2, help="Started sandboxes the workspace keeps ready (its SandboxPool), so that a sandbox's first result "
-                "comes in one round trip. 0 disables (every sandbox starts when asked for)."
+        help="Started sandboxes the workspace keeps ready (its SandboxPool), so that a sandbox's first result "
+             "comes in one round trip. 0 disables (every sandbox starts when asked for). Default 2, or "
+             "BURSTLAB_SANDBOX_POOL_SIZE."
     ).tag(config=True)
 
     worker_threads = Int(
@@ -84,6 +85,10 @@ class BurstLab(Configurable):
     @default("idle_timeout")
     def _idle_default(self):
         return float(os.environ.get("BURSTLAB_IDLE_TIMEOUT") or 600.0)
+
+    @default("sandbox_pool_size")
+    def _default_sandbox_pool_size(self):
+        return int(os.environ.get("BURSTLAB_SANDBOX_POOL_SIZE") or 2)
 
     @default("rates")
     def _rates_default(self):
