@@ -9,5 +9,6 @@ from ._files import SandboxFiles
 from ._limits import Limits, parse_size
 from ._pool import SandboxPool
 from ._sandbox import Sandbox
+from ._session import SessionKernel, start_session_kernel
 
-__all__ = ["Limits", "Sandbox", "SandboxFiles", "SandboxPool", "parse_size"]
+__all__ = ["Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SessionKernel", "parse_size", "start_session_kernel"]

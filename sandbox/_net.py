@@ -180,24 +180,22 @@ def setup(rec: dict, policy: Policy) -> dict:
     ip, nft = _tools()
     _enable_forwarding()
     ns, hif = rec["netns"], rec["host_if"]
-    try:
-        _run([ip, "-batch", "-"], "\n".join([
-            f"netns add {ns}",
-            f"link add {hif} type veth peer name bls{rec['slot']} netns {ns}",
-            f"addr add {rec['gateway']}/30 dev {hif}",
-            f"link set {hif} up",
-        ]) + "\n")
-        _run([ip, "-n", ns, "-batch", "-"], "\n".join([
-            "link set lo up",
-            f"link set bls{rec['slot']} name eth0",
-            f"addr add {rec['address']}/30 dev eth0",
-            "link set eth0 up",
-            f"route add default via {rec['gateway']}",
-        ]) + "\n")
-        _run([nft, "-f", "-"], _ruleset(rec, policy))
-    except BaseException:
-        teardown(rec)
-        raise
+    # on failure the caller tears down through the owner record, once (teardown also releases the slot,
+    # so a second call could remove a namespace of the next sandbox to claim it)
+    _run([ip, "-batch", "-"], "\n".join([
+        f"netns add {ns}",
+        f"link add {hif} type veth peer name bls{rec['slot']} netns {ns}",
+        f"addr add {rec['gateway']}/30 dev {hif}",
+        f"link set {hif} up",
+    ]) + "\n")
+    _run([ip, "-n", ns, "-batch", "-"], "\n".join([
+        "link set lo up",
+        f"link set bls{rec['slot']} name eth0",
+        f"addr add {rec['address']}/30 dev eth0",
+        "link set eth0 up",
+        f"route add default via {rec['gateway']}",
+    ]) + "\n")
+    _run([nft, "-f", "-"], _ruleset(rec, policy))
     return {"netns_path": f"/run/netns/{ns}"}
 
 

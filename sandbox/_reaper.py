@@ -138,6 +138,9 @@ def destroy(state_dir: str, rec: dict | None = None) -> None:
         from ._net import teardown
 
         teardown(rec["net"])
+        rec = dict(rec, net=None)  # released: never tear it down twice (the slot may be someone else's next)
+        if os.path.isdir(state_dir):
+            write_record(state_dir, rec)
     if unmount_all(state_dir):  # never walk into a mount (a session's persistent work dir is one)
         shutil.rmtree(state_dir, ignore_errors=True)
 

@@ -393,7 +393,9 @@ class Sandbox:
             self._cgroup = None
         if self._record and self._record.get("net"):
             await asyncio.get_running_loop().run_in_executor(None, net_teardown, self._record["net"])
-            self._net = None
+            self._net, self._record["net"] = None, None
+            if self.state_dir and os.path.isdir(self.state_dir):
+                _reaper.write_record(self.state_dir, self._record)
         if self.state_dir:
             _remove_state(self.state_dir)
         _live.discard(self)
