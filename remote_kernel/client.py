@@ -141,6 +141,10 @@ class RemoteKernel:
         self._here_thread = 0
         self._connection = connection_info
 
+    def in_use(self) -> bool:
+        """Whether an execute or a transfer holds the kernel now (through the async client)."""
+        return self._lock.locked()
+
     def here(self) -> HereClient | None:
         """The blocking client for the calling thread: made on the first call, None for any other
         thread (which uses the async client)."""

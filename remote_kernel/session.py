@@ -112,6 +112,11 @@ class GpuSession:
             self.state = state
             self._ended.set()
 
+    @property
+    def working(self) -> bool:
+        """Whether a cell or a variable transfer runs on the kernel now (the idle reaper leaves it be)."""
+        return self.busy or self.kernel.in_use()
+
     def _check(self) -> None:
         if self.state != "running":
             raise SessionLostError(f"The {self.label} session ended ({self.end_reason}); its state is gone.")

@@ -335,7 +335,7 @@ class Workspace:
                 continue
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                busy = s.busy or s.kernel._lock.locked()
+                busy = s.working
                 if s.state == "running" and not busy and now - s.last_active >= timeout:
                     s.stop(f"released after {timeout:g} s idle")
                 elif s.state == "running":
