@@ -6,6 +6,7 @@ the budgets. Nothing here does I/O.
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 
 from burstlab.wire import usd  # the one money formatter (re-exported: budget messages use it as policy.usd)
@@ -69,10 +70,45 @@ def map_estimate_microusd(total: int | None, finished: int, per_item_s: float | 
     return -(-seconds * int(rate_nusd_per_s) * int(quantity) // 1000)
 
 
+PERIODS = ("", "day", "week", "month")  # "": no period, everything ever spent counts
+
+
+def check_period(period: str | None) -> str:
+    """A budget period as stored ("" for none), or ValueError naming the valid ones."""
+    period = (period or "").strip().lower()
+    if period in ("none", "total"):
+        period = ""
+    if period not in PERIODS:
+        raise ValueError(f"period {period!r}: use 'day', 'week' or 'month' (spending resets at its start, UTC), "
+                         "or leave it out for a budget that never resets.")
+    return period
+
+
+def period_start_ns(period: str, now_ns: int) -> int | None:
+    """When the current ``period`` began, in UTC: midnight; Monday's midnight (ISO weeks); the 1st's
+    midnight. None for no period. Integer arithmetic on the calendar, no local time."""
+    if not period:
+        return None
+    day_ns = 86_400 * 10**9
+    days = int(now_ns) // day_ns  # whole days since 1970-01-01, a Thursday
+    if period == "day":
+        return days * day_ns
+    if period == "week":
+        return (days - (days + 3) % 7) * day_ns  # back to Monday
+    date = _dt.date(1970, 1, 1) + _dt.timedelta(days=days)
+    return (date.replace(day=1) - _dt.date(1970, 1, 1)).days * day_ns
+
+
+def describe_period(period: str) -> str:
+    """`` this month (UTC)`` and the like, for messages ("" for no period)."""
+    return {"day": " today (UTC)", "week": " this week (UTC, from Monday)", "month": " this month (UTC)"}.get(period, "")
+
+
 def describe(scope: str, name: str, spent_microusd: int, limit_microusd: int) -> str:
     """``notebook budget for 'a.ipynb': $5.0123 spent of $5.0000`` (pure text, used in every message)."""
     return f"{scope} budget for {name!r}: {usd(spent_microusd)} spent of {usd(limit_microusd)}"
 
 
-__all__ = ["DEFAULT_SOFT_FRACTION", "EXCEEDED", "OK", "PPM", "WARNING", "admit", "decide", "describe",
-           "map_estimate_microusd", "next_check", "seconds_until", "soft_ppm", "usd"]
+__all__ = ["DEFAULT_SOFT_FRACTION", "EXCEEDED", "OK", "PERIODS", "PPM", "WARNING", "admit", "check_period", "decide",
+           "describe", "describe_period", "map_estimate_microusd", "next_check", "period_start_ns", "seconds_until",
+           "soft_ppm", "usd"]

@@ -27,6 +27,7 @@ import psutil
 from burstlab.wire import UsageRecord
 
 from ._backends import MIGRATION_LOCK, backend_for
+from .budgets import check_period, period_start_ns
 from .rates import NS_PER_S, billed_seconds, cost_microusd
 
 # Version 1 is the schema SQLite ledgers were created with; its text was made portable (BIGINT,
@@ -63,6 +64,9 @@ MIGRATIONS = [
         PRIMARY KEY (scope, name, owner)
     );
     CREATE INDEX intervals_notebook ON intervals (notebook, "user");
+    """,
+    """
+    ALTER TABLE budgets ADD COLUMN period TEXT NOT NULL DEFAULT ''
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -110,11 +114,12 @@ class BudgetRow:
     owner: str
     limit_microusd: int
     soft_ppm: int
+    period: str = ""  # "", "day", "week" or "month": spending counts from the period's start (UTC)
 
 
-def _billed_sql(end: str) -> str:
-    """SQL for billed_seconds(start_ns, end): rounded up, minimum 1 (integer division in both databases)."""
-    length = f"({end} - start_ns)"
+def _billed_sql(end: str, start: str = "start_ns") -> str:
+    """SQL for billed_seconds(start, end): rounded up, minimum 1 (integer division in both databases)."""
+    length = f"({end} - {start})"
     return f"(CASE WHEN {length} <= {NS_PER_S} THEN 1 ELSE ({length} + {NS_PER_S - 1}) / {NS_PER_S} END)"
 
 
@@ -293,16 +298,23 @@ class Ledger:
         return where, args
 
     def spending(self, *, user: str | None = None, notebook: str | None = None,
-                 now_ns: int | None = None) -> tuple[int, int]:
+                 now_ns: int | None = None, since_ns: int | None = None) -> tuple[int, int]:
         """``(spent_microusd, burn_nusd_per_s)`` of the matching intervals, in one query.
 
         Spent is exactly the sum of ``usage(...)``'s ``cost_microusd`` (open intervals priced up to
-        ``now_ns``); the burn rate is what the open ones add per second.
+        ``now_ns``); the burn rate is what the open ones add per second. With ``since_ns`` (a budget
+        period's start) only time from then on counts: an interval that began earlier is billed from
+        ``since_ns``, one that ended by then not at all.
         """
         now_ns = time.time_ns() if now_ns is None else int(now_ns)
         where, args = self._filters(user, notebook, None)
         end = f"COALESCE(stop_ns, CASE WHEN start_ns > {now_ns} THEN start_ns ELSE {now_ns} END)"
-        sql = (f"SELECT COALESCE(SUM(({_billed_sql(end)} * rate_nusd_per_s * quantity + 999) / 1000), 0), "
+        billed = _billed_sql(end)
+        if since_ns is not None:
+            since = _clamp(since_ns)
+            billed = _billed_sql(end, f"(CASE WHEN start_ns < {since} THEN {since} ELSE start_ns END)")
+            where.append(f"{end} > {since}")
+        sql = (f"SELECT COALESCE(SUM(({billed} * rate_nusd_per_s * quantity + 999) / 1000), 0), "
                "COALESCE(SUM(CASE WHEN stop_ns IS NULL THEN rate_nusd_per_s * quantity ELSE 0 END), 0) "
                "FROM intervals")
         if where:
@@ -313,33 +325,39 @@ class Ledger:
     # -- budgets --------------------------------------------------------------------------------
 
     def set_budget(self, scope: str, name: str, owner: str, limit_microusd: int, soft_ppm: int,
-                   now_ns: int | None = None) -> BudgetRow:
-        """Create or replace a budget (idempotent)."""
+                   now_ns: int | None = None, period: str = "") -> BudgetRow:
+        """Create or replace a budget (idempotent). ``period`` ("", "day", "week", "month") resets its
+        spending at each period's start, in UTC."""
         if scope not in SCOPES:
             raise ValueError(f"scope {scope!r}: use one of {', '.join(SCOPES)}")
-        args = (int(limit_microusd), int(soft_ppm), time.time_ns() if now_ns is None else int(now_ns))
+        period = check_period(period)
+        args = (int(limit_microusd), int(soft_ppm), time.time_ns() if now_ns is None else int(now_ns), period)
         self.db.execute(
-            "INSERT INTO budgets (scope, name, owner, limit_microusd, soft_ppm, updated_ns) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT (scope, name, owner) DO UPDATE SET limit_microusd = ?, soft_ppm = ?, updated_ns = ?",
+            "INSERT INTO budgets (scope, name, owner, limit_microusd, soft_ppm, updated_ns, period) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (scope, name, owner) DO UPDATE SET limit_microusd = ?, "
+            "soft_ppm = ?, updated_ns = ?, period = ?",
             (scope, name, owner, *args, *args),
         )
-        return BudgetRow(scope, name, owner, int(limit_microusd), int(soft_ppm))
+        return BudgetRow(scope, name, owner, int(limit_microusd), int(soft_ppm), period)
 
     def remove_budget(self, scope: str, name: str, owner: str) -> bool:
         return self.db.execute("DELETE FROM budgets WHERE scope = ? AND name = ? AND owner = ?",
                                (scope, name, owner)) == 1
 
     def budgets(self, owner: str | None = None) -> list[BudgetRow]:
-        sql = "SELECT scope, name, owner, limit_microusd, soft_ppm FROM budgets"
+        sql = "SELECT scope, name, owner, limit_microusd, soft_ppm, period FROM budgets"
         rows = self.db.query(sql + " WHERE owner = ? ORDER BY scope, name" if owner is not None
                              else sql + " ORDER BY scope, name, owner", (owner,) if owner is not None else ())
-        return [BudgetRow(s, n, o, int(lim), int(soft)) for s, n, o, lim, soft in rows]
+        return [BudgetRow(s, n, o, int(lim), int(soft), p or "") for s, n, o, lim, soft, p in rows]
 
     def budget_spending(self, row: BudgetRow, now_ns: int | None = None) -> tuple[int, int]:
-        """``(spent, burn)`` of what a budget limits: the user's usage, or the notebook's (its owner's)."""
+        """``(spent, burn)`` of what a budget limits: the user's usage, or the notebook's (its owner's),
+        since the start of the budget's period (UTC) if it has one."""
+        now_ns = time.time_ns() if now_ns is None else int(now_ns)
+        since = period_start_ns(row.period, now_ns)
         if row.scope == "user":
-            return self.spending(user=row.name, now_ns=now_ns)
-        return self.spending(user=row.owner, notebook=row.name, now_ns=now_ns)
+            return self.spending(user=row.name, now_ns=now_ns, since_ns=since)
+        return self.spending(user=row.owner, notebook=row.name, now_ns=now_ns, since_ns=since)
 
 
 def _clamp(ns: int) -> int:

@@ -5,7 +5,7 @@
     %%gpu H100 [--wait S] [--push a,b] [--pull c,d] [--quiet]
     %gpu hosts | status | stop [TYPE|all] | idle SECONDS
     %gpu bill [--days N] [--csv FILE] [--operator]
-    %gpu budget [AMOUNT [--soft 0.8] | --remove] [--user]
+    %gpu budget [AMOUNT [--soft 0.8] [--period day|week|month] | --remove] [--user]
     %gpu push a,b [SPEC] | pull c,d [SPEC]
 """
 
@@ -44,8 +44,9 @@ COMMANDS = """%gpu COMMAND (the line magic):
   %gpu idle SECONDS                   release idle sessions after SECONDS (0: never)
   %gpu bill [--days N] [--csv FILE] [--operator]
                                       this notebook's and your usage; --operator: everyone's and utilisation
-  %gpu budget [AMOUNT [--soft 0.8] | --remove] [--user]
-                                      show, set or remove this notebook's (or, --user, your) budget in dollars
+  %gpu budget [AMOUNT [--soft 0.8] [--period day|week|month] | --remove] [--user]
+                                      show, set or remove this notebook's (or, --user, your) budget in dollars;
+                                      --period: spending resets each day, week or month (UTC)
   %gpu push a,b [SPEC] | pull c,d [SPEC]
                                       move variables to or from a running session
 """
@@ -65,6 +66,7 @@ def _budget_parser() -> _Parser:
     p.add_argument("--user", action="store_true")
     p.add_argument("--soft", type=float, default=0.8)
     p.add_argument("--remove", action="store_true")
+    p.add_argument("--period", default="")
     return p
 
 
@@ -247,7 +249,7 @@ class GpuMagics(Magics):
             return
         if args.amount is not None:
             try:
-                status = ws.set_budget(scope, name, args.amount.lstrip("$"), args.soft)
+                status = ws.set_budget(scope, name, args.amount.lstrip("$"), args.soft, period=args.period)
             except ValueError as exc:
                 raise BurstlabError(f"%gpu budget: {exc}") from None
             print(f"{scope.capitalize()} budget for {name!r}: {money(status.limit_microusd)} "

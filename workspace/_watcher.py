@@ -3,8 +3,11 @@
 The decisions are pure (``burstlab.billing.budgets``); this module acts on them. One watcher thread
 per workspace wakes at every heartbeat (sooner when a budget will run out before the next one),
 reads the budgets that apply to what this workspace runs, warns once at the soft fraction, and at
-the limit stops the sessions and cancels the maps in that scope, saying why. Starting a session or
-a map asks :meth:`Watcher.admit` first, which refuses with the numbers when the budget is spent.
+the limit stops the sessions, cancels the maps and closes the sandboxes in that scope, saying why.
+Starting a session, a map or a sandbox asks :meth:`Watcher.admit` first, which refuses with the
+numbers when the budget is spent. A budget may have a period (day, week, month): only what was spent
+since the period's start (UTC, by ``Watcher.now_ns``, a clock tests may replace) counts. Setting a
+budget below what is already spent says what it stops.
 
 For the embedded cluster the watcher also records each GPU worker's up-time as ``provisioned``
 intervals (the operator's cost, never a user's), from a scheduler plugin that notes when workers
@@ -34,6 +37,8 @@ class Watcher:
         self.ws = ws
         self.maps: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.stopped: dict[str, BudgetExceeded] = {}  # session id -> why the watcher stopped it
+        self.closed_sandboxes: dict[int, BudgetExceeded] = {}  # id(sandbox) -> why the watcher closed it
+        self.last_stops: list[str] = []  # what the last set() below spending stopped
         self.states: dict[tuple[str, str, str], str] = {}  # (scope, name, owner) -> last state seen
         self._warned: set[tuple[str, str, str, int]] = set()
         self._lock = threading.Lock()
@@ -43,17 +48,25 @@ class Watcher:
         self._uptime_ready = False
         self._provisioned: dict[tuple[str, int], str] = {}  # (worker name, since_ns) -> interval id
         self.checks = 0
+        self.clock: Any = None  # a callable returning ns since the epoch, replacing the meter's (tests)
+
+    def now_ns(self) -> int:
+        """Now, for budget periods and pricing open intervals: the meter's clock unless replaced."""
+        return int(self.clock()) if self.clock is not None else self.ws.meter.clock.now_ns()
 
     # -- budgets: the API the Workspace exposes ---------------------------------------------------
 
     def status(self, row: BudgetRow, now_ns: int | None = None) -> BudgetStatus:
-        spent, _ = self.ws.ledger.budget_spending(row, now_ns)
+        spent, _ = self.ws.ledger.budget_spending(row, self.now_ns() if now_ns is None else now_ns)
         return _status(row, spent)
 
     def statuses(self, user: str) -> list[BudgetStatus]:
         return [self.status(row) for row in self.ws.ledger.budgets(owner=user)]
 
-    def set(self, scope: str, name: str, limit_usd: float, soft_fraction: float, owner: str) -> BudgetStatus:
+    def set(self, scope: str, name: str, limit_usd: float, soft_fraction: float, owner: str,
+            period: str = "") -> BudgetStatus:
+        """Set a budget. One set at or below what is already spent stops what runs in its scope at
+        once: the message saying what (also kept as ``last_stops``) goes to stderr."""
         if scope not in ("user", "notebook"):
             raise ConfigError(f"Budget scope {scope!r}: use 'user' or 'notebook'.")
         if not name:
@@ -66,11 +79,35 @@ class Watcher:
             soft = policy.soft_ppm(soft_fraction)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        row = self.ws.ledger.set_budget(scope, name, owner, limit, soft)
+        try:
+            period = policy.check_period(period)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        row = self.ws.ledger.set_budget(scope, name, owner, limit, soft, period=period)
         with self._lock:
             self._warned = {w for w in self._warned if w[:3] != (scope, name, owner)}
+        status = self.status(row)
+        self.last_stops = []
+        if status.state == policy.EXCEEDED:
+            self.last_stops = [what for what, _ in self._in_scope(row)]
+            if self.last_stops:
+                sys.stderr.write(f"[burstlab: {stopping_note(row, status.spent_microusd, self.last_stops)}]\n")
         self.wake()
-        return self.status(row)
+        return status
+
+    def _in_scope(self, row: BudgetRow) -> list[tuple[str, Any]]:
+        """``(description, thing)`` of what runs now in a budget's scope: sessions, maps, sandboxes."""
+        sessions, maps, sandboxes = self._running()
+        out: list[tuple[str, Any]] = []
+        for s in sessions:
+            if _applies(row, getattr(s, "user", "") or self.ws.user, getattr(s, "notebook", "") or self.ws.notebook):
+                out.append((f"the {s.label} session {getattr(s, 'id', '')}".rstrip(), s))
+        if _applies(row, self.ws.user, self.ws.notebook):
+            out += [(f"the map {m.name}", m) for m in maps]
+        for sb in sandboxes:
+            if _applies(row, sb.user, sb.notebook):
+                out.append((f"the sandbox with kernel pid {sb.kernel_pid}", sb))
+        return out
 
     def remove(self, scope: str, name: str, owner: str) -> bool:
         removed = self.ws.ledger.remove_budget(scope, name, owner)
@@ -86,7 +123,8 @@ class Watcher:
         ``start_microusd``) would pass a budget of ``user`` or ``notebook``; LedgerError if the ledger
         cannot be read (nothing may start that cannot be checked and billed)."""
         try:
-            spending = [(row, self.ws.ledger.budget_spending(row)[0]) for row in self._applicable(user, notebook)]
+            now = self.now_ns()
+            spending = [(row, self.ws.ledger.budget_spending(row, now)[0]) for row in self._applicable(user, notebook)]
         except Exception as exc:
             raise ledger_error(self.ws.ledger.where, exc, f"Nothing was started ({what}: its budgets cannot "
                                                           "be checked).") from exc
@@ -102,14 +140,14 @@ class Watcher:
                                              or (scope == "notebook" and (name, owner) == (notebook, user))):
                 row = next((r for r in self._applicable(user, notebook) if (r.scope, r.name) == (scope, name)), None)
                 if row is not None:
-                    spent, _ = self.ws.ledger.budget_spending(row)
+                    spent, _ = self.ws.ledger.budget_spending(row, self.now_ns())
                     if spent >= row.limit_microusd:
                         raise _refusal(row, spent, "this cell", 0)
 
     def estimate_note(self, *, user: str, notebook: str, name: str, estimate_microusd: int) -> str:
         """A line to show when a map's estimate passes what is left of a budget ("" when it fits)."""
         for row in self._applicable(user, notebook):
-            spent, _ = self.ws.ledger.budget_spending(row)
+            spent, _ = self.ws.ledger.budget_spending(row, self.now_ns())
             left = row.limit_microusd - spent
             if estimate_microusd > left:
                 return (f"{name} is estimated to cost {policy.usd(estimate_microusd)} more, but the "
@@ -162,35 +200,39 @@ class Watcher:
             self._wake.wait(policy.next_check(heartbeat, until))
             self._wake.clear()
 
-    def _running(self) -> tuple[list, list]:
+    def _running(self) -> tuple[list, list, list]:
         sessions = [s for s in list(self.ws.sessions.values()) if s.state == "running"]
         maps = [m for m in list(self.maps) if not getattr(m, "_closed", False)]
-        return sessions, maps
+        held = getattr(getattr(self.ws, "_sandboxes", None), "held", None)
+        sandboxes = [sb for sb in (held() if held is not None else []) if sb.started]
+        return sessions, maps, sandboxes
 
     def check(self) -> list[float | None]:
         """One pass: warn or stop per budget; returns seconds until each budget runs out."""
         self.checks += 1
-        sessions, maps = self._running()
+        sessions, maps, sandboxes = self._running()
         scopes = {(getattr(s, "user", "") or self.ws.user, getattr(s, "notebook", "") or self.ws.notebook)
                   for s in sessions}
         scopes |= {(self.ws.user, self.ws.notebook) for _ in maps[:1]}
+        scopes |= {(sb.user, sb.notebook) for sb in sandboxes}
         if not scopes:
             return []
         rows = self.ws.ledger.budgets()
+        now = self.now_ns()
         until = []
         for row in rows:
             hit = [(u, n) for u, n in scopes
                    if (row.scope == "user" and row.name == u) or (row.scope == "notebook" and (row.name, row.owner) == (n, u))]
             if not hit:
                 continue
-            spent, burn = self.ws.ledger.budget_spending(row)
+            spent, burn = self.ws.ledger.budget_spending(row, now)
             state = policy.decide(spent, row.limit_microusd, row.soft_ppm)
             self.states[(row.scope, row.name, row.owner)] = state
             until.append(policy.seconds_until(spent, row.limit_microusd, burn))
             if state == policy.WARNING:
                 self._warn(row, spent)
             elif state == policy.EXCEEDED:
-                self._enforce(row, spent, sessions, maps)
+                self._enforce(row, spent, sessions, maps, sandboxes)
         return until
 
     def _warn(self, row: BudgetRow, spent: int) -> None:
@@ -201,7 +243,7 @@ class Watcher:
         sys.stderr.write(f"[burstlab: {row.soft_ppm / 1e4:g}% of the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}."
                          f" At the limit, running cells and maps stop.]\n")
 
-    def _enforce(self, row: BudgetRow, spent: int, sessions: list, maps: list) -> None:
+    def _enforce(self, row: BudgetRow, spent: int, sessions: list, maps: list, sandboxes: list = ()) -> None:
         def mine(user: str, notebook: str) -> bool:
             return (row.scope == "user" and row.name == user) or (row.scope == "notebook" and (row.name, row.owner) == (notebook, user))
 
@@ -217,6 +259,12 @@ class Watcher:
             if mine(self.ws.user, self.ws.notebook):
                 m.stop_for(_stop_error(row, spent, f"the map {m.name} was cancelled and its workers released "
                                                    f"after {m.done} of {m.total if m.total is not None else '?'} inputs"))
+        for sb in sandboxes:
+            if id(sb) not in self.closed_sandboxes and mine(sb.user, sb.notebook):
+                exc = _stop_error(row, spent, "this sandbox was closed and its state is gone")
+                self.closed_sandboxes[id(sb)] = exc
+                threading.Thread(target=_close_sandbox, args=(sb, exc), name="burstlab-budget-close",
+                                 daemon=True).start()
 
     # -- provisioned GPU time (embedded cluster only) ------------------------------------------------
 
@@ -262,6 +310,31 @@ class Watcher:
         return interval
 
 
+def _applies(row: BudgetRow, user: str, notebook: str) -> bool:
+    return (row.scope == "user" and row.name == user) or (row.scope == "notebook" and (row.name, row.owner) == (notebook, user))
+
+
+def _close_sandbox(sb, exc: BaseException) -> None:
+    """Close a sandbox (its public ``aclose``, on burstlab's loop) with why, for its next caller."""
+    from burstlab import _sync
+
+    try:
+        _sync.run_sync(sb.aclose(f" ({exc})"))
+    except Exception as err:  # already closing, or the loop is gone: nothing left to stop
+        sys.stderr.write(f"[burstlab: closing a sandbox over budget failed: {err}]\n")
+
+
+def stopping_note(row: BudgetRow, spent: int, stops: list[str]) -> str:
+    """What a budget set at or below its spending stops, in one sentence."""
+    return (f"the {_described(row, spent)} is already spent: setting it stops {', '.join(stops)} now. "
+            f"{_fix(row)}")
+
+
+def _described(row: BudgetRow, spent: int) -> str:
+    text = policy.describe(row.scope, row.name, spent, row.limit_microusd)
+    return text + (f"{policy.describe_period(row.period)}" if row.period else "")
+
+
 def _status(row: BudgetRow, spent: int) -> BudgetStatus:
     return BudgetStatus(scope=row.scope, name=row.name, limit_microusd=row.limit_microusd,
                         soft_fraction=row.soft_ppm / policy.PPM, spent_microusd=spent,
@@ -277,14 +350,14 @@ def _fix(row: BudgetRow) -> str:
 
 def _refusal(row: BudgetRow, spent: int, what: str, start_microusd: int) -> BudgetExceeded:
     cost = f" {what} would cost at least {policy.usd(start_microusd)} (one second)." if start_microusd else ""
-    exc = BudgetExceeded(f"Refused: the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}, "
+    exc = BudgetExceeded(f"Refused: the {_described(row, spent)}, "
                          f"{policy.usd(max(0, row.limit_microusd - spent))} left.{cost} {_fix(row)}")
     exc.status = _status(row, spent)  # type: ignore[attr-defined]
     return exc
 
 
 def _stop_error(row: BudgetRow, spent: int, what: str) -> BudgetExceeded:
-    exc = BudgetExceeded(f"Stopped at the limit: the {policy.describe(row.scope, row.name, spent, row.limit_microusd)}; "
+    exc = BudgetExceeded(f"Stopped at the limit: the {_described(row, spent)}; "
                          f"{what}. {_fix(row)}")
     exc.status = _status(row, spent)  # type: ignore[attr-defined]
     return exc

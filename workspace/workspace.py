@@ -369,8 +369,13 @@ class Workspace:
         """A started sandbox, from this workspace's warm pool when the pool serves what is asked (no network,
         the default sizes), else a new one; metered as ``user``/``notebook`` (default: this workspace's).
         The caller closes it; the workspace closes what is left when it closes. Runs on burstlab's loop."""
-        return await self._sandboxes.acquire(timeout=timeout, memory=memory, network=network, pids=pids, cpus=cpus,
-                                             user=user or self.user, notebook=notebook or self.notebook, **fixed)
+        user, notebook = user or self.user, notebook or self.notebook
+        self.watcher.admit(user=user, notebook=notebook, what="a new sandbox",  # refused if a budget is spent
+                           start_microusd=cost_microusd(1, self.meter.rates.rate("CPU"), 1))
+        sb = await self._sandboxes.acquire(timeout=timeout, memory=memory, network=network, pids=pids, cpus=cpus,
+                                           user=user, notebook=notebook, **fixed)
+        self.watcher.start()  # its budgets are watched (and enforced) from now on
+        return sb
 
     def sandbox(self, timeout: float | None = None, memory: int | str | None = None, network: Any = False, *,
                 pids: int | None = None, cpus: float | None = None, user: str | None = None,
@@ -412,11 +417,15 @@ class Workspace:
         return self.watcher.statuses(user or self.user)
 
     def set_budget(self, scope: str, name: str, limit_usd: float, soft_fraction: float = 0.8, *,
-                   user: str | None = None) -> BudgetStatus:
+                   user: str | None = None, period: str = "") -> BudgetStatus:
         """Set (or replace) a budget in dollars: ``scope`` is ``"user"`` (``name`` the user) or
         ``"notebook"`` (``name`` the notebook, of ``user``). Warns at ``soft_fraction``; at the limit
-        running cells and maps in that scope stop and new ones are refused."""
-        return self.watcher.set(scope, name, limit_usd, soft_fraction, user or (name if scope == "user" else self.user))
+        running cells, maps and sandboxes in that scope stop and new ones are refused. ``period``
+        (``"day"``, ``"week"``, ``"month"``) counts only what was spent since the period began (UTC).
+        Set at or below what is already spent, it stops what runs in its scope at once and says what
+        (on stderr, and in ``ws.watcher.last_stops``)."""
+        return self.watcher.set(scope, name, limit_usd, soft_fraction, user or (name if scope == "user" else self.user),
+                                period)
 
     def remove_budget(self, scope: str, name: str, *, user: str | None = None) -> bool:
         """Remove a budget; False if there was none."""
