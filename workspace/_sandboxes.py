@@ -95,10 +95,6 @@ class Sandboxes:
         """The sandboxes taken and not closed yet (the budget watcher closes them at a limit)."""
         return [sb for sb in list(self._held) if sb.started]
 
-    def held(self) -> list:
-        """The sandboxes taken and not closed yet (the budget watcher closes them at a limit)."""
-        return [sb for sb in list(self._held) if sb.started]
-
     def close(self) -> None:
         """Close the pool and every sandbox still held (idempotent)."""
         with self._lock:
