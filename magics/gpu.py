@@ -106,7 +106,7 @@ class GpuMagics(Magics):
         if len(types) == 1:
             return types[0]
         if not types:
-            raise BurstlabError(no_gpu_message())
+            raise BurstlabError(no_gpu_message(self.workspace.client))
         raise BurstlabError(f"%%gpu needs a GPU type: this workspace has {', '.join(types)} (e.g. %%gpu {types[0]}).")
 
     def _cell(self, line: str, cell: str):
@@ -176,7 +176,7 @@ class GpuMagics(Magics):
     def _cmd_hosts(self, rest):
         entries = self.workspace.hosts()
         if not entries:
-            print(no_gpu_message())
+            print(no_gpu_message(self.workspace.client))
             return
         print(table(["type", "host", "count", "free", "source"],
                     [[e.type, e.host, e.count, e.free, e.source] for e in entries]))

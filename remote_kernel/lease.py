@@ -26,6 +26,7 @@ POLL_S = 0.05
 START_S = 3.0  # a pinned lease task starts within this (else another session holds the GPU: look again)
 CLOCK_SKEW_S = 30.0  # how far a GPU host's clock may be ahead of the notebook's
 MAX_RACES = 5  # times a lease may lose the race for a free GPU and look again
+_CLOSING = {"closing", "closed", "closing_gracefully", "failed"}  # worker states that end every lease on it
 
 
 def _queue_name(lease_id: str) -> str:
@@ -64,6 +65,8 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
             ts = worker.state.tasks.get(key)
             if ts is None or ts.state != "executing":
                 return {"ended": "released"}
+            if worker.status.name in _CLOSING:  # lost its scheduler, or told to stop: the kernel goes with it
+                return {"ended": "worker-closing"}
             ended = held.ended() if held is not None else None
             if ended is not None:
                 return ended

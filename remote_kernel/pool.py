@@ -36,6 +36,8 @@ class KernelProcess:
         _, info = write_connection_file(conn_file, ip=ip, key=uuid.uuid4().hex.encode(), transport="tcp")
         self.connection_info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
         full_env = dict(os.environ)
+        for name in [k for k in full_env if k.startswith("DASK_DISTRIBUTED__COMM__")]:
+            del full_env[name]  # users' code never gets the cluster's certificate (the worker has it in memory)
         for name in ("BURSTLAB_TOKEN", "JUPYTER_TOKEN"):  # the service's credentials never reach users' code
             full_env.pop(name, None)
         full_env.update(env or {})

@@ -114,8 +114,11 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
 
 
 def run_worker(scheduler: str, declared: str = "", nthreads: int = 2, host: str | None = None, *,
-               give_up: float = GIVE_UP_S, kernel_ip: str | None = None, connect_timeout: float = 10.0) -> None:
+               give_up: float = GIVE_UP_S, kernel_ip: str | None = None, connect_timeout: float = 10.0,
+               pool_size: int = 1) -> None:
     """Serve this host's GPUs to ``scheduler`` until SIGINT/SIGTERM (or ``give_up`` s without it)."""
+    from .pool import KernelPoolPlugin
+
     hostname = socket.gethostname()
     gpus = discover(declared, host=hostname)
     if not gpus:
@@ -149,6 +152,8 @@ def run_worker(scheduler: str, declared: str = "", nthreads: int = 2, host: str 
             options.pop("dashboard_address", None)
             if kernel_ip:
                 options["env"] = {**options["env"], "BURSTLAB_KERNEL_IP": kernel_ip}
+            if pool_size > 0:  # warm kernels from the start, and again after rejoining a new scheduler
+                options["plugins"] = (KernelPoolPlugin(pool_size),)
             tasks.append(asyncio.ensure_future(
                 _supervise(scheduler, options, give_up, stopping, f"{gpu.type}#{gpu.index}")))
         _say(f"serving {len(gpus)} GPU(s) as {label} ({address}) to {scheduler}: "
@@ -171,6 +176,7 @@ def main_args(parser) -> None:
     parser.add_argument("--host", default=None,
                         help="address the workers and kernels bind (default: the one that reaches the scheduler)")
     parser.add_argument("--kernel-ip", default=None, help="address kernels bind, if not --host's")
+    parser.add_argument("--pool-size", type=int, default=1, help="pre-started kernels kept ready per GPU (0: none)")
     parser.add_argument("--give-up", type=float, default=float(os.environ.get("BURSTLAB_WORKER_GIVE_UP", GIVE_UP_S)),
                         help="seconds to keep reconnecting to a scheduler that went away (default 3600)")
 
@@ -178,7 +184,7 @@ def main_args(parser) -> None:
 def main(args) -> int:
     logging.basicConfig(level=logging.WARNING)
     run_worker(args.scheduler, declared=args.declare, nthreads=args.nthreads, host=args.host,
-               give_up=args.give_up, kernel_ip=args.kernel_ip)
+               give_up=args.give_up, kernel_ip=args.kernel_ip, pool_size=args.pool_size)
     return 0
 
 

@@ -477,11 +477,12 @@ def _close_at_shutdown(ws: Workspace) -> None:
         atexit.register(ws.close)
 
 
-def no_gpu_message() -> str:
-    """What to do when this workspace has no GPU (declare some, or point at a GPU cluster)."""
+def no_gpu_message(client=None) -> str:
+    """What to do when this workspace has no GPU (declare some, or point at a GPU cluster; on an existing
+    cluster, ``client``'s: start `burstlab worker` there)."""
     from burstlab.remote_kernel.lease import no_gpu_message as message  # imports Dask: only when needed
 
-    return message()
+    return message(client)
 
 
 def _has_pool_plugin(dask_scheduler=None) -> bool:

@@ -6,6 +6,7 @@ otherwise. See examples/fleet.py for what is built and how to try it by hand.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -40,7 +41,7 @@ def wait_workers(client, hosts: set[str], timeout: float = 60.0) -> dict[str, st
     return wait_for(f"burstlab workers on {sorted(hosts)}", check, timeout, interval=0.1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet():
     why = _why_not()
     if why:
@@ -68,8 +69,10 @@ def notebook(fleet):
     saved = {k: os.environ.get(k) for k in ("BURSTLAB_SCHEDULER", "BURSTLAB_HOME")}
     home = tempfile.mkdtemp(prefix="burstlab-fleet-nb-")
     os.environ.update(BURSTLAB_SCHEDULER=fleet.scheduler, BURSTLAB_HOME=home)
-    config = dask.config.set(dask_config(fleet.tls))
-    config.__enter__()
+    import distributed  # noqa: F401  its defaults are in the config we save and restore
+
+    saved_config = copy.deepcopy(dask.config.config)
+    dask.config.set(dask_config(fleet.tls))
     try:
         ws = burstlab.get_workspace()
         assert ws.config.scheduler == fleet.scheduler, "another test left its workspace open"
@@ -77,7 +80,8 @@ def notebook(fleet):
         yield ws
     finally:
         burstlab.get_workspace().close()
-        config.__exit__(None, None, None)
+        dask.config.config.clear()
+        dask.config.config.update(saved_config)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -7,13 +7,15 @@ import threading
 import time
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
 from burstlab.errors import NoGpuError, SessionLostError
 from burstlab.examples.fleet import ADDRS, wait_for
 
 from .conftest import wait_workers
 
-LOST_AFTER = 3.0  # the tests' host_lost_timeout (the default, 10 s, is checked below)
+LOST_AFTER = 2.0  # the tests' host_lost_timeout (the default, 10 s, is checked below)
 
 
 @pytest.fixture
@@ -69,11 +71,8 @@ def test_host_killed_mid_cell(fleet, ws):
     fleet.start_worker("gpuA")
     wait_workers(ws.client, {"gpuA"})
     assert wait_for("gpuA's H100 listed", lambda: _free(ws, "H100", "gpuA") is not None, 20)
-    seen_until = time.monotonic() + 2.0
-    while time.monotonic() < seen_until:
-        assert _free(ws, "H100", "gpuA") == 1, "the ended lease came back with its host"
-        time.sleep(0.1)
-    again = ws.session("H100")
+    assert _free(ws, "H100", "gpuA") == 1, "the ended lease came back with its host"
+    again = ws.session("H100")  # the only H100: taken by a resurrected lease, this would fail
     assert again.id != session.id and again.execute_sync("6 * 7").text == "42"
 
 
@@ -113,6 +112,11 @@ def test_no_worker_waits_then_says_so_and_a_joining_worker_is_taken(fleet, ws, n
     assert time.monotonic() - started >= 2
     message = str(info.value)
     assert "No GPU worker has joined" in message and fleet.scheduler in message and "NVML" not in message
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "burstlab")
+    with capture_output() as out:
+        shell.run_line_magic("gpu", "hosts")
+    assert "No GPU worker has joined" in out.stdout and "NVML" not in out.stdout, out.stdout
     # A worker that joins during the wait is taken.
     threading.Timer(1.0, fleet.start_worker, ["gpuA"]).start()
     session = ws.session("H100", wait=60)

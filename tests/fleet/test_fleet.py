@@ -48,6 +48,23 @@ def test_gpu_cell_runs_on_host_a(shell, notebook):
     assert result.result.data["text/plain"] == "42"
     session = notebook.find("H100")
     assert session.host == "gpuA"
+    assert notebook.ledger.get(session.interval_id).detail["host"] == "gpuA"  # the ledger names the host
+
+
+def test_the_kernel_is_handed_no_cluster_certificate(notebook):
+    session = notebook.session("H100")
+    assert session.execute_sync("import os; sorted(k for k in os.environ if k.startswith('DASK_'))").text == "[]"
+
+
+def test_push_and_pull_cross_the_link(notebook):
+    import numpy as np
+
+    session = notebook.session("H100")
+    data = np.arange(2_000_000, dtype=np.float64)  # 16 MB
+    session.push_sync({"data": data})
+    assert session.execute_sync("float(data.sum())").text == repr(float(data.sum()))
+    session.execute_sync("doubled = data * 2")
+    assert np.array_equal(session.pull_sync(["doubled"])["doubled"], data * 2)
 
 
 def test_kernel_binds_the_fleet_address_not_any(notebook):
