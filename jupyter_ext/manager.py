@@ -269,8 +269,7 @@ class Manager:
         self._reserve_sandbox(user, memory)  # before the first await: parallel creates cannot pass the caps
         try:
             # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
-            await self._blocking(self.ws.watcher.admit, user=user, notebook=notebook, what="a new sandbox",
-                                 start_microusd=1)
+            await self._blocking(self.ws.admit_sandbox, user, notebook)
             # From the workspace's warm pool (or started, if the pool cannot serve it): metered as the caller.
             sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
         finally:
