@@ -58,22 +58,41 @@ def usage(*, user: str | None = None, notebook: str | None = None, kind: str | N
     return to_frame(records, pd)
 
 
+INT_COLUMNS = ("quantity", "billed_s", "rate_nusd_per_s", "cost_microusd", "start_ns", "heartbeat_ns", "stop_ns")
+
+
 def to_frame(records: list[UsageRecord], pd):
+    """The records as a DataFrame whose integers stay exact: nanoseconds, rates and money are pandas
+    ``Int64`` columns (``stop_ns`` is <NA> while open), built column by column so that no value ever
+    passes through a float. ``cost_usd`` alone is a float, for display; sum ``cost_microusd``."""
     from burstlab.billing.reports import day_of
 
-    rows = []
-    for r in records:
-        row = r.to_json()
-        row["day"] = day_of(r.start_ns)
-        row["start"] = pd.Timestamp(r.start_ns, unit="ns", tz="UTC")
-        row["stop"] = pd.Timestamp(r.stop_ns, unit="ns", tz="UTC") if r.stop_ns is not None else pd.NaT
-        row["open"] = r.stop_ns is None
-        row["cost_usd"] = r.cost_microusd / 1_000_000  # for display; sum cost_microusd for exact totals
-        rows.append(row)
-    columns = ["id", "day", "user", "notebook", "kind", "resource", "quantity", "declared", "start", "stop",
-               "billed_s", "rate_nusd_per_s", "cost_microusd", "cost_usd", "recovered", "open", "start_ns",
-               "heartbeat_ns", "stop_ns", "detail"]
-    return pd.DataFrame(rows, columns=columns).astype({"stop_ns": "Int64"})
+    columns: dict = {
+        "id": [r.id for r in records],
+        "day": [day_of(r.start_ns) for r in records],
+        "user": [r.user for r in records],
+        "notebook": [r.notebook for r in records],
+        "kind": [r.kind for r in records],
+        "resource": [r.resource for r in records],
+        "quantity": [r.quantity for r in records],
+        "declared": pd.array([r.declared for r in records], dtype=bool),
+        "start": pd.to_datetime(pd.array([r.start_ns for r in records], dtype="Int64"), unit="ns", utc=True),
+        "stop": pd.to_datetime(pd.array([r.stop_ns for r in records], dtype="Int64"), unit="ns", utc=True),
+        "billed_s": [r.billed_s for r in records],
+        "rate_nusd_per_s": [r.rate_nusd_per_s for r in records],
+        "cost_microusd": [r.cost_microusd for r in records],
+        "cost_usd": [r.cost_microusd / 1_000_000 for r in records],
+        "recovered": pd.array([r.recovered for r in records], dtype=bool),
+        "open": pd.array([r.stop_ns is None for r in records], dtype=bool),
+        "start_ns": [r.start_ns for r in records],
+        "heartbeat_ns": [r.heartbeat_ns for r in records],
+        "stop_ns": [r.stop_ns for r in records],
+        "detail": [r.detail for r in records],
+    }
+    for name in INT_COLUMNS:
+        columns[name] = pd.array(columns[name], dtype="Int64")
+    columns["cost_usd"] = pd.array(columns["cost_usd"], dtype="float64")
+    return pd.DataFrame(columns)
 
 
 __all__ = ["group_usage", "usage", "write_csv"]
