@@ -117,7 +117,7 @@ class GpuMagics(Magics):
         ws = self.workspace
         spec = args.spec or self._default_spec()
         key = str(parse_gpu_spec(spec))
-        note = ws.ended.pop(key, None)
+        note = ws.pop_ended(key)
         if note:
             print(f"[burstlab: the previous {key} session ended ({note}); its state is gone. Starting a new one.]",
                   file=sys.stderr)
@@ -133,7 +133,7 @@ class GpuMagics(Magics):
         try:
             execution = self._run(session, cell, publish)
         except SessionLostError:
-            stopped = ws.watcher.stopped.pop(getattr(session, "id", session.key), None)
+            stopped = ws.budget_stop(session)
             if stopped is not None:  # the budget watcher stopped it: say so, with the numbers
                 raise stopped from None
             raise

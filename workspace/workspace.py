@@ -262,6 +262,20 @@ class Workspace:
             reason = ""
         session._end("stopped", reason or "stopped by another client of this workspace")
 
+    def pop_ended(self, key: str) -> str | None:
+        """Why this notebook's last session of ``key`` ended (stopped idle, lost, stopped elsewhere), once: the
+        next cell for that spec says it. None if it ended because its user stopped it, or never ran."""
+        with self._lock:
+            return self.ended.pop(key, None)
+
+    def budget_stop(self, session) -> BaseException | None:
+        """The BudgetExceeded that stopped ``session`` (the budget watcher's), once; None if it was not that."""
+        return self.watcher.stopped.pop(getattr(session, "id", session.key), None)
+
+    def admit_sandbox(self, user: str, notebook: str) -> None:
+        """Refuse a new sandbox for ``user``/``notebook`` (BudgetExceeded, with the numbers) if a budget is spent."""
+        self.watcher.admit(user=user, notebook=notebook, what="a new sandbox", start_microusd=1)
+
     def find(self, which: str | None = None):
         """The running session a user names by spec or GPU type; the only one if ``which`` is None."""
         running = [s for s in self.sessions.values() if s.state == "running"]
