@@ -241,8 +241,8 @@ class KernelClient:
                         break
                     if m["parent_header"].get("msg_id") == msg_id:
                         self._take(m, col)
-                    elif m["header"].get("msg_type") != "status":
-                        col.count_other(m["size"])
+                    elif m["header"].get("msg_type") not in ("status", "execute_input"):
+                        col.count_other(m["size"])  # another cell's (a thread's) output still uses this run's budget
             if self.shell in ready:
                 while True:
                     rep = await self._recv(self.shell, 0)
@@ -274,7 +274,7 @@ class KernelClient:
             col.error = _error(c)
         elif t == "status" and c.get("execution_state") == "idle":
             col.idle = True
-        elif t != "status":  # comm messages, anything else: counted, not kept
+        elif t not in ("status", "execute_input"):  # comm messages, clear_output, anything else: counted, not kept
             col.count_other(m["size"])
 
 
