@@ -16,6 +16,7 @@ from .errors import (
     FanoutError,
     GpuSpecError,
     NoGpuError,
+    NotFoundError,
     RemoteError,
     SandboxError,
     SandboxLimitError,
@@ -23,7 +24,19 @@ from .errors import (
     TransferError,
 )
 from .gpus import parse_gpu_spec
-from .wire import BudgetStatus, Execution, ExecutionError, GpuInventoryEntry, GpuRequest, GpuSpec, Output, UsageRecord
+from .wire import (
+    BudgetStatus,
+    Execution,
+    ExecutionError,
+    GpuInventoryEntry,
+    GpuRequest,
+    GpuSpec,
+    MapRecord,
+    Output,
+    SandboxRecord,
+    SessionRecord,
+    UsageRecord,
+)
 
 # The facade names below live in the layers above the core (fanout, sandbox, workspace). They are loaded on first
 # use, so that ``import burstlab.errors`` (or any core module) never imports the layers that import the core.
@@ -102,7 +115,9 @@ __all__ = [
     "GpuSpec",
     "GpuSpecError",
     "MapHandle",
+    "MapRecord",
     "NoGpuError",
+    "NotFoundError",
     "Output",
     "RemoteError",
     "Retries",
@@ -110,7 +125,9 @@ __all__ = [
     "SandboxError",
     "SandboxLimitError",
     "SandboxPool",
+    "SandboxRecord",
     "SessionLostError",
+    "SessionRecord",
     "TransferError",
     "UsageRecord",
     "Workspace",
