@@ -167,3 +167,14 @@ def test_idle_timeout_is_validated():
     for bad in (0, -1, float("nan"), float("inf"), "1h", True):
         with pytest.raises(SandboxError, match="sandbox_idle_timeout"):
             Sandbox(sandbox_idle_timeout=bad)
+
+
+def test_an_owner_is_its_pid_and_start_time_not_a_recycled_pid():
+    from burstlab.sandbox._reaper import owner_alive, owner_id
+
+    me = owner_id()
+    assert owner_alive(me)
+    assert not owner_alive(dict(me, start=me["start"] + 1))  # same pid, another process: the owner is gone
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait(30)
+    assert not owner_alive({"pid": p.pid, "start": 0}) and not owner_alive({}) and not owner_alive({"pid": "1"})
