@@ -9,6 +9,7 @@ lease sets it before any user code runs.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import shutil
@@ -27,11 +28,31 @@ from jupyter_client.connect import write_connection_file
 BOOTSTRAP = "__import__('burstlab.remote_kernel._kernel_side', fromlist=['install']).install()"
 
 
+_starting_dirs: set[str] = set()  # directories of this process's kernels that have not read their connection file
+_starting_lock = threading.Lock()
+
+
+def remove_kernel_files() -> None:
+    """Remove the connection files (and directories) of this process's kernels still starting: at
+    exit, at a pool's teardown, and before a worker's process is ended on purpose (a map's cancel).
+    A kernel that has started already keeps its key in memory only (:meth:`KernelProcess.drop_files`)."""
+    with _starting_lock:
+        dirs = list(_starting_dirs)
+        _starting_dirs.clear()
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(remove_kernel_files)
+
+
 class KernelProcess:
     """One ipykernel process on this host, and its connection info."""
 
     def __init__(self, ip: str, env: dict[str, str] | None = None):
         self.dir = tempfile.mkdtemp(prefix="burstlab-kernel-")
+        with _starting_lock:
+            _starting_dirs.add(self.dir)
         conn_file = os.path.join(self.dir, "kernel.json")
         _, info = write_connection_file(conn_file, ip=ip, key=uuid.uuid4().hex.encode(), transport="tcp")
         self.connection_info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
@@ -43,7 +64,7 @@ class KernelProcess:
         full_env.update(env or {})
         full_env["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits if this worker dies
         full_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        self._log = open(os.path.join(self.dir, "kernel.log"), "wb")
+        self._log = open(os.path.join(self.dir, "kernel.log"), "w+b")  # read back through this handle
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--HistoryManager.enabled=False"],
             env=full_env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -83,11 +104,19 @@ class KernelProcess:
             kc.stop_channels()
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            with open(os.path.join(self.dir, "kernel.log"), "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
+        try:  # through the open handle: the file's directory is gone once the kernel is ready
+            size = os.fstat(self._log.fileno()).st_size
+            return os.pread(self._log.fileno(), n, max(0, size - n)).decode(errors="replace")
+        except (OSError, ValueError):
             return ""
+
+    def drop_files(self) -> None:
+        """Remove the directory with the connection file (its key) once the kernel has read it (it
+        answered), so that no way this kernel or its worker ends (a stop, a killed kernel, a worker
+        killed with -9) can leave the key behind. The log stays readable through its open handle."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with _starting_lock:
+            _starting_dirs.discard(self.dir)
 
     def kill(self, grace: float = 1.0) -> None:
         """Stop the kernel and everything it started (its process group), then clean up."""
@@ -107,7 +136,7 @@ class KernelProcess:
         except subprocess.TimeoutExpired:
             pass
         self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.drop_files()
 
 
 class KernelPool:
@@ -129,6 +158,7 @@ class KernelPool:
         except BaseException:
             kernel.kill()
             raise
+        kernel.drop_files()  # it answered, so it has read its connection file: the key lives in memory only
         return kernel
 
     def fill(self) -> None:
@@ -216,6 +246,7 @@ class KernelPoolPlugin(WorkerPlugin):
             _pools.clear()
         for pool in pools:
             pool.close()
+        remove_kernel_files()  # kernels still starting: the process is about to end
 
 
 __all__ = ["BOOTSTRAP", "KernelPool", "KernelPoolPlugin", "KernelProcess", "kernel_ip", "worker_pool"]
