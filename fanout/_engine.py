@@ -537,6 +537,9 @@ def _stop_if_executing(keys: list, dask_worker=None) -> bool:
 
     tasks = dask_worker.state.tasks
     if any(k in tasks and tasks[k].state in ("executing", "long-running", "cancelled") for k in keys):
+        from burstlab.remote_kernel.pool import remove_kernel_files
+
+        remove_kernel_files()  # no kernel's connection file outlives this process
         os._exit(1)  # at once: no new task may land on it meanwhile
     return False
 
