@@ -2,11 +2,13 @@
 
 ::
 
-    %%gpu H100 [--wait S] [--push a,b] [--pull c,d] [--quiet]
+    %%gpu H100 [--wait S] [--push a,b] [--pull c,d] [--quiet] [--sync | --strict] [--env NAME=VALUE]
+               [--secret NAME] [--sync-dir PATH]
     %gpu hosts | status | stop [TYPE|all] | idle SECONDS
     %gpu bill [--days N] [--csv FILE] [--operator]
     %gpu budget [AMOUNT [--soft 0.8] [--period day|week|month] | --remove] [--user]
     %gpu push a,b [SPEC] | pull c,d [SPEC]
+    %gpu upload PATH [--to DIR] [SPEC] | download PATH [--to PATH] [SPEC]
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ COMMANDS = """%gpu COMMAND (the line magic):
                                       --period: spending resets each day, week or month (UTC)
   %gpu push a,b [SPEC] | pull c,d [SPEC]
                                       move variables to or from a running session
+  %gpu upload PATH [--to DIR] [SPEC] | download PATH [--to PATH] [SPEC]
+                                      move files or folders to or from the session's work directory
+                                      (chunked, checked by hash; unchanged files are not resent)
 """
 
 
@@ -77,8 +82,28 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+class _Progress:
+    """A one-line progress count for large transfers (shown past 16 MiB, at most ten times a second)."""
+
+    def __init__(self, verb: str):
+        self.verb, self.shown, self.last = verb, False, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total < (16 << 20) or (now - self.last < 0.1 and done < total):
+            return
+        self.last, self.shown = now, True
+        print(f"\r{self.verb}: {done / (1 << 20):.0f} / {total / (1 << 20):.0f} MiB", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
 @magics_class
 class GpuMagics(Magics):
+    _reported = ""  # the last environment report shown (said once, not before every cell)
+
     @property
     def workspace(self):
         return get_workspace(self.shell.config if self.shell is not None else None)
@@ -92,6 +117,15 @@ class GpuMagics(Magics):
     @argument("--push", default="", metavar="a,b", help="send these variables to the remote kernel first")
     @argument("--pull", default="", metavar="c,d", help="bring these variables back after the cell")
     @argument("--quiet", action="store_true", help="no cost footer")
+    @argument("--sync", action="store_true",
+              help="ship the notebook's pure-Python packages the host lacks, and the .py modules beside it")
+    @argument("--strict", action="store_true", help="refuse to start if the host's packages differ")
+    @argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set in the remote kernel")
+    @argument("--secret", action="append", default=[], metavar="NAME",
+              help="set NAME in the remote kernel from this notebook's environment or BURSTLAB_HOME/secrets.env; "
+                   "redacted in what the cell shows")
+    @argument("--sync-dir", default="", metavar="PATH",
+              help="upload PATH into the session's work directory first (unchanged files are not resent)")
     @line_cell_magic
     def gpu(self, line: str, cell: str | None = None):
         """``%%gpu``: the cell on a remote GPU kernel; ``%gpu COMMAND``: sessions and the bill (replaced by the usage)."""
@@ -126,7 +160,24 @@ class GpuMagics(Magics):
             if name not in self.shell.user_ns:
                 raise TransferError(f"--push {name}: no variable named {name!r} in this notebook.")
             push[name] = self.shell.user_ns[name]
-        session = ws.session(spec, wait=args.wait)
+        env = {}
+        for item in args.env:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise BurstlabError(f"%%gpu --env {item}: write it as NAME=VALUE.")
+            env[name] = value
+        environment = "strict" if args.strict else "sync" if args.sync else None
+        session = ws.session(spec, wait=args.wait, env=env, secrets=args.secret, environment=environment)
+        if session.prepared is not None and session.prepared.report and session.prepared.report != self._reported:
+            self._reported = session.prepared.report
+            hint = "" if session.prepared.shipped or args.sync else f" Ship the pure ones with `%%gpu {key} --sync`."
+            print(f"[burstlab: packages on {session.host} differ from this notebook's.{hint}]\n"
+                  f"{session.prepared.report}", file=sys.stderr)
+        if args.sync_dir:
+            from burstlab.remote_kernel.files import upload
+
+            done = upload(session, args.sync_dir)
+            print(f"[--sync-dir {args.sync_dir}: {done}]", file=sys.stderr)
         if push:
             session.push_sync(push)
         publish = Publisher()
@@ -284,6 +335,30 @@ class GpuMagics(Magics):
                 raise TransferError(f"%gpu push {name}: no variable named {name!r} in this notebook.")
             values[name] = self.shell.user_ns[name]
         self.workspace.find(rest[1] if len(rest) > 1 else None).push_sync(values)
+
+    def _cmd_upload(self, rest):
+        self._transfer("upload", rest)
+
+    def _cmd_download(self, rest):
+        self._transfer("download", rest)
+
+    def _transfer(self, verb: str, rest):
+        """``%gpu upload PATH [--to DIR] [SPEC]`` / ``%gpu download PATH [--to PATH] [SPEC]``."""
+        from burstlab.remote_kernel import files
+
+        to = None
+        if "--to" in rest:
+            i = rest.index("--to")
+            if i + 1 >= len(rest):
+                raise BurstlabError(f"%gpu {verb} PATH --to DIR: --to needs a path.")
+            to, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+        if not rest or len(rest) > 2:
+            raise BurstlabError(f"%gpu {verb} PATH [--to DIR] [SPEC]: e.g. %gpu {verb} data/ H100")
+        session = self.workspace.find(rest[1] if len(rest) > 1 else None)
+        progress = _Progress(verb)
+        done = getattr(files, verb)(session, rest[0], to, progress=progress)
+        progress.close()
+        print(f"{verb.capitalize()}ed {done}{' to' if verb == 'upload' else ' from'} {session.label} on {session.host}.")
 
     def _cmd_pull(self, rest):
         if not rest:

@@ -9,6 +9,7 @@ never in its history), and are never written to the ledger, logs, REST responses
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from burstlab.errors import ConfigError
+from burstlab.wire import Execution, Output
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables that belong to burstlab or to the GPU pinning: a user's env= must not move them.
@@ -104,6 +106,23 @@ class Redactor:
         if self._pattern is None or not isinstance(text, str):
             return text
         return self._pattern.sub(REDACTED, text)
+
+    def output(self, output: Output) -> Output:
+        """``output`` with the secrets replaced in its text and its string mime values."""
+        if self._pattern is None:
+            return output
+        data = {k: self.redact(v) for k, v in output.data.items()}
+        return dataclasses.replace(output, text=self.redact(output.text), data=data)
+
+    def execution(self, execution: Execution) -> Execution:
+        """``execution`` with every output and the error's value and traceback redacted."""
+        if self._pattern is None:
+            return execution
+        error = execution.error
+        if error is not None:
+            error = dataclasses.replace(error, evalue=self.redact(error.evalue),
+                                        traceback=tuple(self.redact(line) for line in error.traceback))
+        return dataclasses.replace(execution, outputs=tuple(self.output(o) for o in execution.outputs), error=error)
 
 
 __all__ = ["REDACTED", "Redactor", "check_env", "resolve", "secrets_file"]

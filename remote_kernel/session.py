@@ -14,6 +14,7 @@ from burstlab.wire import Execution, Output
 from ._liveness import HostWatch
 from .client import RemoteKernel
 from .lease import Lease
+from .secrets import Redactor
 
 
 class GpuSession:
@@ -43,6 +44,8 @@ class GpuSession:
         self._end_lock = threading.Lock()
         self._ended = threading.Event()  # set once the end is complete (GPUs released, interval closed)
         self.interval_id = ""
+        self.prepared = None  # what remote_kernel.prepare found and did (set by the workspace)
+        self.redactor = Redactor()  # replaces this session's secrets in what it shows
         self._on_end = on_end
         self._released_elsewhere = released_elsewhere
         self.watch: HostWatch | None = None
@@ -121,10 +124,19 @@ class GpuSession:
         if self.state != "running":
             raise SessionLostError(f"The {self.label} session ended ({self.end_reason}); its state is gone.")
 
+    def _redacting(self, on_output: Callable[[Output], Any] | None) -> Callable[[Output], Any] | None:
+        if on_output is None:
+            return None
+        redact = self.redactor.output
+        return lambda output: on_output(redact(output))
+
     async def execute(self, code: str, on_output: Callable[[Output], Any] | None = None) -> Execution:
         self._check()
         self.last_active = time.monotonic()
         try:
+            if self.redactor:  # the session holds secrets: nothing it shows carries them
+                on_output = self._redacting(on_output)
+                return self.redactor.execution(await self.kernel.execute(code, on_output))
             return await self.kernel.execute(code, on_output)
         except SessionLostError:
             self._lease_done()
@@ -145,6 +157,8 @@ class GpuSession:
         self.last_active = time.monotonic()
         self.busy = True
         try:
+            if self.redactor:  # the session holds secrets: nothing it shows carries them
+                return self.redactor.execution(here.execute(code, self._redacting(on_output)))
             return here.execute(code, on_output)
         except SessionLostError:
             self._lease_done()

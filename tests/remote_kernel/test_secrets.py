@@ -51,3 +51,15 @@ def test_redactor():
     text = "KeyError: 'sk-secret-123-long' and sk-secret-123, abc stays"
     assert r.redact(text) == "KeyError: '[redacted]' and [redacted], abc stays"
     assert not secrets.Redactor([]) and secrets.Redactor([]).redact("x") == "x"
+
+
+def test_outputs_and_errors_are_redacted():
+    from burstlab.wire import Execution, ExecutionError, Output
+
+    r = secrets.Redactor(["hunter2-secret"])
+    ex = Execution(outputs=(Output(kind="stream", name="stdout", text="key=hunter2-secret\n"),
+                            Output(kind="execute_result", data={"text/plain": "'hunter2-secret'"})),
+                   error=ExecutionError("KeyError", "'hunter2-secret'", ("KeyError: 'hunter2-secret'",)))
+    clean = r.execution(ex)
+    assert "hunter2-secret" not in repr(clean)
+    assert clean.outputs[0].text == "key=[redacted]\n" and clean.error.traceback == ("KeyError: '[redacted]'",)
