@@ -2,7 +2,8 @@
 
 - :func:`parse_json` reads a request body: ``NaN``, ``Infinity`` and numbers that overflow to infinity
   come back as :class:`NonFinite` (no schema accepts one, so validation refuses it naming the field),
-  nesting deeper than :data:`MAX_DEPTH` and lone surrogates (``"\\ud800"``) are a 400.
+  nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values and lone surrogates
+  (``"\\ud800"``) are a 400.
 - :func:`bound_execution` cuts an execution's JSON to a number of bytes, the way it goes out of a REST
   response or an MCP tool result, ending with a marker that says what was dropped.
 - :class:`OutputBudget` counts what a streaming response has sent.
@@ -17,6 +18,7 @@ from typing import Any
 from .errors import BadRequest
 
 MAX_DEPTH = 64  # no request body of this API nests deeper than 4
+MAX_VALUES = 10_000  # nor holds more than a few dozen values (a body's size is bounded apart: max_request_body)
 
 
 class NonFinite:
@@ -53,26 +55,46 @@ def parse_json(raw: bytes) -> Any:
 
 
 def _check(value: Any) -> None:
-    """Depth and text: iteratively (a deep value must not exhaust the stack here either)."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "body")]
+    """Depth and text, depth-first with one frame per level (memory grows with the depth, never the size)."""
+    if isinstance(value, str):
+        _text(value, "body")
+    if not isinstance(value, (dict, list)):
+        return
+    stack: list[tuple[Any, Any]] = [(_items(value), None)]  # (iterator over (key, item), this container's key)
+
+    def where(key: Any) -> str:
+        return "/".join(str(k) for _, k in stack[1:]) + ("/" if len(stack) > 1 else "") + str(key)
+
+    count = 0
     while stack:
-        item, depth, where = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BadRequest(f"{where}: nested deeper than {MAX_DEPTH} levels; no field of this API nests so deep.")
-        if isinstance(item, str):
-            _text(item, where)
-        elif isinstance(item, dict):
-            for key, sub in item.items():
-                _text(key, where + " (a key)")
-                stack.append((sub, depth + 1, key if where == "body" else f"{where}/{key}"))
-        elif isinstance(item, list):
-            stack.extend((sub, depth + 1, f"{where}/{i}") for i, sub in enumerate(item))
+        for key, item in stack[-1][0]:
+            count += 1
+            if count > MAX_VALUES:
+                raise BadRequest(f"The request body holds more than {MAX_VALUES:,} values; no request of this API "
+                                 "needs so many.")
+            if isinstance(key, str):
+                _text(key, where(key) + " (a key)")
+            if isinstance(item, str):
+                _text(item, where(key))
+            elif isinstance(item, (dict, list)):
+                if len(stack) >= MAX_DEPTH:
+                    raise BadRequest(f"{_short(where(key))}: nested deeper than {MAX_DEPTH} levels; no field of this "
+                                     "API nests so deep.")
+                stack.append((_items(item), key))
+                break
+        else:
+            stack.pop()
+
+
+def _items(container: dict | list):
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
 
 
 def _text(s: str, where: str) -> None:
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as exc:
+        where = where.encode("utf-8", "backslashreplace").decode("utf-8")  # the message must be text itself
         raise BadRequest(f"{_short(where)}: holds a lone surrogate (\\u{ord(s[exc.start]):04x} at character {exc.start}), "
                          "which is not text; send valid Unicode.") from None
 

@@ -86,20 +86,21 @@ class _Collector:
 
     def _keep(self, out: Output) -> None:
         """Keep ``out`` while the run's output is within the limit; past it, drop it (one marker says so)."""
+        if self.dropped:  # past the limit: dropped unseen (no need to measure what is not kept)
+            return
         size = output_size(out)
-        if self.dropped == 0 and self.used + size <= self.limit:
+        if self.used + size <= self.limit:
             self.used += size
-        elif self.dropped == 0 and out.kind == "stream" and self.limit - self.used > 0:
+        elif out.kind == "stream" and self.limit - self.used > 0:
             keep = out.text.encode("utf-8", "surrogatepass")[: self.limit - self.used].decode("utf-8", "ignore")
-            self.dropped += size - len(keep)
+            self.dropped += max(1, size - len(keep))
             self.used = self.limit
             self._deliver(Output(kind="stream", name=out.name, text=keep))
             self._deliver(limit_marker(self.limit))
             return
         else:
-            if self.dropped == 0:
-                self._deliver(limit_marker(self.limit))
-            self.dropped += size
+            self._deliver(limit_marker(self.limit))
+            self.dropped += max(1, size)
             return
         self._deliver(out)
 

@@ -121,6 +121,8 @@ def test_deep_nesting_and_lone_surrogates_are_400(svc):
         assert code == 400 and "nest" in err["message"], (path, code, err)
         code, err = _raw(svc, "alice", "POST", path, '{"notebook": ' + "[" * 100 + "]" * 100 + "}")
         assert code == 400, (path, code, err)
+    code, err = _raw(svc, "alice", "POST", "sandboxes", '{"notebook": [' + "1," * 200_000 + "1]}")
+    assert code == 400 and "values" in err["message"], err  # walked no further than 10,000 values
     for path, body in (("sandboxes", '{"notebook": "a\\ud800b"}'), ("sessions", '{"gpu": "H100", "notebook": "\\udfff"}'),
                        ("sandboxes/sb-00000000/execute", '{"code": "\\ud800"}'), ("sandboxes", '{"\\ud800": 1}')):
         code, err = _raw(svc, "alice", "POST", path, body)
