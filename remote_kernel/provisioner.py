@@ -28,6 +28,8 @@ through the server's settings); elsewhere (a bare ``KernelManager``) the process
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import signal
 import time
 from datetime import datetime, timezone
@@ -42,6 +44,16 @@ from . import _held
 
 NAME = "burstlab-provisioner"  # the entry point's name, which kernelspecs give as provisioner_name
 EXIT_STOPPED = -signal.SIGTERM  # the status poll() reports for a kernel whose lease was released
+
+
+# Blocking workspace and Dask calls run here, not in the event loop's default executor: a server's is small
+# and shared, and jupyter_core's run_sync keys its loops by thread name, which "asyncio_N" threads of
+# different loops share (a lease's set-up cell, run from such a thread, found another loop running).
+_executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="burstlab-provisioner")
+
+
+async def _blocking(fn, *args, **kwargs):
+    return await asyncio.get_running_loop().run_in_executor(_executor, functools.partial(fn, *args, **kwargs))
 
 
 def _where(key: str, dask_scheduler=None) -> str:
@@ -117,10 +129,13 @@ class BurstlabProvisioner(KernelProvisionerBase):
                           session.label, session.id, info["warm"])
         else:
             # A first start, or an auto-restart after the kernel died (its session, and interval, ended).
+            if session is not None:
+                self.log.warning("burstlab: the %s session of kernel %s ended (%s); starting on a new lease",
+                                 session.label, self.kernel_id, session.end_reason or session.lease.ended())
             in_server = _server_workspace(self)
             ws = in_server or _process_workspace()
             try:
-                session = await asyncio.to_thread(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook,
+                session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook,
                                                   reuse=False)
             except BurstlabError as exc:
                 if in_server is None:
@@ -202,13 +217,13 @@ class BurstlabProvisioner(KernelProvisionerBase):
         return s is not None and s.state == "running" and s.lease.ended() is None
 
     async def _end_kernel(self, signum: int, restart: bool) -> None:
+        """Only the kernel process goes; the lease waits a few seconds for ``cleanup``: it releases the
+        lease, unless this is a restart, which renews the kernel. (The manager does not always say:
+        ``restart_kernel(now=True)`` and a slow exit's SIGTERM reach here with ``restart=False``.)"""
         if not self._live():
             return
-        if restart:  # only the kernel goes; the lease waits for its replacement
-            self._expecting_exit = True
-            await self._on_worker(_held.send_signal, self._session.id, int(signum), True)
-        else:
-            await self._release("shut down from Jupyter")
+        self._expecting_exit = True
+        await self._on_worker(_held.send_signal, self._session.id, int(signum), True)
 
     async def _release(self, reason: str) -> None:
         session = self._session
@@ -216,7 +231,7 @@ class BurstlabProvisioner(KernelProvisionerBase):
             return
         self._releasing = True
         if session.state == "running":
-            await asyncio.to_thread(session.stop, reason)
+            await _blocking(session.stop, reason)
         if self._exit is None:
             self._exit = EXIT_STOPPED
 
@@ -226,7 +241,7 @@ class BurstlabProvisioner(KernelProvisionerBase):
     async def _find_worker(self) -> str:
         lease = self._session.lease
         client = self._get_workspace().client
-        address = await asyncio.to_thread(client.run_on_scheduler, _where, lease.futures[0].key)
+        address = await _blocking(client.run_on_scheduler, _where, lease.futures[0].key)
         return address or lease.slots[0].address
 
     async def _on_worker(self, fn, *args):
@@ -238,7 +253,7 @@ class BurstlabProvisioner(KernelProvisionerBase):
             return client.run(fn, *args, workers=[address])[address]
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call), self.worker_timeout)
+            return await asyncio.wait_for(_blocking(call), self.worker_timeout)
         except (OSError, TimeoutError, asyncio.TimeoutError, KeyError) as exc:
             raise SessionLostError(
                 f"The GPU worker {address} of session {self.session_id} did not answer ({type(exc).__name__}: {exc})."

@@ -123,6 +123,17 @@ def test_kernel_lifecycle_maps_one_to_one(ws):
         new_pid = int(out.split()[0])
         assert new_pid != int(pid) and new_pid == session.lease.kernel_pid
         _wait_for(lambda: not _pid_alive(int(pid)), what="the old kernel to be gone")
+
+        # A forced restart (the restarter's kind: kill, no shutdown_request) keeps the lease too.
+        km.restart_kernel(now=True)
+        kc.stop_channels()
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        assert km.provisioner.session_id == session_id and [r.id for r in _open(ws, "whole.ipynb")] == [interval]
+        assert _run(kc, "1")[0]["status"] == "ok"
+        _wait_for(lambda: not _pid_alive(new_pid), what="the killed kernel to be gone")
+        new_pid = session.lease.kernel_pid
     finally:
         kc.stop_channels()
         km.shutdown_kernel()
@@ -146,6 +157,23 @@ def test_killed_kernel_is_dead_and_its_meter_closed(ws):
         _wait_for(lambda: not _open(ws, "killed.ipynb"), what="the meter to close")
         assert session.state == "lost" and "died" in session.end_reason
         _wait_for(lambda: {e.type: e.free for e in ws.hosts()}["A100"] == 1, what="the A100 to be free")
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_killed_host_is_a_dead_kernel(ws):
+    """kill -9 of the GPU worker (the host's side of the lease): the manager sees the kernel dead, the meter closes."""
+    km = KernelManager(kernel_name="burstlab-a100", autorestart=False)
+    km.start_kernel(env={**os.environ, "JPY_SESSION_NAME": "host.ipynb"})
+    try:
+        session = ws.get_session(km.provisioner.session_id)
+        address = km.provisioner._worker
+        worker_pid = ws.client.run(os.getpid, workers=[address])[address]
+        os.kill(worker_pid, signal.SIGKILL)
+        _wait_for(lambda: not km.is_alive(), what="the manager to see the kernel dead")
+        _wait_for(lambda: not _open(ws, "host.ipynb"), what="the meter to close")
+        assert session.state == "lost"
+        _wait_for(lambda: not _pid_alive(session.lease.kernel_pid), what="the kernel to follow its worker")
     finally:
         km.shutdown_kernel(now=True)
 

@@ -3,6 +3,7 @@ the burstlab kernelspecs, the provisioner, and the server's workspace (declared 
 
 import asyncio
 import json
+import os
 import time
 import uuid
 
@@ -70,7 +71,7 @@ async def test_notebook_on_a_gpu_kernel(kernelspecs, jp_fetch, jp_ws_fetch, api,
     assert specs["burstlab-h100"]["spec"]["interrupt_mode"] == "message"
 
     r = await jp_fetch("api", "sessions", method="POST", body=json.dumps(
-        {"path": "gpu.ipynb", "type": "notebook", "name": "gpu.ipynb", "kernel": {"name": "burstlab-h100"}}))
+        {"path": "gpu.ipynb", "type": "notebook", "name": "gpu.ipynb", "kernel": {"name": "burstlab-h100"}}), request_timeout=90)
     assert r.code == 201
     jsession = json.loads(r.body)
     kernel_id = jsession["kernel"]["id"]
@@ -86,7 +87,7 @@ async def test_notebook_on_a_gpu_kernel(kernelspecs, jp_fetch, jp_ws_fetch, api,
     assert reply["status"] == "ok" and out == "H100\n"
 
     # Restart through the server: the same burstlab session (lease, interval), a fresh kernel.
-    r = await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body=b"")
+    r = await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body=b"", request_timeout=90)
     assert r.code == 200
     reply, out = await _execute(jp_ws_fetch, kernel_id, "print('x' in dir())")
     assert reply["status"] == "ok" and out == "False\n"
@@ -95,7 +96,7 @@ async def test_notebook_on_a_gpu_kernel(kernelspecs, jp_fetch, jp_ws_fetch, api,
     assert len(_open_intervals(jp_serverapp, notebook)) == 1
 
     # Shutting the notebook's session down releases the GPU and closes the interval.
-    r = await jp_fetch("api", "sessions", jsession["id"], method="DELETE")
+    r = await jp_fetch("api", "sessions", jsession["id"], method="DELETE", request_timeout=90)
     assert r.code == 204
     code, listing = await api("GET", "sessions")
     assert listing["sessions"] == []
@@ -104,33 +105,76 @@ async def test_notebook_on_a_gpu_kernel(kernelspecs, jp_fetch, jp_ws_fetch, api,
     assert {h["type"]: h["free"] for h in hosts["hosts"]}["H100"] == 2
 
 
-async def test_stop_from_the_panel_shuts_the_kernel_down(kernelspecs, jp_fetch, api, jp_serverapp):
-    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "burstlab-a100"}))
-    kernel_id = json.loads(r.body)["id"]
+async def test_what_burstlab_stops_the_server_shuts_down(kernelspecs, jp_fetch, jp_ws_fetch, api, jp_serverapp):
+    """The panel's Stop, burstlab's idle timeout and the server stopping: the kernel is shut down (not
+    restarted on another GPU), the GPU released, the interval closed."""
+    from burstlab.billing import open_ledger
+
+    ws = jp_serverapp.web_app.settings["burstlab_manager"].ws
+
+    async def start(name):
+        r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}), request_timeout=90)
+        return json.loads(r.body)["id"]
+
+    def kernel_gone(kernel_id):
+        async def gone():
+            r = await jp_fetch("api", "kernels", kernel_id, raise_error=False)
+            return r.code == 404
+        return gone
+
+    def record(kernel_id):
+        (rec,) = ws.usage(kind="session", notebook=f"kernel-{kernel_id}")
+        return rec
+
+    # 1. The panel's Stop (DELETE burstlab/api/sessions/{id}).
+    kernel_id = await start("burstlab-a100")
     code, listing = await api("GET", "sessions")
     (gpu_session,) = listing["sessions"]
-
     # No second A100: starting another such kernel fails with the capacity message, which JupyterLab shows.
-    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "burstlab-a100"}), raise_error=False)
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "burstlab-a100"}), raise_error=False,
+                       request_timeout=90)
     assert r.code == 409 and json.loads(r.body)["message"].startswith("No A100 is free (1 A100 declared")
     # jupyter_client leaves a kernel whose start failed among its pending ones (any kernel's, not only ours), and
     # the server's shutdown then stumbles on it (404); forget it, as a later jupyter_client should.
     jp_serverapp.kernel_manager._pending_kernels.clear()
-
     code, _ = await api("DELETE", "sessions", gpu_session["id"])
     assert code == 200
+    # The server's restarter sees the kernel dead; the provisioner has the server shut it down.
+    await _wait_for(kernel_gone(kernel_id), timeout=15, what="the server to shut the stopped kernel down")
+    assert record(kernel_id).stop_ns is not None
 
-    async def kernel_gone():
-        r = await jp_fetch("api", "kernels", kernel_id, raise_error=False)
-        return r.code == 404
-
-    # The server's restarter sees the kernel dead; the provisioner has the server shut it down
-    # (as its culler would) instead of restarting it on another GPU.
-    await _wait_for(kernel_gone, timeout=15, what="the server to shut the kernel down")
+    # 2. burstlab's idle timeout, fed by the server's record of the kernel's last activity.
+    saved = ws.config.idle_timeout
+    kernel_id = await start("burstlab-h100")
+    reply, out = await _execute(jp_ws_fetch, kernel_id, "print(1 + 1)")
+    assert reply["status"] == "ok" and out == "2\n"
+    ws.set_idle_timeout(3.0)
+    try:
+        await _wait_for(kernel_gone(kernel_id), timeout=20, what="the idle GPU kernel to be shut down")
+    finally:
+        ws.set_idle_timeout(saved)
+    assert record(kernel_id).stop_ns is not None
     code, listing = await api("GET", "sessions")
     assert listing["sessions"] == []
-    code, hosts = await api("GET", "hosts")
-    assert {h["type"]: h["free"] for h in hosts["hosts"]}["A100"] == 1
+
+    # 3. The server stopping releases every GPU kernel.
+    kernel_ids = [await start("burstlab-h100"), await start("burstlab-a100")]
+    sessions = [jp_serverapp.kernel_manager.get_kernel(k).provisioner.session_id for k in kernel_ids]
+    pids = [ws.get_session(s).lease.kernel_pid for s in sessions]
+    home, url = ws.config.home, ws.config.ledger_url
+    # What ServerApp._cleanup does first (the test's teardown does all of it, again): extensions, then kernels.
+    await jp_serverapp.cleanup_extensions()
+    await jp_serverapp.cleanup_kernels()
+    assert jp_serverapp.kernel_manager.list_kernel_ids() == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    ledger = open_ledger(url, home)
+    try:
+        records = [r for r in ledger.usage(kind="session") if r.notebook in {f"kernel-{k}" for k in kernel_ids}]
+    finally:
+        ledger.close()
+    assert len(records) == 2 and all(r.stop_ns is not None for r in records)
 
 
 def test_kernelspecs_install_follows_the_inventory(tmp_path, capsys):
