@@ -218,6 +218,7 @@ class MapRun(MapStatus):
             return None
         if self._front:
             chunk = self._front[0]
+            room = min(room, _policy.chunk_size(self._per_item_s, self._last_size, self.slots, len(chunk.indices)))
             if len(chunk.indices) <= room:
                 return self._front.popleft()
             self._front[0] = Chunk(chunk.indices[room:], chunk.values[room:],
@@ -424,7 +425,7 @@ class MapRun(MapStatus):
         return f"{name}: {exc}"
 
     def _chunk_results(self, chunk: Chunk, report: tuple) -> tuple[Any, list] | None:
-        worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error = report
+        worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error, work_s = report
         self.metering.report(worker, start_ns, stop_ns)
         self.setup_s += setup_s
         if self._first_result_at is None:
@@ -442,7 +443,7 @@ class MapRun(MapStatus):
             if ran:
                 self._last_size = ran
         if ran:
-            self._per_item_s = _policy.update_rate(self._per_item_s, (stop_ns - start_ns) / 1e9, ran,
+            self._per_item_s = _policy.update_rate(self._per_item_s, work_s, ran,
                                                    old_count=self._rate_n)
             self._rate_n = ran
         if not errors:
@@ -511,7 +512,7 @@ class MapRun(MapStatus):
             self.client.cancel(futures, force=True)
             if self.resource != CPU:
                 time.sleep(0.3)
-                self.client.run(_stop_if_executing, keys, on_error="ignore")
+                self.client.run(_stop_if_executing, keys, on_error="ignore", wait=False)  # a worker that exits never answers
         except Exception:
             pass
 

@@ -14,7 +14,7 @@ MIN_CHUNK_S = 0.02  # splitting the last inputs among workers stops where chunks
 CHUNK_BUDGET_S = 1.0  # a worker stops a chunk after this long and hands back the inputs it did not reach
 MAX_CHUNK = 50_000  # never more inputs than this in one task (one results buffer stays a few MB)
 MAX_CHUNK_STREAM = 2_000  # ... when the inputs are a generator of unknown length (read-ahead stays bounded)
-GROWTH = 1024  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
+GROWTH = 65_536  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
 
 
 def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: int | None,

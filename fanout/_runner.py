@@ -187,21 +187,25 @@ def _pack_results(out: list, errors: list) -> bytes:
 
 def run_chunk(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | None, budget_s: float = 1e9) -> tuple:
     """Run ``fn`` over a chunk. Returns ``(worker, start_ns, stop_ns, ran, results_blob, errors, setup_s,
-    setup_error)``: ``ran`` inputs were run (the rest were not reached within ``budget_s``)."""
+    setup_error, work_s)``: ``ran`` inputs were run (the rest were not reached within ``budget_s``); ``work_s``
+    is the loop's and the results' pickling time less the set-up (what the next chunk's size is based on)."""
     start_ns = time.time_ns()
     setup_clock.seconds = 0.0
     try:
         fn = _function(fn_blob)
         items = pickle.loads(items_blob)
     except Exception as exc:  # the function or its inputs cannot be loaded here (a module missing on the worker)
-        return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, pack_error(exc, skip_frames=0))
+        return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, pack_error(exc, skip_frames=0), 0.0)
     errors: list = []
+    t0 = time.perf_counter()
     if timeout:
         out = _loop_with_timeout(fn, items, mode, budget_s, errors, timeout)
     else:
         out = _loop(fn, items, mode, budget_s, errors)
+    loop_s = time.perf_counter() - t0 - setup_clock.seconds
     blob = _pack_results(out, errors)
-    return (_worker_name(), start_ns, time.time_ns(), len(out), blob, errors, setup_clock.seconds, None)
+    return (_worker_name(), start_ns, time.time_ns(), len(out), blob, errors, setup_clock.seconds, None,
+            time.perf_counter() - t0 - setup_clock.seconds if len(out) > 1 else loop_s)
 
 
 __all__ = ["CALL", "ONE", "STAR", "ItemTimeout", "pack_error", "run_chunk", "setup_clock"]

@@ -12,7 +12,8 @@ CPU = CatalogueEntry("cpu", {"CPU": 2})
 
 def test_chunk_size_starts_at_one_and_grows_to_the_target():
     assert _policy.chunk_size(None, 1, 2, 10_000) == 1
-    assert _policy.chunk_size(1e-6, 1, 2, 10_000) == _policy.GROWTH  # growth is capped
+    assert _policy.chunk_size(1e-6, 1, 2, 10**9) == _policy.MAX_CHUNK  # a worker's budget bounds a misjudgement
+    assert _policy.chunk_size(1e-7, 1, 2, 10**9, max_size=10**9) == _policy.GROWTH  # growth is capped
     assert _policy.chunk_size(1e-6, 4096, 2, 10**6) == _policy.MAX_CHUNK
     assert _policy.chunk_size(1e-6, 4096, 2, None) == _policy.MAX_CHUNK_STREAM  # a generator: bounded read-ahead
     assert _policy.chunk_size(0.01, 512, 2, 10_000) == 20  # 0.2 s of 10 ms inputs
