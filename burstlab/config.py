@@ -70,6 +70,18 @@ class BurstLab(Configurable):
         0.1, help="Seconds between the embedded cluster's adaptive checks (how fast workers start for new work)."
     ).tag(config=True)
 
+    cluster = Dict(
+        help="A Dask cluster manager to start GPU workers with, as dask-labextension configures one: "
+        "{'module': 'dask_jobqueue', 'class': 'SLURMCluster', 'kwargs': {...}}. Its workers start when sessions and "
+        "maps ask for them and stop when idle (see worker_templates). Empty: the embedded cluster (or scheduler)."
+    ).tag(config=True)
+
+    worker_templates = Dict(
+        help="Per GPU type, how the cluster manager makes a worker: {'H100': {'max': 4, 'kwargs': {...}, "
+        "'resources': {...}}}: at most `max` workers of one GPU each, the manager's worker options with `kwargs` "
+        "on top. Used with c.BurstLab.cluster."
+    ).tag(config=True)
+
     host_lost_timeout = Float(
         10.0, help="Seconds a GPU session's kernel may go without answering its heartbeat before the session is "
         "declared lost (its host died or its network is down): the running cell fails naming the host, the GPUs "

@@ -239,6 +239,12 @@ def _wake(client, chosen: list[Slot], timeout: float) -> None:
     makes the embedded cluster's adaptive loop start it (then it idles until the lease arrives)."""
     futures = [client.submit(time.time, key=f"burstlab-wake-{uuid.uuid4().hex[:12]}", pure=False,
                              resources={s.type: 1, s.resource: 1}) for s in chosen if not s.up and s.resource]
+    manager = getattr(client, "cluster", None)
+    if futures and manager is not None and getattr(manager, "name", "") != "burstlab-embedded":
+        import sys  # a cluster manager's worker may take a while (a batch queue): say what is happening
+
+        sys.stderr.write(f"[burstlab: starting {len(futures)} {chosen[0].type} worker{'s' if len(futures) > 1 else ''} "
+                         f"via {type(manager).__name__}…]\n")
     try:
         deadline = time.monotonic() + timeout
         for future in futures:

@@ -81,6 +81,12 @@ class Workspace:
                             f"Cannot reach the Dask scheduler at {scheduler} ({exc}). Check the address "
                             "in BURSTLAB_SCHEDULER / c.BurstLab.scheduler, or unset it to use the embedded cluster."
                         ) from exc
+                elif self.config.cluster:  # a Dask cluster manager (dask-jobqueue, a SpecCluster): docs/fleet.md
+                    from burstlab.remote_kernel.managers import start_managed
+
+                    self._cluster = start_managed(self.config.cluster, self.config.worker_templates,
+                                                  idle_timeout=self.config.worker_idle_timeout)
+                    self._client = Client(self._cluster, set_as_default=False)
                 else:
                     self._cluster = start_embedded(
                         discover(self.config.declared_gpus), self.config.worker_threads,

@@ -1,0 +1,153 @@
+"""Workers from a Dask cluster manager: Slurm/PBS (dask-jobqueue), or any ``SpecCluster``.
+
+Configured the way dask-labextension configures its clusters::
+
+    c.BurstLab.cluster = {"module": "dask_jobqueue", "class": "SLURMCluster",
+                          "kwargs": {"cores": 4, "memory": "32GB", "queue": "gpu"}}
+    c.BurstLab.worker_templates = {"H100": {"max": 4, "kwargs": {"walltime": "04:00:00"}},
+                                   "A100": {"max": 2}}
+
+Each GPU type gets ``max`` named workers in the catalogue (``burstlab/h100-0/H100/0/managed`` …), one GPU
+each, built from the manager's own worker template (``cluster.new_spec``) with the type's ``kwargs`` on
+top and the GPU asked for the manager's way: ``--gres=gpu:1`` in a Slurm job script, ``resources=`` for a
+``Nanny``/``Worker`` spec. The same adaptive policy as the embedded cluster (:mod:`.adaptive`, the pure
+``decide()``) starts exactly the workers that waiting sessions and maps ask for, from zero, and retires
+them when idle. A ``%%gpu`` cell that finds its worker down says which manager it asked.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import math
+from typing import Any
+
+from burstlab.errors import BurstlabError
+
+from .adaptive import CatalogueEntry, SlotAdaptive, decide, scheduler_demand
+from .cluster import NAME_PREFIX, Catalogue, slot_resource
+
+SOURCE = "managed"
+
+
+def cluster_class(spec: dict) -> type:
+    """The cluster manager class named by ``{"module": ..., "class": ...}``."""
+    try:
+        module = importlib.import_module(spec["module"])
+        return getattr(module, spec["class"])
+    except KeyError as exc:
+        raise BurstlabError(f"c.BurstLab.cluster needs 'module' and 'class' (got {sorted(spec)}).") from exc
+    except (ImportError, AttributeError) as exc:
+        raise BurstlabError(f"c.BurstLab.cluster names {spec.get('module')}.{spec.get('class')}, which cannot be "
+                            f"imported ({exc}). Install its package (e.g. pip install dask-jobqueue).") from exc
+
+
+def _is_job(cls: Any) -> bool:
+    """A dask-jobqueue Job class (a batch job that runs a worker), rather than a Nanny/Worker."""
+    return "dask_jobqueue" in getattr(cls, "__module__", "") and hasattr(cls, "job_script")
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = out[key] + list(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def host_label(gpu_type: str, i: int) -> str:
+    return f"{gpu_type.lower()}-{i}"
+
+
+def worker_options(new_spec: dict, gpu_type: str, i: int, template: dict) -> tuple[str, dict]:
+    """Name and spec of the ``i``-th managed worker of ``gpu_type``: the manager's template, the type's
+    kwargs, and the GPU asked for (Slurm: ``--gres=gpu:1``; any worker: the burstlab resources)."""
+    host = host_label(gpu_type, i)
+    name = f"{NAME_PREFIX}/{host}/{gpu_type}/0/{SOURCE}"
+    resources = {gpu_type: 1, slot_resource(host, 0): 1, **(template.get("resources") or {})}
+    cls = new_spec["cls"]
+    options = _merge(new_spec.get("options", {}), template.get("kwargs") or {})
+    options["name"] = name
+    if _is_job(cls):
+        arg = ",".join(f"{k}={v:g}" for k, v in resources.items())
+        options["worker_extra_args"] = [*options.get("worker_extra_args", []), "--resources", arg]
+        options["job_script_prologue"] = [*options.get("job_script_prologue", []),
+                                          f"export BURSTLAB_GPU_TYPE={gpu_type} BURSTLAB_GPU_SOURCE={SOURCE}"]
+        directives = options.get("job_extra_directives", [])
+        if "slurm" in cls.__module__ and not any("gres" in d or "gpus" in d for d in directives):
+            options["job_extra_directives"] = [*directives, "--gres=gpu:1"]
+    else:
+        options["resources"] = {**(options.get("resources") or {}), **resources}
+        options["env"] = {**(options.get("env") or {}), "BURSTLAB_GPU_TYPE": gpu_type, "BURSTLAB_GPU_SOURCE": SOURCE}
+    return name, {"cls": cls, "options": options}
+
+
+def catalogue(new_spec: dict, templates: dict[str, dict]) -> dict[str, dict]:
+    """Every managed worker the manager may start: ``max`` (default 1) per GPU type."""
+    if not new_spec or "cls" not in new_spec:
+        raise BurstlabError("The configured cluster manager has no worker template (cluster.new_spec): "
+                            "burstlab scales SpecCluster-based managers (dask-jobqueue, distributed.SpecCluster).")
+    out = {}
+    for gpu_type, template in sorted(templates.items()):
+        for i in range(int(template.get("max", 1))):
+            name, spec = worker_options(new_spec, gpu_type, i, template)
+            out[name] = spec
+    return out
+
+
+def resources_of(spec: dict) -> dict[str, float]:
+    """What a managed worker will carry, whichever way its spec passes it on."""
+    options = spec["options"]
+    if "resources" in options:
+        return dict(options["resources"])
+    args = options.get("worker_extra_args", [])
+    i = len(args) - 1 - args[::-1].index("--resources")
+    return {k: float(v) for k, v in (item.split("=") for item in args[i + 1].split(","))}
+
+
+class ManagedAdaptive(SlotAdaptive):
+    """The embedded cluster's adaptive policy over a manager's workers, whose resources are known up front."""
+
+    def __init__(self, cluster, catalogue: dict[str, dict], carries: dict[str, dict], **kwargs):
+        self.carries = carries
+        super().__init__(cluster, catalogue, **kwargs)
+
+    async def target(self) -> int:
+        demand, running = scheduler_demand(self.cluster.scheduler)
+        self._desired = decide([CatalogueEntry(n, r) for n, r in self.carries.items()], demand, running)
+        return len(self._desired)
+
+
+def start_managed(spec: dict, templates: dict[str, dict], *, idle_timeout: float = 60.0, interval: float = 0.5,
+                  security=None):
+    """Start the configured cluster manager with no workers, and burstlab's adaptive policy over it."""
+    if not templates:
+        raise BurstlabError("c.BurstLab.cluster is set but c.BurstLab.worker_templates is empty: name the GPU "
+                            "types it can start, e.g. {'H100': {'max': 2}}.")
+    cls = cluster_class(spec)
+    kwargs = dict(spec.get("kwargs") or {})
+    if security is not None and "security" in inspect.signature(cls).parameters:
+        kwargs.setdefault("security", security)
+    cluster = cls(**kwargs)
+    try:
+        entries = catalogue(cluster.new_spec, templates)
+        carries = {name: resources_of(spec) for name, spec in entries.items()}
+        cluster.scheduler.add_plugin(Catalogue({n: {"options": {"resources": r}} for n, r in carries.items()}))
+        cluster._adaptive = ManagedAdaptive(cluster, entries, carries, interval=interval,
+                                            wait_count=max(1, math.ceil(idle_timeout / interval)))
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def describe(cluster) -> str:
+    """How a message names the manager: its class."""
+    return type(cluster).__name__
+
+
+__all__ = ["ManagedAdaptive", "catalogue", "cluster_class", "describe", "resources_of", "start_managed",
+           "worker_options"]
