@@ -132,7 +132,11 @@ class OutputBudget:
         self.dropped = 0
 
     def take(self, output: dict) -> dict | None:
-        """``output`` (a stream's text cut to what is left), or None once the budget is spent."""
+        """``output`` (a stream's text cut to what is left), or None once the budget is spent (after the first
+        output it could not keep whole, nothing more is kept: no gaps in what is shown)."""
+        if self.dropped:
+            self.dropped += size_of(output)
+            return None
         size = size_of(output)
         if self.used + size <= self.limit:
             self.used += size
