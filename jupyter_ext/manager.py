@@ -391,13 +391,14 @@ class Manager:
             return {"maps": []}
         return {"maps": [m.to_json() for m in await self._blocking(self.ws.list_maps, user)]}
 
-    async def cancel_map(self, user: str, id: str) -> dict:
+    async def cancel_map(self, user: str, id: str, via: str = "") -> dict:
         maps = (await self.list_maps(user))["maps"]
         record = next((m for m in maps if m["id"] == id), None)
         if record is None:
             raise NotFound(f"No map {id!r} of yours; GET maps lists them.")
         if record["state"] == "running":
-            await self._blocking(self.ws.cancel_map, id, f"cancelled through the REST API by {user}")
+            reason = "cancelled from the burstlab panel" if via == "panel" else f"cancelled through the REST API by {user}"
+            await self._blocking(self.ws.cancel_map, id, reason)
         return record
 
     # -- money ------------------------------------------------------------------------------------

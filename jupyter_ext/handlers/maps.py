@@ -19,4 +19,4 @@ class MapHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def delete(self, id):
-        self.reply(await self.manager.cancel_map(self.user, id))
+        self.reply(await self.manager.cancel_map(self.user, id, via=self.get_query_argument("from", "")))

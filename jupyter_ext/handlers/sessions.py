@@ -31,7 +31,8 @@ class SessionHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def delete(self, id):
-        self.reply(await self.manager.stop_session(self.user, id))
+        # ?from=panel: the lab's panel asked, so the notebook's next cell says so in those words.
+        self.reply(await self.manager.stop_session(self.user, id, via=self.get_query_argument("from", "")))
 
 
 class SessionExecuteHandler(BurstLabHandler):

@@ -221,9 +221,12 @@ export function selectedCells(notebook: Notebook): Cell[] {
   return cells.length ? cells : notebook.activeCell ? [notebook.activeCell] : [];
 }
 
-const BADGE_CLASS = 'burstlab-agent-badge';
-
-/** Keeps the agent badge on the cells of one notebook in step with their metadata and the routing setting. */
+/**
+ * Keeps the agent badge on the cells of one notebook in step with their metadata and the routing setting.
+ * The badge is drawn by CSS inside the cell's prompt, under the execution count (`.jp-InputPrompt::after`,
+ * from the cell's `data-burstlab-agent`), so it is in the prompt's flow: it never covers the count, and the
+ * prompt grows to hold it. The prompt's tooltip explains it.
+ */
 export class AgentBadges {
   constructor(
     private readonly _panel: NotebookPanel,
@@ -257,32 +260,23 @@ export class AgentBadges {
     for (const cell of this._panel.content.widgets) {
       const agent = isAgentCell(cell.model);
       cell.toggleClass('burstlab-agent-cell', agent);
-      const host = cell.node.querySelector('.jp-Cell-inputWrapper') ?? cell.node;
-      let badge = host.querySelector(`:scope > .${BADGE_CLASS}`) as HTMLElement | null;
+      const prompt = cell.node.querySelector('.jp-InputPrompt') as HTMLElement | null;
       if (!agent) {
-        badge?.remove();
+        if (cell.node.dataset.burstlabAgent) {
+          delete cell.node.dataset.burstlabAgent;
+          prompt?.removeAttribute('title');
+        }
         continue;
       }
-      if (!badge) {
-        badge = document.createElement('div');
-        badge.className = BADGE_CLASS;
-        host.appendChild(badge);
-      }
-      const explicit = startsWithCellMagic(cell.model.sharedModel.getSource());
-      const routed = sandbox && !explicit;
-      if (badge.dataset.routed !== String(routed)) {
-        badge.dataset.routed = String(routed);
-        badge.replaceChildren(...(routed ? ['agent', '→ sandbox'] : ['agent']).map(t => {
-          const line = document.createElement('span');
-          line.textContent = t;
-          return line;
-        }));
-      }
-      badge.title =
+      const routed = sandbox && !startsWithCellMagic(cell.model.sharedModel.getSource());
+      cell.node.dataset.burstlabAgent = routed ? 'sandbox' : 'kernel';
+      prompt?.setAttribute(
+        'title',
         routed
           ? 'Written by an agent (metadata burstlab.agent = true): runs in a sandbox kernel through %%sandbox. ' +
-            'Change this with the burstlab setting "agentCells".'
-          : 'Written by an agent (metadata burstlab.agent = true).';
+              'Change this with the burstlab setting "agentCells".'
+          : 'Written by an agent (metadata burstlab.agent = true).'
+      );
     }
   }
 

@@ -42,3 +42,40 @@ export function sameNotebook(notebook: string | null | undefined, path: string |
   const b = path.replace(/\\/g, '/').replace(/^\/+/, '');
   return a === b || a.endsWith(`/${b}`);
 }
+
+/** $3.95/h from micro-dollars per hour. */
+export function formatRate(microusdPerHour: number): string {
+  return `$${(microusdPerHour / 1e6).toFixed(2)}/h`;
+}
+
+/** "8 min", "45 s", "2 h 05 min": a countdown a person reads at a glance. */
+export function formatCountdown(seconds: number): string {
+  const s = Math.max(0, Math.ceil(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  if (s < 3600) {
+    return `${Math.ceil(s / 60)} min`;
+  }
+  const h = Math.floor(s / 3600);
+  return `${h} h ${String(Math.round((s % 3600) / 60)).padStart(2, '0')} min`;
+}
+
+/** 14:03 for an epoch time today; Nov 27 14:03 before that. */
+export function formatClock(epochSeconds: number, now = Date.now()): string {
+  const d = new Date(epochSeconds * 1000);
+  const hm = `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+  if (new Date(now).toDateString() === d.toDateString()) {
+    return hm;
+  }
+  return `${d.toLocaleString('en', { month: 'short' })} ${d.getDate()} ${hm}`;
+}
+
+/** The last part of a path ("—" for none). */
+export function shortName(path: string | null | undefined): string {
+  if (!path) {
+    return '—';
+  }
+  const parts = path.split('/');
+  return parts[parts.length - 1] || path;
+}

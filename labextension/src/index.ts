@@ -1,6 +1,6 @@
 // burstlab-lab: GPUs, sessions, fan-outs, sandboxes and cost where the notebook user works.
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
 import { CodeCell } from '@jupyterlab/cells';
 import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -17,8 +17,9 @@ import {
   selectedCells,
   setAgentCell
 } from './cells';
+import { formatClock, formatMoney, formatRate, shortName } from './format';
 import { gpuIcon, sandboxIcon } from './icons';
-import { BurstlabModel } from './model';
+import { BurstlabModel, IStopEvent } from './model';
 import { BurstlabPanel } from './panel';
 import { GpuStatus } from './statusbar';
 import { Ticker } from './ticker';
@@ -41,8 +42,54 @@ const CELL_SELECTOR = '.jp-Notebook .jp-CodeCell';
 const config = {
   defaultGpuType: '',
   refreshInterval: 3,
-  agentCells: 'sandbox' as AgentRouting
+  agentCells: 'sandbox' as AgentRouting,
+  confirmStop: true,
+  notifyStops: true
 };
+
+/**
+ * The notification for a stop the user did not make in this tab: what happened first (JupyterLab cuts a
+ * notification's message at 140 characters), then which one (name, start time, notebook).
+ */
+export function describeStop(e: IStopEvent, now = Date.now()): { level: 'info' | 'warning' | 'error'; message: string } {
+  const nb = e.notebook ? shortName(e.notebook) : '';
+  const m = e.map;
+  const which = m ? `${m.name || m.id} (started ${formatClock(m.started, now)}${nb ? `, ${nb}` : ''})` : '';
+  const at = m ? `at ${m.done}/${m.total}` : '';
+  const session = `${e.what}${nb ? ` of ${nb}` : ''}`;
+  const spent = e.budget
+    ? `Budget ${e.budget.scope === 'user' ? e.budget.name : shortName(e.budget.name)} spent ` +
+      `(${formatMoney(e.budget.spent_microusd)} of ${formatMoney(e.budget.limit_microusd)})`
+    : '';
+  switch (e.cause) {
+    case 'budget':
+      return {
+        level: 'warning',
+        message:
+          e.kind === 'map'
+            ? `${spent}: fan-out cancelled ${at}: ${which}.`
+            : `${spent}: burstlab stopped ${session}. Raise the budget to go on.`
+      };
+    case 'idle':
+      return {
+        level: 'info',
+        message: `Released after ${Math.round((e.session?.idle_timeout ?? 0) / 60)} min idle: ${session}. Its variables are gone; the next %%gpu cell starts a new session.`
+      };
+    case 'elsewhere':
+      return {
+        level: 'info',
+        message: `Stopped outside this tab (another tab, %gpu stop, the API, or its kernel shut down): ${session}.`
+      };
+    case 'cancelled':
+      return { level: 'warning', message: `Fan-out cancelled from another tab or client ${at}: ${which}.` };
+    case 'failed':
+      return { level: 'error', message: `Fan-out failed (${m?.failed} of ${m?.total} inputs): ${which}.` };
+    case 'lost':
+      return { level: 'error', message: `Fan-out lost ${at} (its notebook went away): ${which}.` };
+    default:
+      return { level: 'info', message: `Ended: ${e.kind === 'map' ? which : session}.` };
+  }
+}
 
 /**
  * Runs notebook cells: JupyterLab's own executor for every cell, except agent-written cells, which go through
@@ -77,15 +124,49 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const showError = (message: string) => {
       Notification.error(message, { autoClose: 10000 });
     };
+    let settingsRef: ISettingRegistry.ISettings | null = null;
+    const confirm = async (title: string, body: string, action: string): Promise<boolean> => {
+      if (!config.confirmStop) {
+        return true;
+      }
+      const result = await showDialog({
+        title,
+        body,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: action })],
+        checkbox: { label: 'Do not ask again', caption: 'Sets the burstlab setting "confirmStop" to false' },
+        defaultButton: 0
+      });
+      if (result.button.accept && result.isChecked && settingsRef) {
+        void settingsRef.set('confirmStop', false);
+      }
+      return result.button.accept;
+    };
 
     // Side panel.
-    const panel = new BurstlabPanel({ model, ticker, onError: showError });
+    const panel = new BurstlabPanel({ model, ticker, onError: showError, confirm });
     shell.add(panel, 'left', { rank: 850, type: 'burstlab' });
     restorer?.add(panel, 'burstlab-panel');
 
-    // Status bar.
+    // Stops this tab did not make: a notification with what happened and a way to the panel.
+    model.stopped.connect((_, event) => {
+      if (!config.notifyStops) {
+        return;
+      }
+      const { level, message } = describeStop(event);
+      Notification.emit(message, level, {
+        autoClose: level === 'info' ? 10000 : false,
+        actions: [
+          {
+            label: event.cause === 'budget' ? 'Open panel (budgets)' : 'Open panel',
+            callback: () => void commands.execute(CommandIDs.openPanel)
+          }
+        ]
+      });
+    });
+
+    // The cost meter: JupyterLab's status bar; Notebook 7 has none, so its top bar.
+    const status = new GpuStatus(model, tracker, ticker, () => void commands.execute(CommandIDs.openPanel));
     if (statusBar) {
-      const status = new GpuStatus(model, tracker, ticker, () => void commands.execute(CommandIDs.openPanel));
       statusBar.registerStatusItem('burstlab-lab:status', {
         item: status,
         align: 'left',
@@ -93,6 +174,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         isActive: () => status.hasContent,
         activeStateChanged: status.stateChanged
       });
+    } else {
+      status.addClass('burstlab-mod-top');
+      status.setHidden(!status.hasContent);
+      status.stateChanged.connect(() => status.setHidden(!status.hasContent));
+      shell.add(status, 'top', { rank: 1000 });
     }
 
     // The notebook the user works in: the current one, or the last one focused.
@@ -128,7 +214,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const hosts = model.hosts.filter(h => h.type === args.type);
         const free = hosts.reduce((n, h) => n + h.free, 0);
         const count = hosts.reduce((n, h) => n + h.count, 0);
-        return hosts.length ? `${args.type} (${free}/${count} free)` : String(args.type);
+        return hosts.length
+          ? `${args.type} (${free}/${count} free) · ${formatRate(hosts[0].microusd_per_hour)}`
+          : String(args.type);
       },
       caption: args => `Run the selected cell through %%gpu ${gpuTypeFor(args) ?? 'TYPE'}, without editing it`,
       icon: args => (args.type ? undefined : gpuIcon),
@@ -263,12 +351,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       settingRegistry
         .load(PLUGIN_ID)
         .then(settings => {
+          settingsRef = settings;
           const apply = () => {
             const type = settings.get('defaultGpuType').composite;
             config.defaultGpuType = typeof type === 'string' ? type : '';
             const interval = Number(settings.get('refreshInterval').composite);
             config.refreshInterval = Number.isFinite(interval) && interval >= 1 ? interval : 3;
             config.agentCells = settings.get('agentCells').composite === 'kernel' ? 'kernel' : 'sandbox';
+            config.confirmStop = settings.get('confirmStop').composite !== false;
+            config.notifyStops = settings.get('notifyStops').composite !== false;
             model.interval = config.refreshInterval;
             badges.forEach(b => b.schedule());
             commands.notifyCommandChanged();

@@ -5,12 +5,14 @@ import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { messageOf, requestAPI } from './api';
+import { sameNotebook } from './format';
 import { IBudget, IHost, IMap, ISandbox, ISession, IUsage } from './types';
 
-/** The resources the panel shows; `sessions` and `hosts` are also polled while the panel is closed. */
+/** The resources the panel shows; all but `usage` are also polled while the panel is closed. */
 export type Section = 'sessions' | 'hosts' | 'maps' | 'sandboxes' | 'usage' | 'budgets';
 
-const ALWAYS: Section[] = ['sessions', 'hosts'];
+/** What the status bar, the Run on GPU menu and the stop notifications need, panel open or not. */
+const ALWAYS: Section[] = ['sessions', 'hosts', 'maps', 'sandboxes', 'budgets'];
 const PANEL: Section[] = ['sessions', 'hosts', 'maps', 'sandboxes', 'usage', 'budgets'];
 /** The bill covers this many days back. */
 export const BILL_DAYS = 30;
@@ -30,7 +32,7 @@ export class BurstlabModel implements IDisposable {
 
   sessions: ISession[] = [];
   hosts: IHost[] = [];
-  maps: IMap[] = [];
+  maps: MapView[] = [];
   sandboxes: ISandbox[] = [];
   usage: IUsage | null = null;
   budgets: IBudget[] = [];
@@ -43,6 +45,11 @@ export class BurstlabModel implements IDisposable {
 
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+
+  /** Something this tab did not ask for ended: a session, a fan-out or a sandbox (see `IStopEvent`). */
+  get stopped(): ISignal<this, IStopEvent> {
+    return this._stopped;
   }
 
   get isDisposed(): boolean {
@@ -89,7 +96,12 @@ export class BurstlabModel implements IDisposable {
 
   /** DELETE sessions/{id}; throws the server's message. */
   async stopSession(id: string): Promise<ISession> {
-    const s = await requestAPI<ISession>(`sessions/${encodeURIComponent(id)}`, { method: 'DELETE' }, this._settings);
+    this._mine.add(`session/${id}`);
+    const s = await requestAPI<ISession>(
+      `sessions/${encodeURIComponent(id)}?from=panel`,
+      { method: 'DELETE' },
+      this._settings
+    );
     this.sessions = this.sessions.filter(x => x.id !== id);
     this._changed.emit();
     void this.refresh();
@@ -98,6 +110,7 @@ export class BurstlabModel implements IDisposable {
 
   /** DELETE sandboxes/{id}. */
   async closeSandbox(id: string): Promise<ISandbox> {
+    this._mine.add(`sandbox/${id}`);
     const s = await requestAPI<ISandbox>(`sandboxes/${encodeURIComponent(id)}`, { method: 'DELETE' }, this._settings);
     this.sandboxes = this.sandboxes.filter(x => x.id !== id);
     this._changed.emit();
@@ -107,7 +120,8 @@ export class BurstlabModel implements IDisposable {
 
   /** DELETE maps/{id}: cancel a running fan-out. */
   async cancelMap(id: string): Promise<void> {
-    await requestAPI<unknown>(`maps/${encodeURIComponent(id)}`, { method: 'DELETE' }, this._settings);
+    this._mine.add(`map/${id}`);
+    await requestAPI<unknown>(`maps/${encodeURIComponent(id)}?from=panel`, { method: 'DELETE' }, this._settings);
     void this.refresh();
   }
 
@@ -121,6 +135,7 @@ export class BurstlabModel implements IDisposable {
 
   private async _fetch(): Promise<void> {
     const wanted = this._panelActive ? PANEL : ALWAYS;
+    const before = { sessions: this.sessions, maps: this.maps, sandboxes: this.sandboxes, loaded: { ...this._seen } };
     const results = await Promise.allSettled(wanted.map(section => this._load(section)));
     results.forEach((result, i) => {
       if (result.status === 'rejected') {
@@ -130,6 +145,30 @@ export class BurstlabModel implements IDisposable {
       }
     });
     this.loaded = true;
+    const answered = wanted.filter((_, i) => results[i].status === 'fulfilled');
+    // A session gone with no reason in sight waits one more poll: the budget that stopped it may show as spent
+    // only in the next answer (the server stops first, then the ledger's figures catch up).
+    const waited = this._unexplained;
+    this._unexplained = [];
+    for (const event of waited) {
+      const budget = answered.includes('budgets') ? spentBudget(this.budgets, event.notebook) : undefined;
+      this._stopped.emit(budget ? { ...event, cause: 'budget', budget } : event);
+    }
+    for (const event of stopEvents(before, this, answered, Date.now())) {
+      if (this._mine.has(`${event.kind}/${event.id}`)) {
+        continue;
+      }
+      if (event.kind === 'session' && event.cause === 'elsewhere') {
+        this._unexplained.push(event);
+      } else {
+        this._stopped.emit(event);
+      }
+    }
+    wanted.forEach((section, i) => {
+      if (results[i].status === 'fulfilled') {
+        this._seen[section] = true;
+      }
+    });
     this._changed.emit();
     if (results.every(r => r.status === 'rejected')) {
       // Nothing answered: let the poll back off until the server is back.
@@ -150,7 +189,7 @@ export class BurstlabModel implements IDisposable {
         this.hosts = (await requestAPI<{ hosts: IHost[] }>('hosts', {}, s)).hosts ?? [];
         break;
       case 'maps':
-        this.maps = (await requestAPI<{ maps: IMap[] }>('maps', {}, s)).maps ?? [];
+        this.maps = ((await requestAPI<{ maps: IMap[] }>('maps', {}, s)).maps ?? []).map(mapView);
         break;
       case 'sandboxes':
         this.sandboxes = (await requestAPI<{ sandboxes: ISandbox[] }>('sandboxes', {}, s)).sandboxes ?? [];
@@ -171,6 +210,133 @@ export class BurstlabModel implements IDisposable {
   private _panelActive = false;
   private _poll: Poll;
   private _changed = new Signal<this, void>(this);
+  private _stopped = new Signal<this, IStopEvent>(this);
+  /** `kind/id` of what this tab stopped, closed or cancelled itself (no notification for those). */
+  private _mine = new Set<string>();
+  /** Sessions that ended with no cause seen yet, looked at again after the next poll. */
+  private _unexplained: IStopEvent[] = [];
+  /** Sections answered at least once: a first answer is a baseline, not a change. */
+  private _seen: Partial<Record<Section, boolean>> = {};
+}
+
+type Counted = 'name' | 'notebook' | 'total' | 'done' | 'failed' | 'running' | 'started' | 'cost_microusd';
+
+/** A map as the panel shows it: a missing count reads 0, a missing name or notebook ''. */
+export type MapView = Omit<IMap, Counted> & {
+  name: string;
+  notebook: string;
+  total: number;
+  done: number;
+  failed: number;
+  running: number;
+  started: number;
+  cost_microusd: number;
+};
+
+export function mapView(m: IMap): MapView {
+  return {
+    ...m,
+    name: m.name ?? '',
+    notebook: m.notebook ?? '',
+    total: m.total ?? 0,
+    done: m.done ?? 0,
+    failed: m.failed ?? 0,
+    running: m.running ?? 0,
+    started: m.started ?? 0,
+    cost_microusd: m.cost_microusd ?? 0
+  };
+}
+
+/** Why something ended, as far as the lab can tell from what the API lists. */
+export type StopCause = 'budget' | 'idle' | 'elsewhere' | 'cancelled' | 'failed' | 'lost' | 'closed';
+
+/** A stop the user did not make in this tab. */
+export interface IStopEvent {
+  kind: 'session' | 'map' | 'sandbox';
+  id: string;
+  cause: StopCause;
+  /** The notebook it belonged to (a server-side path or a name given through the API). */
+  notebook: string;
+  /** What it was, in user words: "the H100 session", "fan-out f (started 14:03)". */
+  what: string;
+  /** The spent budget, for cause `budget`. */
+  budget?: IBudget;
+  session?: ISession;
+  map?: MapView;
+}
+
+/** The spent budget (user-wide, or of `notebook`) that stopped something, if any. */
+export function spentBudget(budgets: IBudget[], notebook: string): IBudget | undefined {
+  return budgets.find(
+    b => b.state === 'exceeded' && (b.scope === 'user' || b.name === notebook || sameNotebook(notebook, b.name))
+  );
+}
+
+/**
+ * What ended between two polls, and the likely cause (pure: compares the lists before and after). Only
+ * sections answered this time and the time before are compared.
+ */
+export function stopEvents(
+  before: { sessions: ISession[]; maps: MapView[]; sandboxes: ISandbox[]; loaded: Partial<Record<Section, boolean>> },
+  after: { sessions: ISession[]; maps: MapView[]; sandboxes: ISandbox[]; budgets: IBudget[] },
+  answered: Section[],
+  now: number
+): IStopEvent[] {
+  const events: IStopEvent[] = [];
+  const fresh = (section: Section) => answered.includes(section) && !!before.loaded[section];
+  if (fresh('sessions')) {
+    const still = new Set(after.sessions.map(s => s.id));
+    for (const s of before.sessions) {
+      if (s.state !== 'running' || still.has(s.id)) {
+        continue;
+      }
+      const budget = spentBudget(after.budgets, s.notebook);
+      const idle =
+        s.idle_timeout > 0 && s.idle_since !== null && now / 1000 >= s.idle_since + s.idle_timeout - 2;
+      events.push({
+        kind: 'session',
+        id: s.id,
+        cause: budget ? 'budget' : idle ? 'idle' : 'elsewhere',
+        notebook: s.notebook,
+        what: `the ${s.spec} session`,
+        budget,
+        session: s
+      });
+    }
+  }
+  if (fresh('maps')) {
+    const was = new Map(before.maps.map(m => [m.id, m]));
+    for (const m of after.maps) {
+      const prev = was.get(m.id);
+      if (prev?.state !== 'running' || m.state === 'running' || m.state === 'done') {
+        continue;
+      }
+      const budget = m.state === 'cancelled' ? spentBudget(after.budgets, m.notebook) : undefined;
+      events.push({
+        kind: 'map',
+        id: m.id,
+        cause: budget ? 'budget' : (m.state as StopCause),
+        notebook: m.notebook,
+        what: `fan-out ${m.name || m.id}`,
+        budget,
+        map: m
+      });
+    }
+  }
+  if (fresh('sandboxes')) {
+    const still = new Set(after.sandboxes.filter(b => b.state === 'running').map(b => b.id));
+    for (const b of before.sandboxes) {
+      if (b.state !== 'running' || still.has(b.id)) {
+        continue;
+      }
+      const budget = spentBudget(after.budgets, b.notebook);
+      if (budget) {
+        // A sandbox closed by its own notebook or agent is routine; one a budget closed is news.
+        events.push({ kind: 'sandbox', id: b.id, cause: 'budget', notebook: b.notebook, what: `sandbox ${b.id.slice(0, 12)}`, budget });
+      }
+    }
+  }
+  return events;
 }
 
 /** A session's seconds held and cost, ticking on from the last poll at the rate the server billed so far. */

@@ -7,6 +7,8 @@ export interface IHost {
   free: number;
   source: 'nvml' | 'declared' | 'dask' | string;
   declared: boolean;
+  /** The price of one GPU of this type for an hour, in micro-dollars. */
+  microusd_per_hour: number;
 }
 
 export interface ISession {
@@ -23,6 +25,10 @@ export interface ISession {
   billed_s: number;
   cost_microusd: number;
   origin: 'server' | 'kernel';
+  /** Seconds idle after which the session is released (0: never). */
+  idle_timeout: number;
+  /** When the session last went idle (seconds since the epoch); null while a cell runs on it. */
+  idle_since: number | null;
 }
 
 export interface ISandboxLimits {
@@ -48,19 +54,20 @@ export interface ISandbox {
   usage?: { cpu_s?: number; wall_s?: number; memory_peak?: number };
 }
 
+/** A fan-out; the counts and times are null where an older or broken peer left them out. */
 export interface IMap {
   id: string;
-  name: string;
+  name: string | null;
   user: string;
-  notebook: string;
+  notebook: string | null;
   gpu: string | null;
-  total: number;
-  done: number;
-  failed: number;
-  running: number;
-  state: 'running' | 'done' | 'failed' | 'cancelled';
-  started: number;
-  cost_microusd: number;
+  total: number | null;
+  done: number | null;
+  failed: number | null;
+  running: number | null;
+  state: 'running' | 'done' | 'failed' | 'cancelled' | 'lost';
+  started: number | null;
+  cost_microusd: number | null;
 }
 
 export interface IUsageTotals {

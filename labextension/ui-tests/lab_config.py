@@ -19,6 +19,7 @@ root = Path(os.environ.get("LAB_ROOT") or mkdtemp(prefix="burstlab-lab-root-"))
 root.mkdir(parents=True, exist_ok=True)
 c.ServerApp.root_dir = str(root)
 c.LabApp.workspaces_dir = mkdtemp(prefix="burstlab-lab-ws-")
+c.JupyterNotebookApp.workspaces_dir = c.LabApp.workspaces_dir  # Notebook 7 (`python -m notebook`), same settings
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 settings = Path(mkdtemp(prefix="burstlab-lab-settings-"))
@@ -30,3 +31,4 @@ settings = Path(mkdtemp(prefix="burstlab-lab-settings-"))
 (settings / "burstlab-lab").mkdir(parents=True)
 (settings / "burstlab-lab" / "plugin.jupyterlab-settings").write_text('{"refreshInterval": 1}')
 c.LabApp.user_settings_dir = str(settings)
+c.JupyterNotebookApp.user_settings_dir = str(settings)

@@ -6,16 +6,16 @@ const fs = require('fs');
 const port = process.env.LAB_PORT || '8899';
 const url = `http://127.0.0.1:${port}`;
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'burstlab-ui-home-'));
-
-module.exports = {
-  testDir: './tests',
-  timeout: 120 * 1000,
-  expect: { timeout: 30 * 1000 },
-  workers: 1,
-  retries: 0,
-  reporter: [['list']],
-  outputDir: './test-results',
-  webServer: {
+// Notebook 7 (tests/notebook7.spec.ts): a second server, `jupyter notebook`, on NB_PORT, when NOTEBOOK7=1 (the
+// pytest wrapper sets it when the `notebook` package is importable). NB_PYTHONPATH adds a path for it alone.
+const nbPort = process.env.NB_PORT || String(Number(port) + 1);
+const env = {
+  ...process.env,
+  BURSTLAB_DECLARED_GPUS: 'H100:2,A100:1',
+  BURSTLAB_USER: 'ui-tester'
+};
+const servers = [
+  {
     command: `jupyter lab --config ${path.join(__dirname, 'lab_config.py')}`,
     url: `${url}/api/status`,
     timeout: 120 * 1000,
@@ -23,14 +23,35 @@ module.exports = {
     stdout: process.env.LAB_LOG ? 'pipe' : 'ignore',
     stderr: 'pipe',
     gracefulShutdown: { signal: 'SIGTERM', timeout: 15 * 1000 },
-    env: {
-      ...process.env,
-      LAB_PORT: port,
-      BURSTLAB_DECLARED_GPUS: 'H100:2,A100:1',
-      BURSTLAB_HOME: home,
-      BURSTLAB_USER: 'ui-tester'
-    }
-  },
+    env: { ...env, LAB_PORT: port, BURSTLAB_HOME: home }
+  }
+];
+if (process.env.NOTEBOOK7 === '1') {
+  const nbHome = fs.mkdtempSync(path.join(os.tmpdir(), 'burstlab-nb7-home-'));
+  const pythonPath = [process.env.NB_PYTHONPATH, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+  servers.push({
+    command: `python -m notebook --config ${path.join(__dirname, 'lab_config.py')}`,
+    url: `http://127.0.0.1:${nbPort}/api/status`,
+    timeout: 120 * 1000,
+    reuseExistingServer: false,
+    stdout: process.env.LAB_LOG ? 'pipe' : 'ignore',
+    stderr: 'pipe',
+    gracefulShutdown: { signal: 'SIGTERM', timeout: 15 * 1000 },
+    env: { ...env, LAB_PORT: nbPort, BURSTLAB_HOME: nbHome, ...(pythonPath ? { PYTHONPATH: pythonPath } : {}) }
+  });
+}
+
+module.exports = {
+  testDir: './tests',
+  // Without the Notebook 7 server there is nothing for its spec to drive (the pytest wrapper says which ran).
+  testIgnore: process.env.NOTEBOOK7 === '1' ? [] : ['**/notebook7.spec.ts'],
+  timeout: 120 * 1000,
+  expect: { timeout: 30 * 1000 },
+  workers: 1,
+  retries: 0,
+  reporter: [['list']],
+  outputDir: './test-results',
+  webServer: servers,
   use: {
     baseURL: url,
     headless: true,

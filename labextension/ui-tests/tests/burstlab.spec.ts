@@ -2,7 +2,7 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { api, cellSource, newNotebook, openLab, runCell, TOKEN, typeCell, waitExecuted } from './lab';
+import { api, badgeText, cellSource, expectBadgeBesidePrompt, newNotebook, openLab, runCell, TOKEN, typeCell, waitExecuted } from './lab';
 
 // Screenshots go to test-results/; with UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the README's pictures).
 const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
@@ -64,13 +64,22 @@ test('a %%gpu cell shows in the status bar, ticking, and the panel stops it', as
   await expect(panel).toBeVisible();
   const row = panel.locator('.burstlab-session', { hasText: 'H100' });
   await expect(row).toHaveCount(1);
-  await expect(panel.locator('[data-section="hosts"] tr[data-gpu-type="H100"]')).toContainText('declared');
+  await expect(panel.locator('[data-section="hosts"] [data-gpu-type="H100"]')).toContainText('declared');
+  // The price per GPU-hour, before anything is spent: 0.001097 $/s (the default H100 rate) = $3.95/h.
+  await expect(panel.locator('[data-section="hosts"] [data-gpu-type="H100"] .burstlab-price')).toHaveText('$3.95/h');
+  const hosts = (await api<{ hosts: { type: string; microusd_per_hour: number }[] }>(page.request, 'hosts')).hosts;
+  expect(hosts.find(h => h.type === 'H100')?.microusd_per_hour).toEqual(3949200);
+  await expect(row).toContainText(/releases in 10 min/); // idle_timeout 600 s, nothing ran since the cell
   await shot(page, 'lab.png');
   await shot(panel, 'panel.png');
 
   const before = (await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions;
   expect(before.map(s => s.gpu_type)).toEqual(['H100']);
   await row.locator('.burstlab-stop').click();
+  // A session holds the notebook's variables: the panel asks first.
+  const dialog = page.locator('.jp-Dialog');
+  await expect(dialog).toContainText('Stop the H100 session?');
+  await dialog.locator('.jp-mod-accept').click();
   await expect(panel.locator('.burstlab-session')).toHaveCount(0);
   await expect(status).toBeHidden();
   expect((await api<{ sessions: ISession[] }>(page.request, 'sessions')).sessions).toEqual([]);
@@ -94,7 +103,7 @@ test('"Run on GPU ▸ A100" from the cell menu runs the cell through %%gpu A100 
   await c.locator('.cm-content').click({ button: 'right' });
   await page.locator('.lm-Menu-item', { hasText: 'Run on GPU' }).first().hover();
   const a100 = page.locator('#burstlab-run-on-gpu-menu .lm-Menu-item', { hasText: 'A100' });
-  await expect(a100).toContainText('A100 (1/1 free)');
+  await expect(a100).toContainText('A100 (1/1 free) · $2.10/h');
   await a100.click();
   await expect(c.locator('.jp-OutputArea-executeResult')).toHaveText(/'\d+'/, { timeout: 90000 });
   await expect(c.locator('.jp-OutputArea-output').first()).toContainText('A100 (declared)');
@@ -116,7 +125,9 @@ test('an agent-written cell shows a badge and runs in the sandbox', async () => 
   const c = await typeCell(page, nb, 3, lines);
   await c.locator('.cm-content').click({ button: 'right' });
   await page.locator('.lm-Menu-item', { hasText: 'Mark as agent-written' }).click();
-  await expect(c.locator('.burstlab-agent-badge')).toHaveText('agent→ sandbox');
+  await expect(c).toHaveAttribute('data-burstlab-agent', 'sandbox');
+  expect(await badgeText(c)).toMatch(/^"agent.*→ sandbox"$/s);
+  await expectBadgeBesidePrompt(c);
 
   await runCell(page, c);
   await waitExecuted(c, 90000);
@@ -151,7 +162,7 @@ test('a fan-out shows in the panel with its progress', async () => {
   const map = page.locator('#burstlab-panel .burstlab-map').first();
   await expect(map).toContainText('8/8');
   await expect(map).toHaveAttribute('data-state', 'done');
-  await expect(map.locator('progress')).toHaveAttribute('value', '8');
+  await expect(map.locator('[role="progressbar"]')).toHaveAttribute('aria-valuenow', '8');
 
   // A budget set through the API shows with what is left.
   const put = await page.request.put('/burstlab/api/budgets/user/ui-tester', {
@@ -162,6 +173,8 @@ test('a fan-out shows in the panel with its progress', async () => {
   const budget = page.locator('#burstlab-panel .burstlab-budget');
   await expect(budget).toContainText('user: ui-tester');
   await expect(budget).toContainText('$5.00');
+  // The status bar counts down what the budget leaves.
+  await expect(page.locator('#burstlab-status')).toHaveText(/ · \$4\.\d\d left$/);
   await shot(page, 'lab.png');
   await shot(page.locator('#burstlab-panel'), 'panel.png');
 });
@@ -182,6 +195,7 @@ test('errors from the server are shown, not swallowed', async () => {
   );
   const panel = page.locator('#burstlab-panel');
   await panel.locator('.burstlab-session .burstlab-stop').first().click();
+  await page.locator('.jp-Dialog .jp-mod-accept').click();
   await expect(page.locator('.Toastify__toast', { hasText: 'session is busy: try again in a moment' })).toBeVisible();
   await expect(panel.locator('[data-section="maps"] .burstlab-error')).toHaveText('scheduler unreachable: tcp://x');
   await expect(panel.locator('.burstlab-session')).toHaveCount(2); // nothing was stopped
@@ -207,7 +221,8 @@ test('the agentCells setting sends agent cells to the notebook kernel instead', 
   const status = page.locator('#jp-main-statusbar');
   await expect(status).toContainText('| Idle', { timeout: 60000 });
   const c = page.locator('.jp-NotebookPanel').last().locator('.jp-Cell').nth(3);
-  await expect(c.locator('.burstlab-agent-badge')).toHaveText('agent');
+  await expect(c).toHaveAttribute('data-burstlab-agent', 'kernel');
+  expect(await badgeText(c)).toEqual('"agent"');
   await runCell(page, c);
   await expect(c.locator('.jp-OutputArea-output').last()).toContainText('True sandboxed');
 });

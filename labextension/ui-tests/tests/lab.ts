@@ -67,3 +67,40 @@ export async function api<T>(request: APIRequestContext, path: string): Promise<
   expect(r.ok(), `${path}: ${r.status()} ${await r.text()}`).toBeTruthy();
   return (await r.json()) as T;
 }
+
+/** The agent badge's text: the CSS `content` of the prompt's ::after, as the computed style gives it. */
+export async function badgeText(c: Locator): Promise<string> {
+  return c.locator('.jp-InputPrompt').evaluate(el => getComputedStyle(el, '::after').content);
+}
+
+/** The badge sits under the execution count, inside the prompt column, with AA contrast (4.5:1). */
+export async function expectBadgeBesidePrompt(c: Locator): Promise<void> {
+  const facts = await c.locator('.jp-InputPrompt').evaluate(el => {
+    const after = getComputedStyle(el, '::after');
+    const range = document.createRange();
+    range.selectNodeContents(el); // the count's text (the ::after box is not part of the range)
+    const text = range.getBoundingClientRect();
+    const box = el.getBoundingClientRect();
+    const rgb = (s: string) => (s.match(/[\d.]+/g) || []).map(Number);
+    const lum = (c: number[]) => {
+      const [r, g, b] = c.slice(0, 3).map(v => {
+        const x = v / 255;
+        return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4);
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const fg = lum(rgb(after.color));
+    const bg = lum(rgb(after.backgroundColor));
+    return {
+      contrast: (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05),
+      fontPx: parseFloat(after.fontSize),
+      promptHeight: box.height,
+      textBottom: text.bottom - box.top,
+      lineHeight: parseFloat(getComputedStyle(el).lineHeight) || 17
+    };
+  });
+  expect(facts.contrast, JSON.stringify(facts)).toBeGreaterThanOrEqual(4.5);
+  expect(facts.fontPx).toBeGreaterThanOrEqual(10);
+  // The prompt grew to hold the badge under the count: taller than the count's own line.
+  expect(facts.promptHeight, JSON.stringify(facts)).toBeGreaterThan(facts.lineHeight * 2);
+}
