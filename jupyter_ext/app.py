@@ -32,9 +32,9 @@ from .maxima import Maxima
 # The MCP server (jupyter_ext/mcp.py) is `jupyter burstlab mcp`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("burstlab.jupyter_ext.mcp.McpApp", "Serve the burstlab API to coding agents as an MCP server (stdio)."),
-    "kernelspecs": ("burstlab.jupyter_ext.kernelspecs.KernelspecsApp",
+    "kernelspecs": ("burstlab.remote_kernel.kernelspecs.KernelspecsApp",
                     "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
-    "kernelspecs": ("burstlab.jupyter_ext.kernelspecs.KernelspecsApp",
+    "kernelspecs": ("burstlab.remote_kernel.kernelspecs.KernelspecsApp",
                     "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
 }
 

@@ -21,8 +21,9 @@ The lifecycle maps one to one:
 - a session stopped by burstlab (the lab panel's Stop, a budget's hard stop, burstlab's idle
   timeout, the server's workspace closing): the server shuts the kernel down rather than restart it.
 
-In a Jupyter server with the burstlab extension the provisioner uses the server's workspace (found
-through the server's settings); elsewhere (a bare ``KernelManager``) the process's ``get_workspace()``.
+This module holds the mechanics; ``burstlab.workspace._provisioner.BurstlabProvisioner`` (the entry
+point) binds them to a workspace: in a Jupyter server with the burstlab extension the server's, found
+through the server's settings; elsewhere (a bare ``KernelManager``) the process's ``get_workspace()``.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def _connection(info: dict) -> dict:
     return out
 
 
-class BurstlabProvisioner(KernelProvisionerBase):
-    """Lease GPUs through the workspace and hand the lease's warm kernel to the kernel manager."""
+class GpuKernelProvisioner(KernelProvisionerBase):
+    """Lease GPUs through a workspace and hand the lease's warm kernel to the kernel manager (the workspace
+    layer binds the workspace: ``burstlab.workspace._provisioner.BurstlabProvisioner``)."""
 
     gpu = Unicode(
         "", help="The GPU spec this kernel holds, as `%%gpu` takes it (\"H100\", \"H100:2\", \"H100,A100\"). "
@@ -132,13 +134,11 @@ class BurstlabProvisioner(KernelProvisionerBase):
             if session is not None:
                 self.log.warning("burstlab: the %s session of kernel %s ended (%s); starting on a new lease",
                                  session.label, self.kernel_id, session.end_reason or session.lease.ended())
-            in_server = _server_workspace(self)
-            ws = in_server or _process_workspace()
+            ws = self._get_workspace()
             try:
-                session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook,
-                                                  reuse=False)
+                session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False)
             except BurstlabError as exc:
-                if in_server is None:
+                if self.server_settings() is None:
                     raise
                 raise _http_error(exc) from exc
             # The kernel manager talks to the kernel; the session's own client would only queue its output.
@@ -236,7 +236,21 @@ class BurstlabProvisioner(KernelProvisionerBase):
             self._exit = EXIT_STOPPED
 
     def _get_workspace(self):
-        return _server_workspace(self) or _process_workspace()
+        """The workspace that leases, meters and lists this kernel's GPUs: ``workspace/_provisioner.py``
+        binds it (this layer is below the workspace and does not import it)."""
+        raise NotImplementedError("use burstlab.workspace._provisioner.BurstlabProvisioner")
+
+    def server_settings(self) -> dict | None:
+        """The tornado settings of the Jupyter server this kernel manager belongs to; None outside one."""
+        obj = self.parent
+        for _ in range(6):
+            if obj is None:
+                return None
+            settings = getattr(getattr(obj, "web_app", None), "settings", None)
+            if settings is not None:
+                return settings
+            obj = getattr(obj, "parent", None)
+        return None
 
     async def _find_worker(self) -> str:
         lease = self._session.lease
@@ -316,26 +330,4 @@ def _exit_status(ended: dict | None) -> int:
     return EXIT_STOPPED
 
 
-def _server_workspace(provisioner) -> Any:
-    """The workspace of the Jupyter server this kernel manager belongs to, if it runs burstlab's extension."""
-    obj = provisioner.parent
-    for _ in range(6):
-        if obj is None:
-            return None
-        settings = getattr(getattr(obj, "web_app", None), "settings", None)
-        if settings is not None:
-            manager = settings.get("burstlab_manager")
-            return manager.ws if manager is not None else None
-        obj = getattr(obj, "parent", None)
-    return None
-
-
-def _process_workspace():
-    # The provisioner is a front door over the workspace (like the magics); this is its one upward
-    # import, made lazily so that importing the provisioner (the entry point) imports nothing above it.
-    from burstlab.workspace import get_workspace
-
-    return get_workspace()
-
-
-__all__ = ["NAME", "BurstlabProvisioner"]
+__all__ = ["NAME", "GpuKernelProvisioner"]

@@ -1,5 +1,8 @@
 """``jupyter burstlab kernelspecs install|list|remove``: the "Python 3 (burstlab · TYPE)" kernels.
 
+The subcommand is dispatched here by name (``SUBCOMMANDS`` in jupyter_ext/app.py), like the
+provisioner's entry point: kernelspecs are the provisioner's files, not workspace state.
+
 ``install`` reads the GPU inventory (the external scheduler's, with ``--scheduler`` or
 BURSTLAB_SCHEDULER; else this host's, NVML's or declared, which is what the embedded cluster would
 run), writes one kernelspec per GPU type and removes burstlab's kernelspecs for types that are gone,
@@ -14,7 +17,8 @@ from traitlets import Bool, Float, Unicode
 from traitlets.config import Application
 
 from burstlab.config import BurstLab
-from burstlab.remote_kernel import _kernelspecs
+
+from . import _kernelspecs
 
 _PLACE_FLAGS = {
     "user": ({"PlaceApp": {"user": True}}, "Under the user's Jupyter data folder (~/.local/share/jupyter/kernels)."),
@@ -23,16 +27,18 @@ _PLACE_FLAGS = {
 
 
 def inventory_types(config=None) -> list[str]:
-    """The GPU types the workspace has: the scheduler's when one is configured, else this host's."""
+    """The GPU types there are: the scheduler's when one is configured (``--scheduler``, BURSTLAB_SCHEDULER),
+    else this host's, NVML's or declared (what the embedded cluster runs)."""
     settings = BurstLab(config=config)
     if settings.scheduler:
-        from burstlab.workspace import Workspace
+        from distributed import Client
 
-        ws = Workspace(config=config, notebook="kernelspecs")
-        try:
-            return sorted({entry.type for entry in ws.hosts()})
-        finally:
-            ws.close()
+        from ._tls import security_for
+        from .cluster import inventory, slots
+
+        with Client(settings.scheduler, timeout="10s", set_as_default=False,
+                    security=security_for(settings.scheduler, settings.home)) as client:
+            return sorted({entry.type for entry in inventory(slots(client))})
     from burstlab.gpus import discover
 
     return sorted({gpu.type for gpu in discover(settings.declared_gpus)})
@@ -63,7 +69,7 @@ class InstallApp(PlaceApp):
     def start(self) -> None:
         types = inventory_types(self.config)
         if not types:
-            from burstlab.remote_kernel.lease import no_gpu_message
+            from .lease import no_gpu_message
 
             print(no_gpu_message(), file=sys.stderr)
             self.exit(1)
