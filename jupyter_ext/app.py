@@ -34,8 +34,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("burstlab.jupyter_ext.mcp.McpApp", "Serve the burstlab API to coding agents as an MCP server (stdio)."),
     "kernelspecs": ("burstlab.remote_kernel.kernelspecs.KernelspecsApp",
                     "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
-    "kernelspecs": ("burstlab.remote_kernel.kernelspecs.KernelspecsApp",
-                    "Install, list or remove the 'Python 3 (burstlab · TYPE)' kernelspecs (a notebook's kernel on a GPU)."),
 }
 
 
