@@ -1,9 +1,8 @@
 """A small async Jupyter-protocol client for one sandboxed kernel, over ZMQ ipc sockets.
 
 Written here rather than using jupyter_client's ``AsyncKernelClient`` for three reasons: the iopub
-socket gets ``ZMQ_MAXMSGSIZE`` and a small receive high-water mark before it connects (so one
-message can never exceed the output budget by much, and a flood waits in the sandbox's memory, not
-ours), ``execute`` keeps a running byte count of every message's encoded size (data, metadata,
+socket gets ``ZMQ_MAXMSGSIZE`` and a receive high-water mark before it connects (so one message can
+never exceed the output budget by much, and what waits on our side is bounded in bytes), ``execute`` keeps a running byte count of every message's encoded size (data, metadata,
 transient, comm messages, whatever their shape) and stops keeping output past the limit, and the
 sockets are opened safely: the socket files live in a dir the sandbox owns, so each is opened with
 ``O_PATH | O_NOFOLLOW``, checked to be a socket of the sandbox's uid, and connected through
@@ -35,7 +34,10 @@ _RICH = ("display_data", "execute_result", "update_display_data")
 MAX_TRACEBACK_LINES = 200
 MAX_ERROR_CHARS = 64 * 1024
 _OVERHEAD = 600  # the signature, header and parent header of a message: not counted against the output cap
-IOPUB_HWM = 8  # messages queued on our side; past it ZMQ stops reading and the kernel's side queues
+# What iopub may queue on our side, in bytes (as messages of the largest size allowed): past it ZMQ drops
+# new messages (a flood is dropped, not buffered in the supervisor's memory). The kernel's own send queue
+# is unbounded, in the sandbox's memory, so a burst we drain in time is not lost.
+IOPUB_QUEUE_BYTES = 96 * 1024 * 1024
 
 
 def open_socket(path: str, owner_uid: int | None) -> int:
@@ -116,12 +118,15 @@ class KernelClient:
 
         self.shell = sock(zmq.DEALER, ((zmq.MAXMSGSIZE, max_msg_bytes),))
         self.control = sock(zmq.DEALER)
-        self.iopub = sock(zmq.SUB, ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.RCVHWM, IOPUB_HWM), (zmq.SUBSCRIBE, b"")))
+        hwm = max(16, min(1000, IOPUB_QUEUE_BYTES // max_msg_bytes))
+        self.iopub = sock(zmq.SUB, ((zmq.MAXMSGSIZE, max_msg_bytes), (zmq.RCVHWM, hwm), (zmq.SUBSCRIBE, b"")))
+        self._iopub_sync = zmq.Socket.shadow(self.iopub.underlying)
         self._poller = zmq.asyncio.Poller()
         self._poller.register(self.shell, zmq.POLLIN)
         self._poller.register(self.iopub, zmq.POLLIN)
         self._connected = False
         self._closed = False
+        self._drain: asyncio.Future | None = None
 
     async def _connect(self, deadline: float, died: asyncio.Future) -> None:
         """Connect each socket once its file exists, through a pinned descriptor (see the module doc)."""
@@ -144,6 +149,8 @@ class KernelClient:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._drain is not None:
+                self._drain.cancel()
             for s in (self.shell, self.control, self.iopub):
                 s.close(linger=0)
             self.ctx.term()
@@ -158,6 +165,20 @@ class KernelClient:
             parts = await sock.recv_multipart()
         except zmq.ZMQError as exc:
             raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}); restart the sandbox.") from exc
+        return self._decode(parts)
+
+    def _recv_nowait(self, sock: zmq.Socket) -> dict | None:
+        """The next message already queued, or None (synchronous: draining a burst fast keeps the small
+        receive queue from overflowing)."""
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}); restart the sandbox.") from exc
+        return self._decode(parts)
+
+    def _decode(self, parts: list[bytes]) -> dict:
         size = sum(len(p) for p in parts)
         try:
             _, parts = self.session.feed_identities(parts)
@@ -202,11 +223,14 @@ class KernelClient:
                 if m is None:
                     break
                 got_iopub = True
+        self._start_drain()
 
     async def interrupt(self) -> None:
         self.session.send(self.control, self.session.msg("interrupt_request", {}))
 
     def send_execute(self, code: str) -> str:
+        if self._drain is not None:
+            self._drain.cancel()  # now, before the request goes out: none of this cell's output is drained
         msg = self.session.msg("execute_request", {
             "code": code, "silent": False, "store_history": True, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True,
@@ -214,18 +238,52 @@ class KernelClient:
         self.session.send(self.shell, msg)
         return msg["header"]["msg_id"]
 
+    # -- between runs, iopub is drained (and dropped), so an idle sandbox's flood never sits in our memory --
+    def _start_drain(self) -> None:
+        if not self._closed and (self._drain is None or self._drain.done()):
+            self._drain = asyncio.ensure_future(self._drain_loop())
+
+    async def _stop_drain(self) -> None:
+        task, self._drain = self._drain, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _drain_loop(self) -> None:
+        while not self._closed:
+            try:
+                if not await self.iopub.poll(1000):
+                    continue
+                for _ in range(1000):
+                    self._iopub_sync.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:  # drained
+                pass
+            except zmq.ZMQError:  # closed
+                return
+            await asyncio.sleep(0)
+
     async def collect(self, msg_id: str, col: Collected, deadline: float, died: asyncio.Future,
                       abort: Callable[[], bool] = lambda: False) -> str:
+        """Gather ``msg_id``'s output into ``col`` (see ``_collect``); iopub is drained again afterwards."""
+        await self._stop_drain()
+        try:
+            return await self._collect(msg_id, col, deadline, died, abort)
+        finally:
+            self._start_drain()
+
+    async def _collect(self, msg_id: str, col: Collected, deadline: float, died: asyncio.Future,
+                       abort: Callable[[], bool] = lambda: False) -> str:
         """Gather ``msg_id``'s output into ``col``; returns how it ended: "done", "timeout", "died" or
         "abort" (``abort()`` is asked every 0.1 s at most, e.g. whether the pids limit was hit)."""
         reply_at: float | None = None
+        heard = time.monotonic()  # when iopub last had something for us
         while not (col.reply and col.idle):
             now = time.monotonic()
             if died.done():
                 return "died"
             if abort():
                 return "abort"
-            if reply_at is not None and now - reply_at > 0.5:
+            if reply_at is not None and now - max(reply_at, heard) > 0.5:
                 break  # the idle status was lost (e.g. an over-size message reset iopub): the reply suffices
             if now >= deadline:
                 return "timeout"
@@ -235,8 +293,9 @@ class KernelClient:
             except zmq.ZMQError as exc:
                 raise SandboxError(f"Lost the connection to the sandbox kernel ({exc}).") from exc
             if self.iopub in ready:
-                while True:
-                    m = await self._recv(self.iopub, 0)
+                heard = time.monotonic()
+                for _ in range(1000):  # then look at the clock again: a flood must not outlast the deadline
+                    m = self._recv_nowait(self._iopub_sync)
                     if m is None:
                         break
                     if m["parent_header"].get("msg_id") == msg_id:

@@ -128,7 +128,21 @@ def start_kernel(spec: dict) -> None:
     os.environ.clear()
     os.environ.update(spec["env"])
     os.chdir(spec["cwd"])
+    import zmq
     from ipykernel.kernelapp import IPKernelApp
+
+    # No send high-water mark on the kernel's PUB sockets (iopub): the supervisor reads with a small
+    # receive queue (its memory stays bounded), so a backlog waits here, in the sandbox's own memory
+    # (its cgroup limit), instead of being dropped when the supervisor falls behind.
+    new_socket = zmq.Context.socket
+
+    def socket(self, socket_type, *args, **kwargs):
+        sock = new_socket(self, socket_type, *args, **kwargs)
+        if socket_type == zmq.PUB:
+            sock.setsockopt(zmq.SNDHWM, 0)
+        return sock
+
+    zmq.Context.socket = socket
 
     app = IPKernelApp.instance()
     app.initialize([
