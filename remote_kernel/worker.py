@@ -137,7 +137,8 @@ def run_worker(scheduler: str, declared: str = "", nthreads: int = 2, host: str 
         deadline = time.monotonic() + give_up
         while not stopping.is_set():  # the scheduler may not be up yet: wait for it as for a restart
             try:
-                label = host_label(hostname, address, await _taken_host_labels(scheduler, connect_timeout))
+                wait = max(1.0, min(connect_timeout, deadline - time.monotonic()))
+                label = host_label(hostname, address, await _taken_host_labels(scheduler, wait))
                 break
             except (OSError, TimeoutError) as exc:
                 if time.monotonic() > deadline:

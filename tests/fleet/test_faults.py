@@ -15,6 +15,8 @@ from burstlab.examples.fleet import ADDRS, wait_for
 
 from .conftest import wait_workers
 
+pytestmark = pytest.mark.slow
+
 LOST_AFTER = 2.0  # the tests' host_lost_timeout (the default, 10 s, is checked below)
 
 
@@ -146,3 +148,16 @@ def test_same_hostname_twice_and_two_simultaneous_requests(fleet, ws):
             s.stop()
     finally:
         fleet.stop("gpuB-second")
+
+
+def test_worker_gives_up_on_an_unreachable_scheduler_with_a_clear_error(fleet):
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    proc = subprocess.run(["ip", "netns", "exec", "gpuB", sys.executable, "-m", "burstlab", "worker",
+                           "tls://10.250.13.99:8786", "--declare", "H100:1", "--give-up", "2"],
+                          env=fleet.env("gpuB"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "cannot reach the scheduler at tls://10.250.13.99:8786" in proc.stderr, proc.stderr[-2000:]
+    assert time.monotonic() - started < 40

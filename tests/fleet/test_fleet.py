@@ -141,3 +141,21 @@ def test_a_client_without_a_certificate_cannot_talk_to_the_scheduler(fleet, note
     assert "connected" not in results.values(), results
     assert time.monotonic() - started < 60
     assert notebook.hosts()  # the scheduler is still serving the notebook, which has the certificate
+
+
+def test_ctrl_c_interrupts_the_remote_cell_and_keeps_state(notebook):
+    import _thread
+    import threading
+
+    session = notebook.session("H100")
+    session.execute_sync("kept = 'yes'")
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # Ctrl-C in the cell's (this) thread
+    timer.start()
+    started = time.monotonic()
+    try:
+        ex = session.execute_sync("import time\nfor _ in range(300): time.sleep(0.1)")
+    finally:
+        timer.join()
+    assert ex.error is not None and ex.error.ename == "KeyboardInterrupt"
+    assert time.monotonic() - started < 10
+    assert session.execute_sync("kept").text == "'yes'"

@@ -24,6 +24,7 @@ SPEC_CLUSTER = {
 }
 
 
+@pytest.mark.slow
 def test_a_cluster_manager_scales_gpu_workers_from_zero_and_back(tmp_path):
     ws = burstlab.Workspace(cluster=SPEC_CLUSTER, worker_templates={"H100": {"max": 2}}, worker_idle_timeout=1.0,
                             home=str(tmp_path), notebook="managed.ipynb")
