@@ -174,7 +174,7 @@ class GpuMagics(Magics):
             print(f"[burstlab: packages on {session.host} differ from this notebook's.{hint}]\n"
                   f"{session.prepared.report}", file=sys.stderr)
         if args.sync_dir:
-            from burstlab.remote_kernel.files import upload
+            from burstlab.workspace import upload
 
             done = upload(session, args.sync_dir)
             print(f"[--sync-dir {args.sync_dir}: {done}]", file=sys.stderr)
@@ -344,7 +344,7 @@ class GpuMagics(Magics):
 
     def _transfer(self, verb: str, rest):
         """``%gpu upload PATH [--to DIR] [SPEC]`` / ``%gpu download PATH [--to PATH] [SPEC]``."""
-        from burstlab.remote_kernel import files
+        from burstlab import workspace as files  # upload/download, from remote_kernel through the workspace
 
         to = None
         if "--to" in rest:

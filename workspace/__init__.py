@@ -14,9 +14,10 @@ from .workspace import Workspace, default_notebook, get_workspace, no_gpu_messag
 
 _default.provide(get_workspace)  # fan-out, below this layer, reaches the process's workspace through the core
 
-# The sandbox vocabulary front doors need (sizes and limits), from the sandbox package through this one, loaded
-# on first use (importing the sandbox package costs ~0.4 s, and a %%gpu notebook never needs it).
-_LAZY = {"Limits": "burstlab.sandbox", "format_size": "burstlab.sandbox._limits", "parse_size": "burstlab.sandbox"}
+# What front doors need from the leaves, through this package, loaded on first use (importing the sandbox package
+# costs ~0.4 s, and a %%gpu notebook never needs it): the sandbox's sizes and limits; files to and from a session.
+_LAZY = {"Limits": "burstlab.sandbox", "format_size": "burstlab.sandbox._limits", "parse_size": "burstlab.sandbox",
+         "download": "burstlab.remote_kernel.files", "upload": "burstlab.remote_kernel.files"}
 
 
 def __getattr__(name: str):
@@ -30,5 +31,5 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["Limits", "Workspace", "default_notebook", "format_size", "get_workspace", "group_usage", "no_gpu_message",
-           "parse_size", "usage", "write_csv"]
+__all__ = ["Limits", "Workspace", "default_notebook", "download", "format_size", "get_workspace", "group_usage",
+           "no_gpu_message", "parse_size", "upload", "usage", "write_csv"]
