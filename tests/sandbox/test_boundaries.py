@@ -228,3 +228,44 @@ except OSError as e:
             total += sum(os.lstat(os.path.join(root, f)).st_size for f in files)
         assert total < 4 * LOG_SIZE
         assert sb.run("print('still here')").outputs[0].text == "still here\n"
+
+
+def test_an_endless_flood_still_ends_at_the_timeout():
+    with Sandbox(timeout=3, memory="1GiB") as sb:
+        t0 = time.monotonic()
+        r = sb.run("""
+from jupyter_client.session import Session
+k = get_ipython().kernel
+parent = k.get_parent("shell")
+while True:
+    Session.send(k.session, k.iopub_socket, "display_data", {"data": {"text/plain": "x" * 1000}}, parent=parent)
+""")
+        assert r.error is not None and r.error.ename == "SandboxTimeout"
+        assert time.monotonic() - t0 < 3 + 2 + 5  # timeout + grace + slack
+        assert _kept_bytes(r) <= 4 * 2**20 + 2**20
+
+
+def test_a_flood_between_runs_is_dropped_not_kept_in_the_supervisor():
+    with Sandbox(timeout=20, memory="2GiB") as sb:
+        sb.run("1")
+        rss0 = _rss_bytes()
+        sb.run("""
+import threading
+k = get_ipython().kernel
+msg = k.session.msg("display_data", {"data": {"text/plain": "x"}, "metadata": {"p": "A" * 4 * 2**20}},
+                    parent=k.get_parent("shell"))
+frames = k.session.serialize(msg)
+done = threading.Event()
+def flood():
+    done.wait(0.2)
+    for i in range(60):  # ~250 MiB while no run is collecting
+        k.iopub_socket.send_multipart(frames)
+    done.set()
+threading.Thread(target=flood).start()
+""")
+        deadline = time.monotonic() + 20
+        while sb.run("done.is_set()").outputs[0].data["text/plain"] != "True" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _rss_bytes() - rss0 < 128 * 2**20
+        r = sb.run("print('next')")
+        assert r.outputs[0].text == "next\n" and len(r.outputs) == 1  # the old flood is not this run's output
