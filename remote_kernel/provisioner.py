@@ -39,7 +39,7 @@ from typing import Any
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
-from burstlab.errors import BudgetExceeded, BurstlabError, CapacityError, GpuSpecError, NoGpuError, SessionLostError
+from burstlab.errors import BurstlabError, GpuSpecError, SessionLostError, http_status
 
 from . import _held
 
@@ -312,16 +312,13 @@ class GpuKernelProvisioner(KernelProvisionerBase):
         return True
 
 
-# A Jupyter server answers a kernel start that raised anything but an HTTPError with "Unhandled error" and no
-# text; JupyterLab shows an HTTPError's message in its "Error Starting Kernel" dialog. The one translation table.
-_STATUS = ((GpuSpecError, 400), (BudgetExceeded, 402), (CapacityError, 409), (NoGpuError, 409))
-
-
 def _http_error(exc: BurstlabError):
+    """A Jupyter server answers a kernel start that raised anything but an HTTPError with "Unhandled error" and
+    no text; JupyterLab shows an HTTPError's message in its "Error Starting Kernel" dialog. The status is the
+    one table's (burstlab.errors.HTTP_STATUS)."""
     from tornado.web import HTTPError
 
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 503)
-    return HTTPError(status, str(exc).replace("%", "%%"), reason=type(exc).__name__)
+    return HTTPError(http_status(exc), str(exc).replace("%", "%%"), reason=type(exc).__name__)
 
 
 def _exit_status(ended: dict | None) -> int:

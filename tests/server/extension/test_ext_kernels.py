@@ -13,6 +13,12 @@ from burstlab.remote_kernel import _kernelspecs
 
 
 @pytest.fixture
+def jp_server_config(jp_server_config):
+    # The server's restarter notices a dead kernel within a second (default 3 s), to keep these tests short.
+    return {**jp_server_config, "KernelRestarter": {"time_to_dead": 1.0}}
+
+
+@pytest.fixture
 def kernelspecs(jp_environ):
     """burstlab's kernelspecs in the test's Jupyter data folder (`kernelspecs install --user`)."""
     _kernelspecs.install(["H100", "A100"], user=True)
@@ -106,7 +112,7 @@ async def test_notebook_on_a_gpu_kernel(kernelspecs, jp_fetch, jp_ws_fetch, api,
 
 
 async def test_what_burstlab_stops_the_server_shuts_down(kernelspecs, jp_fetch, jp_ws_fetch, api, jp_serverapp):
-    """The panel's Stop, burstlab's idle timeout and the server stopping: the kernel is shut down (not
+    """The panel's Stop, a budget, burstlab's idle timeout and the server stopping: the kernel is shut down (not
     restarted on another GPU), the GPU released, the interval closed."""
     from burstlab.billing import open_ledger
 
@@ -143,7 +149,16 @@ async def test_what_burstlab_stops_the_server_shuts_down(kernelspecs, jp_fetch, 
     await _wait_for(kernel_gone(kernel_id), timeout=15, what="the server to shut the stopped kernel down")
     assert record(kernel_id).stop_ns is not None
 
-    # 2. burstlab's idle timeout, fed by the server's record of the kernel's last activity.
+    # 2. A budget's hard stop (set below what the notebook has spent: it stops at once).
+    kernel_id = await start("burstlab-a100")
+    ws.set_budget("notebook", f"kernel-{kernel_id}", 0.000001)
+    try:
+        await _wait_for(kernel_gone(kernel_id), timeout=15, what="the server to shut the over-budget kernel down")
+    finally:
+        ws.remove_budget("notebook", f"kernel-{kernel_id}")
+    assert record(kernel_id).stop_ns is not None
+
+    # 3. burstlab's idle timeout, fed by the server's record of the kernel's last activity.
     saved = ws.config.idle_timeout
     kernel_id = await start("burstlab-h100")
     reply, out = await _execute(jp_ws_fetch, kernel_id, "print(1 + 1)")
@@ -157,7 +172,7 @@ async def test_what_burstlab_stops_the_server_shuts_down(kernelspecs, jp_fetch, 
     code, listing = await api("GET", "sessions")
     assert listing["sessions"] == []
 
-    # 3. The server stopping releases every GPU kernel.
+    # 4. The server stopping releases every GPU kernel.
     kernel_ids = [await start("burstlab-h100"), await start("burstlab-a100")]
     sessions = [jp_serverapp.kernel_manager.get_kernel(k).provisioner.session_id for k in kernel_ids]
     pids = [ws.get_session(s).lease.kernel_pid for s in sessions]
