@@ -57,9 +57,10 @@ def test_sync_dir_upload_and_download(shell, tmp_path, monkeypatch):
     (data / "train.csv").write_text("a,b\n1,2\n")
     host_dir = tmp_path / "host"
     host_dir.mkdir()
-    result, out = run(shell, f"%%gpu H100 --sync-dir {data} --quiet\nimport os\nos.chdir({str(host_dir)!r})")
+    result, out = run(shell, f"%%gpu H100 --quiet\nimport os\nos.chdir({str(host_dir)!r})")  # its work dir
+    result, out = run(shell, f"%%gpu H100 --sync-dir {data} --quiet\nopen('out.txt', 'w').write('done')")
     assert "--sync-dir" in out.stderr and result.error_in_exec is None, out.stderr
-    result, out = run(shell, "%%gpu H100 --quiet\nopen('out.txt', 'w').write('done'); sorted(os.listdir('.'))")
+    assert (host_dir / "data" / "train.csv").read_text() == "a,b\n1,2\n"
     result, out = run(shell, f"%gpu upload {data} --to inputs/")
     assert "Uploaded 1 file" in out.stdout, out.stdout
     result, out = run(shell, "%%gpu H100 --quiet\nopen('inputs/data/train.csv').read()")
