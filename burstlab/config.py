@@ -11,8 +11,11 @@ import getpass
 import os
 from pathlib import Path
 
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
+
+
+ENVIRONMENT_MODES = ("off", "check", "sync", "strict")
 
 
 class BurstLab(Configurable):
@@ -88,11 +91,30 @@ class BurstLab(Configurable):
         "are released and the meter closes at the last answer. 0 disables the check."
     ).tag(config=True)
 
+    environment = Unicode(
+        "check", help="What a new GPU session does with the notebook's environment before its first cell: "
+        "'check' compares the distributions the notebook imported with the host's (once per host and environment) "
+        "and shows what differs; 'sync' also ships the pure-Python ones and the .py modules beside the notebook "
+        "(cached on the host by content hash); 'strict' refuses to start when anything differs; 'off' skips it. "
+        "%%gpu --sync / --strict choose per cell. Default: $BURSTLAB_ENVIRONMENT or 'check'."
+    ).tag(config=True)
+
     rates = Dict(
         help="Per-second prices in US dollars, merged over the defaults in burstlab.billing.rates: per GPU-second "
         "by GPU type (e.g. {'H100': 0.001097}), 'CPU' per CPU-second and 'MEM' per GiB-second of a sandbox's "
         "memory limit. Each interval keeps the rate it opened with. Default: $BURSTLAB_RATES (JSON) or {}."
     ).tag(config=True)
+
+    @default("environment")
+    def _environment_default(self):
+        return os.environ.get("BURSTLAB_ENVIRONMENT") or "check"
+
+    @validate("environment")
+    def _check_environment(self, proposal):
+        if proposal["value"] not in ENVIRONMENT_MODES:
+            raise TraitError(f"c.BurstLab.environment must be one of {', '.join(ENVIRONMENT_MODES)}, "
+                             f"not {proposal['value']!r}.")
+        return proposal["value"]
 
     @default("idle_timeout")
     def _idle_default(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -22,8 +23,34 @@ from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, S
 
 
 def default_notebook() -> str:
-    """What usage is attributed to: the notebook's path when Jupyter tells us, else this process."""
-    return os.environ.get("JPY_SESSION_NAME") or os.environ.get("BURSTLAB_NOTEBOOK") or f"pid-{os.getpid()}"
+    """What usage is attributed to: the notebook's path when Jupyter tells us (``JPY_SESSION_NAME``), the name
+    set in ``BURSTLAB_NOTEBOOK``, the notebook that the process which started this kernel is executing
+    (``jupyter nbconvert --execute``, ``papermill``), else this process."""
+    return (os.environ.get("JPY_SESSION_NAME") or os.environ.get("BURSTLAB_NOTEBOOK") or _notebook_of_parent()
+            or f"pid-{os.getpid()}")
+
+
+def _notebook_of_parent() -> str | None:
+    """The one ``.ipynb`` named on the command line of the process that started this kernel, if any.
+
+    nbclient (under nbconvert and papermill) starts the kernel with the notebook's folder as its working
+    directory but does not pass the notebook's name; its parent's command line has it."""
+    if "ipykernel" not in sys.modules:
+        return None
+    try:
+        import psutil
+
+        parent = psutil.Process(os.getppid())
+        notebooks = [a for a in parent.cmdline()[1:] if a.endswith(".ipynb")]
+        if len(notebooks) != 1:
+            return None
+        path = os.path.join(parent.cwd(), notebooks[0])
+    except Exception:  # the parent is gone or not ours to read: fall back to the process id
+        return None
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
 
 
 class Workspace:
@@ -130,9 +157,36 @@ class Workspace:
     # -- sessions -------------------------------------------------------------------------------
 
     def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *, user: str | None = None,
-                notebook: str | None = None, reuse: bool = True):
+                notebook: str | None = None, reuse: bool = True, env: dict | None = None,
+                secrets: list[str] | None = None, environment: str | None = None):
         """The session for ``spec``: this notebook's running one (``reuse``), or a new one holding fresh
-        GPUs. ``user``/``notebook`` attribute it (the server passes its caller's)."""
+        GPUs. ``user``/``notebook`` attribute it (the server passes its caller's).
+
+        ``env`` and ``secrets`` (names, read here) are set in the kernel; ``environment`` ("off", "check",
+        "sync", "strict"; default ``c.BurstLab.environment``) says what to do about the notebook's packages and
+        the modules beside it (docs/environment.md). What was found is in ``session.prepared``."""
+        session = self._session(spec, wait, user=user, notebook=notebook, reuse=reuse)
+        mode = environment or ("off" if self.origin == "server" else self.config.environment)
+        if mode not in ("off", "check", "sync", "strict"):
+            raise GpuSpecError(f"environment={mode!r}: use 'off', 'check', 'sync' or 'strict'.")
+        fresh = session.prepared is None
+        if env or secrets or (mode != "off" and (fresh or mode in ("sync", "strict"))):
+            from burstlab.remote_kernel.prepare import prepare
+
+            try:
+                session.prepared = prepare(session, env=env, secrets=secrets, sync=mode == "sync",
+                                           strict=mode == "strict", check=mode != "off")
+            except BaseException:
+                if fresh:  # a session that cannot be made ready is not left holding GPUs
+                    session.stop("its environment could not be prepared")
+                raise
+        elif fresh:
+            from burstlab.remote_kernel.prepare import Prepared
+
+            session.prepared = Prepared()
+        return session
+
+    def _session(self, spec, wait: float, *, user: str | None, notebook: str | None, reuse: bool):
         from burstlab.remote_kernel import registry
         from burstlab.remote_kernel.lease import acquire
         from burstlab.remote_kernel.session import GpuSession
@@ -491,6 +545,8 @@ def _close_at_shutdown(ws: Workspace) -> None:
     closed (``ClosedClientError``) and its leases' callbacks refused ("cannot schedule new futures after
     interpreter shutdown"). ``close`` is idempotent, so a workspace closed by hand makes the hook a no-op.
     """
+    import concurrent.futures.thread  # noqa: F401  its own exit hook first, so that ours runs before it (LIFO)
+
     try:
         threading._register_atexit(ws.close)  # the hook concurrent.futures itself uses (Python >= 3.9)
     except (AttributeError, RuntimeError):  # RuntimeError: the interpreter is already shutting down
