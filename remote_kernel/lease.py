@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
-from burstlab.errors import BurstlabError, CapacityError, NoGpuError, SessionLostError
-from burstlab.gpus import parse_gpu_spec
+from burstlab.errors import BurstlabError, CapacityError, GpuSpecError, NoGpuError, SessionLostError
+from burstlab.gpus import impossible_count_message, parse_gpu_spec
 from burstlab.wire import GpuRequest, GpuSpec
 
 from . import _held
@@ -156,6 +157,20 @@ class Lease:
         return False
 
 
+def _refuse_impossible(spec: GpuSpec, all_slots: list[Slot]) -> None:
+    """A spec none of whose choices any host could hold even with every GPU free fails at once (never waits)."""
+    most: dict[str, int] = {}
+    for host_type, n in Counter((s.host, s.type) for s in all_slots).items():
+        most[host_type[1]] = max(most.get(host_type[1], 0), n)
+    present = [c for c in spec.choices if c.type in most]
+    if present and all(c.count > most[c.type] for c in present):
+        request = present[0]
+        n = most[request.type]
+        ask = f"Ask for `%%gpu {request.type}:{n}` or fewer" if n > 1 else f"Ask for `%%gpu {request.type}`"
+        fix = ask + ", or add a host that has more."
+        raise GpuSpecError(impossible_count_message(request, most[request.type], per="host", fix=fix))
+
+
 def _choose(free: list[Slot], request: GpuRequest) -> list[Slot] | None:
     """``request.count`` free slots of the requested type on one host, or None."""
     by_host: dict[str, list[Slot]] = {}
@@ -173,7 +188,8 @@ def capacity_message(spec: GpuSpec, all_slots: list[Slot]) -> str:
     for entry in inventory(all_slots):
         if any(c.type == entry.type for c in spec.choices):
             parts.append(f"{entry.count} {entry.type} {entry.source} on {entry.host}, {entry.count - entry.free} held")
-    first = spec.choices[0].type
+    present = {s.type for s in all_slots}
+    first = next((c.type for c in spec.choices if c.type in present), spec.choices[0].type)
     others = sorted({s.type for s in all_slots} - {c.type for c in spec.choices})
     hint = f", or ask for {others[0]}" if others else ""
     return (
@@ -215,6 +231,7 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
         if not all_slots:
             raise NoGpuError(no_gpu_message(client))
         parse_gpu_spec(spec, available={s.type for s in all_slots})  # raises, listing the types there are
+        _refuse_impossible(spec, all_slots)
         free = [s for s in all_slots if not s.busy]
         for request in spec.choices:
             chosen = _choose(free, request)
