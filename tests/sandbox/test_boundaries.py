@@ -245,7 +245,7 @@ while True:
         assert _kept_bytes(r) <= 4 * 2**20 + 2**20
 
 
-def test_a_flood_between_runs_is_dropped_not_kept_in_the_supervisor():
+def test_a_flood_from_a_background_thread_is_bounded_in_the_supervisor():
     with Sandbox(timeout=20, memory="2GiB") as sb:
         sb.run("1")
         rss0 = _rss_bytes()
@@ -260,15 +260,20 @@ def flood():
     done.wait(0.2)
     for i in range(60):  # ~250 MiB while no run is collecting
         k.iopub_socket.send_multipart(frames)
-    done.set()
+    open("/home/user/flood-done", "w").close()
 threading.Thread(target=flood).start()
 """)
-        def flood_done() -> bool:  # (a run during the flood counts it against its own budget, and may lose its result)
-            return any(o.data.get("text/plain") == "True" for o in sb.run("done.is_set()").outputs)
-
-        deadline = time.monotonic() + 20
-        while not flood_done() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _rss_bytes() - rss0 < 128 * 2**20
-        r = sb.run("print('next')")
-        assert r.outputs[0].text == "next\n" and len(r.outputs) == 1  # the old flood is not this run's output
+        marker = os.path.join(sb.state_dir, "fs", "home", "flood-done")  # watched from outside: no run meanwhile
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(marker)
+        # the kernel may still be pushing the flood out: a run meanwhile counts it against its own budget (and
+        # says so); once it is through, a run is clean again, and the supervisor never held more than its bound
+        deadline = time.monotonic() + 30
+        while True:
+            assert _rss_bytes() - rss0 < 128 * 2**20
+            r = sb.run("print('next')")
+            if [o.text for o in r.outputs] == ["next\n"] or time.monotonic() > deadline:
+                break
+        assert [o.text for o in r.outputs] == ["next\n"]
