@@ -13,6 +13,7 @@ hot path is per input on this side: a chunk is a range of indices and a list, it
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import queue
 import time
@@ -71,6 +72,13 @@ def pickle_function(fn: Any) -> bytes:
 
 
 def pickle_items(indices, values: list) -> bytes:
+    for index, value in zip(indices, values):
+        if isinstance(value, io.IOBase):  # cloudpickle would send a copy of its contents (a StringIO), not the file
+            name = getattr(value, "name", None)
+            raise FanoutError(
+                f"Input #{index} is an open file{f' ({name})' if isinstance(name, str) else ''}: a file handle "
+                "cannot travel to the workers. Pass its path (and open it inside the function), or its contents."
+            )
     try:
         return dumps(values)
     except Exception:
@@ -512,7 +520,7 @@ class MapRun(MapStatus):
             self.client.cancel(futures, force=True)
             if self.resource != CPU:
                 time.sleep(0.3)
-                self.client.run(_stop_if_executing, keys, on_error="ignore", wait=False)  # a worker that exits never answers
+                self.client.run(_stop_if_executing, keys, on_error="ignore")
         except Exception:
             pass
 

@@ -115,3 +115,11 @@ def test_readme_first_command_from_a_fresh_clone_prints_no_warning(tmp_path):
     assert flagged == ["ZeroDivisionError                         Traceback (most recent call last)"], flagged
     assert "ZeroDivisionError: division by zero" in run.stdout
     assert "[text/html]" not in run.stdout and "Out: sum on the GPU host: 499,999,500,000  (text/html)" in run.stdout
+
+
+def test_an_open_file_as_a_map_input_is_named(ws):
+    with open("/etc/hostname") as handle:
+        with pytest.raises(burstlab.FanoutError) as info:
+            burstlab.map(lambda x: x, [1, handle], workspace=ws, progress=False)
+    assert str(info.value) == ("Input #1 is an open file (/etc/hostname): a file handle cannot travel to the "
+                               "workers. Pass its path (and open it inside the function), or its contents.")
