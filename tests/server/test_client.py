@@ -149,6 +149,23 @@ def test_hosts_sessions_and_usage(service, alice):
     assert "cost_microusd" in report["totals"]
 
 
+def test_the_services_sandboxes_come_from_its_workspaces_pool(alice):
+    """POST sandboxes takes a started sandbox from the workspace's pool once it has filled (the ledger says so)."""
+    deadline = time.monotonic() + 60
+    pooled = False
+    while not pooled:
+        assert time.monotonic() < deadline, "no sandbox came from the service's pool within 60 s"
+        with alice.sandbox(timeout=10, notebook="pool-door") as sb:
+            assert sb.run("6 * 7").text == "42"
+            sandbox_id = sb.id
+        rows = [r for r in alice.usage(notebook="pool-door", kind="sandbox")]
+        assert rows and all(r.user == "alice" for r in rows)
+        pooled = any(r.detail.get("pooled") for r in rows)
+        if not pooled:
+            time.sleep(0.2)  # the pool fills in the background after the first request
+    assert sandbox_id not in {s.id for s in alice.sandboxes()}  # closed, and billed no further
+
+
 def test_remote_workspace_starts_a_session_and_executes_on_it_like_the_workspace(service, alice):
     """RemoteWorkspace has burstlab.Workspace's verbs: session, list_sessions, get_session, stop_session."""
     from burstlab.errors import CapacityError, NotFoundError
