@@ -99,7 +99,7 @@ class Manager:
 
     def _cluster_up(self) -> bool:
         """Whether a Dask cluster exists yet; before it does there are no sessions or maps to list."""
-        return getattr(self.ws, "_client", None) is not None or bool(self.ws.config.scheduler)
+        return self.ws.connected
 
     async def list_sessions(self, user: str) -> dict:
         if not self._cluster_up():

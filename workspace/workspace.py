@@ -148,6 +148,12 @@ class Workspace:
                              "this notebook uses its own embedded cluster, which the lab does not see]\n")
             return ""
 
+    @property
+    def connected(self) -> bool:
+        """Whether this workspace has its Dask client already (or names a scheduler to join): before that, it
+        holds no session and sees no map, and asking would start the embedded cluster."""
+        return self._client is not None or bool(self.config.scheduler)
+
     def hosts(self) -> list[GpuInventoryEntry]:
         """GPU inventory: type, host, count, free, and whether found through NVML or declared."""
         from burstlab.remote_kernel.cluster import inventory, slots
