@@ -294,6 +294,20 @@ def test_the_core_imports_only_the_core():
     assert set(eval(loaded)) == CORE_MODULES, loaded
 
 
+def test_fanout_gets_the_workspace_handed_down():
+    """Fan-out sits below the workspace: it reaches the process's workspace through burstlab._default, which the
+    workspace package fills when imported (the facade imports it before any lazy name)."""
+    import subprocess
+    import sys
+
+    code = ("import burstlab.fanout, burstlab._default as d, sys\n"
+            "try:\n    d.default_workspace()\nexcept burstlab.BurstlabError as e:\n    print('refused:', e)\n"
+            "assert 'burstlab.workspace' not in sys.modules\n"
+            "import burstlab\nburstlab.map\nimport burstlab.workspace as w\nprint(d._factory is w.get_workspace)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "refused: No workspace is loaded" in out and "pass workspace=" in out and out.strip().endswith("True")
+
+
 def test_front_doors_use_only_the_workspace_and_the_core():
     seen, bad = set(), []
     for module, path, target in _edges():
