@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import io
 import itertools
+import pickle
 import queue
 import time
 import uuid
@@ -72,7 +73,11 @@ def pickle_function(fn: Any) -> bytes:
 
 
 def pickle_items(indices, values: list) -> bytes:
-    for index, value in zip(indices, values):
+    try:
+        return pickle.dumps(values, protocol=5)  # the fast path: nothing per input here
+    except Exception:
+        pass
+    for index, value in zip(indices, values):  # the C pickler refused something: an open file is named first
         if isinstance(value, io.IOBase):  # cloudpickle would send a copy of its contents (a StringIO), not the file
             name = getattr(value, "name", None)
             raise FanoutError(
