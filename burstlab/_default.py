@@ -1,7 +1,7 @@
 """The process's default workspace, as the layers below the workspace reach it.
 
-Fan-out (``burstlab.map(fn, xs)`` with no ``workspace=``) needs the process's workspace, but sits below it and
-must not import it. The workspace package hands its ``get_workspace`` down here when it is imported (and the
+Fan-out (``burstlab.map(fn, xs)`` with no ``workspace=``) and a sandbox made directly (``burstlab.Sandbox()``,
+metered by the process's workspace) need it, but sit below it and must not import it. The workspace package hands its ``get_workspace`` down here when it is imported (and the
 ``burstlab`` facade imports it before any name that needs it), so the dependency is passed down, not reached up for.
 """
 
@@ -20,6 +20,11 @@ def provide(factory: Callable[[], Any]) -> None:
     _factory = factory
 
 
+def provided() -> bool:
+    """Whether the workspace layer is loaded in this process (it hands its ``get_workspace`` down on import)."""
+    return _factory is not None
+
+
 def default_workspace() -> Any:
     """The process's workspace (made on first use), for code below the workspace layer."""
     if _factory is None:
@@ -30,4 +35,4 @@ def default_workspace() -> Any:
     return _factory()
 
 
-__all__ = ["default_workspace", "provide"]
+__all__ = ["default_workspace", "provide", "provided"]

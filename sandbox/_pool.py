@@ -30,7 +30,7 @@ class SandboxPool:
         if not isinstance(size, int) or size < 1:
             raise SandboxError(f"size={size!r}: a pool holds at least 1 sandbox, e.g. SandboxPool(size=4).")
         # validated now, with the same rules as a Sandbox's (an error here, not in a background task)
-        probe = Sandbox(network=network, sandbox_idle_timeout=sandbox_idle_timeout, **sandbox_kwargs)
+        probe = Sandbox(network=network, sandbox_idle_timeout=sandbox_idle_timeout, meter=None, **sandbox_kwargs)
         self.size = size
         self.network = probe.network
         self.idle_timeout = sandbox_idle_timeout
@@ -83,7 +83,7 @@ class SandboxPool:
         task.add_done_callback(self._filling.discard)
 
     async def _make(self) -> None:
-        sb = Sandbox(network=self.network, sandbox_idle_timeout=None, **self._kwargs)
+        sb = Sandbox(network=self.network, sandbox_idle_timeout=None, meter=None, **self._kwargs)  # metered when taken
         await sb.astart()
         await sb.arun("None")  # warm the shell's first-run paths
         if self._closed or self._ready is None:

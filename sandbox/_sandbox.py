@@ -16,6 +16,7 @@ import os
 import time
 from typing import Any, Callable
 
+from burstlab import _default
 from burstlab._sync import run_interruptible, run_sync
 from burstlab.errors import SandboxError
 from burstlab.wire import Execution, ExecutionError, Output
@@ -37,6 +38,9 @@ STATE_BASE = _reaper.STATE_BASE
 UID_BASE, UID_SPAN = 1_000_000, 1_000_000
 LOG_SIZE = 1024 * 1024  # the kernel's fd 1/2 log: a tmpfs of its own, charged to the sandbox's memory
 DEFAULT_IDLE_TIMEOUT = 3600.0
+AUTO: Any = type("AutoMeter", (), {"__repr__": lambda self: "AUTO", "__bool__": lambda self: False})()
+"""``meter=AUTO`` (the default): the process's workspace meters the sandbox when it starts, if the workspace
+layer is loaded (``burstlab.Sandbox``, ``import burstlab.workspace``); the bare jail alone meters nothing."""
 
 # Started and not yet closed: strong references, since an unreferenced sandbox still holds processes,
 # cgroups and mounts until it is closed, reaped for idleness, or this process exits.
@@ -134,7 +138,9 @@ class Sandbox:
     ``Sandbox(timeout=30, memory="512MiB", network=False)``; use as a (async) context manager, or
     call ``start()``/``close()``. ``run(code)`` returns an :class:`~burstlab.wire.Execution`;
     ``files`` reads and writes the work dir; ``usage()`` reports CPU and wall seconds and memory.
-    Pass ``meter=`` (a :class:`burstlab.billing.Meter`) to record the sandbox's life in the ledger.
+    Its life is an interval in the ledger: by default the process's workspace's (``burstlab.Sandbox()``
+    is metered like ``ws.sandbox()``, as its user and notebook, and counts toward their budgets); pass
+    ``meter=`` (a :class:`burstlab.billing.Meter`) for another ledger, or ``meter=None`` for none.
 
     ``network``: ``False`` (no network: an empty namespace of its own), ``True`` (any address outside
     this host, through NAT; never the host's own addresses, its loopback included), or a list of
@@ -147,7 +153,7 @@ class Sandbox:
         pids: int | None = None, cpus: float | None = None, output: int | str | None = None,
         work_size: int | str | None = None, tmp_size: int | str | None = None,
         max_upload: int | str | None = None, max_download: int | str | None = None,
-        gpu: str | None = None, meter: Any = None, user: str = "", notebook: str = "",
+        gpu: str | None = None, meter: Any = AUTO, user: str = "", notebook: str = "",
         limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
@@ -323,6 +329,10 @@ class Sandbox:
         self._started_at = self.last_active = time.monotonic()
         if self.idle_timeout is not None:
             _reaper.watch_idle(self)
+        if self.meter is AUTO:
+            self.meter = None
+            if _default.provided():  # the workspace adopts it: its meter, user, notebook and budgets
+                _default.default_workspace().adopt_sandbox(self)
         if self.meter is not None:
             self._meter_id = self.meter.start(
                 kind="sandbox", user=self.user, notebook=self.notebook, resource="CPU",

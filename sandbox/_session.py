@@ -112,6 +112,7 @@ class SessionKernel(Sandbox):
                  work_root: str = DEFAULT_WORK_ROOT, sandbox_idle_timeout: float | None = None, **kwargs: Any) -> None:
         if kwargs.get("gpu"):
             raise SandboxError("SessionKernel takes devices= (the leased GPU's nodes), not gpu=.")
+        kwargs.setdefault("meter", None)  # billed as its GPU session, not as a sandbox
         super().__init__(user=user, sandbox_idle_timeout=sandbox_idle_timeout, **kwargs)
         self.work_dir, self.user_uid = user_work_dir(user, work_root)
         self._devices = check_devices(devices)

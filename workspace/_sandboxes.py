@@ -91,6 +91,10 @@ class Sandboxes:
         self._held.add(sb)
         return sb
 
+    def adopt(self, sb) -> None:
+        """Count a sandbox made elsewhere (``burstlab.Sandbox()``) as held: budgets and ``close()`` reach it."""
+        self._held.add(sb)
+
     def held(self) -> list:
         """The sandboxes taken and not closed yet (the budget watcher closes them at a limit)."""
         return [sb for sb in list(self._held) if sb.started]

@@ -22,6 +22,9 @@ from burstlab.gpus import discover, parse_gpu_spec
 from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SessionRecord, UsageRecord
 
 
+LOW_LEVEL_LOG_LENGTH = 32  # see Workspace.client
+
+
 def default_notebook() -> str:
     """What usage is attributed to: the notebook's path when Jupyter tells us (``JPY_SESSION_NAME``), the name
     set in ``BURSTLAB_NOTEBOOK``, the notebook that the process which started this kernel is executing
@@ -91,9 +94,15 @@ class Workspace:
             if self._client is not None and self._cluster is None and self._client.status in ("closed", "closing"):
                 self._client = None  # Dask gave up on a scheduler that went away: connect afresh (it may be back)
             if self._client is None:
+                import dask
                 from distributed import Client
 
                 from burstlab.remote_kernel.cluster import start_embedded
+
+                # distributed's debugging logs keep the last N messages of every stream, task payloads
+                # (a map's pickled inputs) included: at its default of 1000, megabytes a notebook never
+                # gets back. The embedded cluster's processes get this setting too.
+                dask.config.set({"distributed.admin.low-level-log-length": LOW_LEVEL_LOG_LENGTH})
                 from burstlab.remote_kernel.pool import KernelPoolPlugin
 
                 scheduler = self.config.scheduler or self._server_scheduler()
@@ -337,6 +346,16 @@ class Workspace:
     def budget_stop(self, session) -> BaseException | None:
         """The BudgetExceeded that stopped ``session`` (the budget watcher's), once; None if it was not that."""
         return self.watcher.stopped.pop(getattr(session, "id", session.key), None)
+
+    def adopt_sandbox(self, sandbox) -> None:
+        """A sandbox made directly (``burstlab.Sandbox()``) as it starts: metered in this workspace's ledger as
+        this process's user and notebook (unless it names others), refused if their budget is spent, closed by
+        a budget stop and with the workspace, like those ``sandbox()`` makes."""
+        sandbox.user = sandbox.user if sandbox.user != os.environ.get("USER", "") else self.user
+        sandbox.notebook = sandbox.notebook or self.notebook
+        self.admit_sandbox(sandbox.user, sandbox.notebook)
+        sandbox.meter = self.meter
+        self._sandboxes.adopt(sandbox)
 
     def admit_sandbox(self, user: str, notebook: str) -> None:
         """Refuse a new sandbox for ``user``/``notebook`` (BudgetExceeded, with the numbers) if a budget is spent."""
