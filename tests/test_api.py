@@ -255,6 +255,11 @@ def _edges():
 
 
 def test_the_graph_sees_every_package():
+    import tomllib
+
+    dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    layered = {p for layer in LAYERS for p in layer} - {"__main__"}
+    assert set(dirs.values()) - {"examples"} == layered, "a package is missing from LAYERS (or LAYERS names a gone one)"
     assert {_package_of(m) for m in MODULES} == {p for layer in LAYERS for p in layer}
     edges = {(m, t) for m, _, t in _edges()}
     assert any(m.startswith("burstlab.fanout.") and t.startswith("burstlab.billing") for m, t in edges)
