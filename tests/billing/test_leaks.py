@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from burstlab.remote_kernel.pool import KernelPool, KernelProcess
 
 
@@ -32,6 +34,7 @@ def test_a_connection_file_is_private_and_gone_once_the_kernel_has_read_it():
         ready.kill()
 
 
+@pytest.mark.slow
 def test_no_kernel_directory_outlives_any_exit_path(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -79,3 +82,33 @@ def test_no_kernel_directory_outlives_any_exit_path(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     left = [line for line in out.stdout.splitlines() if line.startswith("LEFT")]
     assert left == ["LEFT 0 []"], out.stdout + out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_hundred_maps_give_their_memory_back(tmp_path):
+    """The notebook process (its own embedded cluster, in a fresh process so that nothing else
+    grows it) runs 100 small maps after a warm-up: its RSS grows by less than 5 MiB."""
+    code = textwrap.dedent("""
+        import gc, psutil
+        if __name__ == "__main__":
+            import burstlab
+            from burstlab import fanout
+            def f(x):
+                return x + 1
+            ws = burstlab.Workspace(kernel_pool_size=0, worker_idle_timeout=120)
+            for _ in range(10):  # warm-up: imports, caches, connection pools
+                fanout.map(f, range(10), gpu="H100", workspace=ws, progress=False)
+            gc.collect()
+            before = psutil.Process().memory_info().rss
+            for _ in range(100):
+                assert fanout.map(f, range(10), gpu="H100", workspace=ws, progress=False) == list(range(1, 11))
+            gc.collect()
+            print("GROWTH", psutil.Process().memory_info().rss - before, flush=True)
+            ws.close()
+    """)
+    env = {**os.environ, "BURSTLAB_HOME": str(tmp_path / "home"), "BURSTLAB_DECLARED_GPUS": "H100:2",
+           "BURSTLAB_NOTEBOOK": "rss.ipynb"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (growth,) = [int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("GROWTH")]
+    assert growth < 5 * 2**20, f"100 maps kept {growth / 2**20:.1f} MiB of the notebook's memory"
