@@ -51,6 +51,10 @@ def main() -> None:
     owner = int(os.environ.get("BURSTLAB_SANDBOX_OWNER", "0"))
     dying: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: dying.append(1))
+    # Jupyter interrupts or shuts down a notebook kernel by signalling its whole process group, this fork server
+    # included: Ctrl-C is for the sandboxed cell (sent to its kernel), not for the server (which printed a
+    # KeyboardInterrupt traceback into the notebook's log when its kernel closed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _jail.prctl(_jail.PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != owner:
         os._exit(0)
@@ -128,6 +132,7 @@ def main() -> None:
                     me = os.getpid()
                     pid = os.fork()
                     if pid == 0:
+                        signal.signal(signal.SIGINT, signal.default_int_handler)  # the kernel's, as Python starts
                         _jail.enter(req["spec"], filt, log_fd, start_kernel, parent=me)
                     children.add(pid)
                     os.close(log_fd)
