@@ -123,3 +123,13 @@ def test_an_open_file_as_a_map_input_is_named(ws):
             burstlab.map(lambda x: x, [1, handle], workspace=ws, progress=False)
     assert str(info.value) == ("Input #1 is an open file (/etc/hostname): a file handle cannot travel to the "
                                "workers. Pass its path (and open it inside the function), or its contents.")
+
+
+def test_docs_stand_alone():
+    """The project's docs link nothing outside the repository."""
+    outside = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if re.search(r"(?<![\w.])shared/|\]\(\.\./", line):
+                outside.append(f"{doc.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not outside, outside
