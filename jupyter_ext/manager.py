@@ -3,9 +3,10 @@
 The handlers (``handlers/``) are thin over :class:`Manager`; it knows nothing of tornado. Every
 method takes the calling user's name and answers only with that user's objects: another user's id
 is :class:`NotFound`, exactly as an unknown one. Blocking Workspace calls run on the manager's own
-threads (never the server's shared ones): short calls on one pool, and ``POST sessions`` (which may
-queue for a GPU up to ``Maxima.wait`` seconds) on a bounded pool of its own, whose slots are reserved
-per user before the request waits; sandboxes and GPU sessions are driven on burstlab's private loop
+threads (never the server's shared ones): short calls on one pool, and ``POST sessions`` tries on a
+bounded pool of its own; a request that queues for a GPU (up to ``Maxima.wait`` seconds) holds no
+thread while it waits (it sleeps between tries), and its slot is reserved per user before it starts;
+sandboxes and GPU sessions are driven on burstlab's private loop
 (``burstlab._sync``), where their sockets live, and awaited from the server's loop.
 
 Every cap is a reservation taken before the first ``await`` of a create (sandboxes per user and in
@@ -141,12 +142,29 @@ class Manager:
                            f"{m.waiters} in all); try again when one has answered.")
         self._starting[user] = starting + 1
         try:
-            session = await self._blocking(self.ws.session, body["gpu"], float(body.get("wait", 0)),
-                                           user=user, notebook=notebook, reuse=False, pool=self._wait_pool)
+            session = await self._session_within(body["gpu"], float(body.get("wait", 0)), user, notebook)
             self._sessions_of.setdefault(user, set()).add(session.id)
         finally:
             self._starting[user] -= 1
         return self._session_json(session, user, notebook)
+
+    async def _session_within(self, gpu: Any, wait: float, user: str, notebook: str):
+        """A new session, trying for ``wait`` seconds. Waiting holds no thread: each try (no wait) runs on
+        the wait pool, and between tries this coroutine sleeps, backing off from 0.5 to 1 s."""
+        from burstlab.errors import CapacityError
+
+        deadline = time.monotonic() + min(wait, self.maxima.wait)
+        pause = 0.5
+        while True:
+            last = time.monotonic() >= deadline
+            try:
+                return await self._blocking(self.ws.session, gpu, 0.0, user=user, notebook=notebook, reuse=False,
+                                            pool=self._wait_pool)
+            except CapacityError:
+                if last or self._closing:
+                    raise
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(1.0, pause * 2)
 
     def _session_json(self, session, user: str, notebook: str) -> dict:
         return self.ws.session_record(session, origin="server").to_json()

