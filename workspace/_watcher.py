@@ -145,9 +145,14 @@ class Watcher:
                         raise _refusal(row, spent, "this cell", 0)
 
     def estimate_note(self, *, user: str, notebook: str, name: str, estimate_microusd: int) -> str:
-        """A line to show when a map's estimate passes what is left of a budget ("" when it fits)."""
-        for row in self._applicable(user, notebook):
-            spent, _ = self.ws.ledger.budget_spending(row, self.now_ns())
+        """A line to show when a map's estimate passes what is left of a budget ("" when it fits, or
+        when the ledger cannot be read just now: a hint never stops a running map)."""
+        try:
+            now = self.now_ns()
+            spending = [(row, self.ws.ledger.budget_spending(row, now)[0]) for row in self._applicable(user, notebook)]
+        except Exception:
+            return ""
+        for row, spent in spending:
             left = row.limit_microusd - spent
             if estimate_microusd > left:
                 return (f"{name} is estimated to cost {policy.usd(estimate_microusd)} more, but the "

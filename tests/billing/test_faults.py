@@ -122,9 +122,9 @@ def _postgres_bin() -> Path | None:
     return found[-1].parent if found else (Path(shutil.which("pg_ctl")).parent if shutil.which("pg_ctl") else None)
 
 
-@pytest.fixture
-def own_postgres(tmp_path):
-    """A PostgreSQL server of this test's own (it is stopped and started again mid-test)."""
+@pytest.fixture(scope="module")
+def _postgres_server():
+    """A PostgreSQL server of this module's own (tests stop and start it again)."""
     if _postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run installs it)")
     directory = Path(tempfile.mkdtemp(prefix="burstlab-test-pg-"))  # outside pytest's root-only tmp_path
@@ -134,20 +134,33 @@ def own_postgres(tmp_path):
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     pg_ctl = as_pg + [str(_postgres_bin() / "pg_ctl"), "-D", str(directory / "data"), "-w"]
 
+    running = [True]
+
     def stop():
         subprocess.run(pg_ctl + ["-m", "immediate", "stop"], check=True, capture_output=True, timeout=60)
+        running[0] = False
 
     def start():
         subprocess.run(pg_ctl + ["-l", str(directory / "server.log"), "-o",
                                  f"-p {port} -k {directory} -c listen_addresses=127.0.0.1", "start"],
                        check=True, capture_output=True, timeout=60)
+        running[0] = True
 
     try:
-        yield url, stop, start
+        yield url, stop, start, running
     finally:
         subprocess.run([str(ROOT / ".ci/postgres"), "stop", str(directory)], check=False, capture_output=True,
                        timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres(_postgres_server):
+    """``(url, stop, start)`` of the module's server, running at the start of each test."""
+    url, stop, start, running = _postgres_server
+    if not running[0]:
+        start()
+    yield url, stop, start
 
 
 def test_postgres_stopped_mid_session(tmp_path, own_postgres):
@@ -215,3 +228,40 @@ def test_an_open_the_ledger_refuses_names_the_ledger_and_why(tmp_path):
     assert ledger.get(kept).stop_ns == record.stop_ns
     meter.close()
     assert list((tmp_path / "ro" / "journal").glob("*")) == []
+
+
+def _slow(x):
+    time.sleep(0.25)
+    return x * 3
+
+
+def test_postgres_stopped_mid_map(tmp_path, own_postgres):
+    """The map finishes; its worker's close is journaled and written, at its exact time, when the server is back."""
+    import threading
+
+    from burstlab import fanout
+
+    url, stop, start = own_postgres
+    home = tmp_path / "home"
+    ws = burstlab.Workspace(home=str(home), ledger_url=url, kernel_pool_size=0, heartbeat_interval=0.2,
+                            notebook="pgmap.ipynb")
+    try:
+        out: dict = {}
+        thread = threading.Thread(target=lambda: out.setdefault(
+            "result", fanout.map(_slow, range(16), gpu="A100", workspace=ws, progress=False)))  # one A100: one worker
+        thread.start()
+        (interval,) = _wait(lambda: [r.id for r in ws.meter.open_records() if r.kind == "map"], 60,
+                            "the map's worker interval to open")
+        stop()
+        thread.join(60)
+        assert out.get("result") == [x * 3 for x in range(16)]
+        assert interval in ws.meter.pending()
+        (entry,) = [e for e in _journal_entries(home / "journal") if e["id"] == interval]
+        start()
+        record = _wait(lambda: (r := ws.ledger.get(interval)) and r.stop_ns is not None and r, 30,
+                       "the journaled close to be written")
+        assert record.stop_ns == entry["stop_ns"] and record.detail["inputs"] == 16
+        assert record.billed_s >= 4 * 0.25  # sixteen quarter-second inputs on one worker
+        assert ws.meter.settle() == 0 and interval not in ws.meter.pending()
+    finally:
+        ws.close()
