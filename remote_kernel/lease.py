@@ -117,7 +117,11 @@ class Lease:
         if primary is None or not primary.done():
             return None
         if primary.status == "finished":
-            return primary.result()
+            try:
+                return primary.result(timeout=1)
+            except Exception:  # it changed state meanwhile (its worker died, the client cancelled it): look again
+                if primary.status == "finished":
+                    raise
         if primary.status == "cancelled":
             reason = getattr(getattr(primary._state, "exception", None), "reason", None)
             if reason == "scheduler-connection-lost":  # Dask cancels every future of a client that lost it

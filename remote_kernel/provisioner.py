@@ -39,12 +39,14 @@ from typing import Any
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Unicode
 
+from burstlab import _sync
 from burstlab.errors import BurstlabError, GpuSpecError, SessionLostError, http_status
 
 from . import _held
 
 NAME = "burstlab-provisioner"  # the entry point's name, which kernelspecs give as provisioner_name
 EXIT_STOPPED = -signal.SIGTERM  # the status poll() reports for a kernel whose lease was released
+EXIT_LOST = -signal.SIGKILL  # ... and for one whose host stopped answering before its exit status was known
 
 
 # Blocking workspace and Dask calls run here, not in the event loop's default executor: a server's is small
@@ -124,9 +126,7 @@ class GpuKernelProvisioner(KernelProvisionerBase):
         if session is not None and session.state == "running" and session.lease.ended() is None:
             # A restart: the same lease and meter interval, a fresh kernel from the host's pool.
             info = await self._on_worker(_held.renew, session.id)
-            session.lease.connection = info["connection"]
-            session.lease.kernel_pid = info["pid"]
-            session.lease.warm = info["warm"]
+            session.kernel_replaced(info["connection"], info["pid"], info["warm"])
             self.log.info("burstlab: restarted the %s kernel of session %s (warm: %s)",
                           session.label, session.id, info["warm"])
         else:
@@ -142,7 +142,8 @@ class GpuKernelProvisioner(KernelProvisionerBase):
                     raise
                 raise _http_error(exc) from exc
             # The kernel manager talks to the kernel; the session's own client would only queue its output.
-            session.close_transport()
+            # (Its host watch stays: a host that stops answering ends the session, and poll() says so.)
+            _sync.submit(session.kernel.aclose())
             self._session = session
             self._worker = ""
             self._worker = await self._find_worker()
@@ -165,7 +166,7 @@ class GpuKernelProvisioner(KernelProvisionerBase):
         if ended is not None or session.state != "running":
             if session.state == "stopped" and not self._releasing and self._shut_down_stopped(session):
                 return None  # the server is shutting it down now (not restarting it)
-            self._exit = _exit_status(ended)
+            self._exit = _exit_status(ended, session.state)
             return self._exit
         if self._expecting_exit:  # the lease holds while the kernel exits: ask its worker
             code = await self._on_worker(_held.status, session.id)
@@ -321,10 +322,12 @@ def _http_error(exc: BurstlabError):
     return HTTPError(http_status(exc), str(exc).replace("%", "%%"), reason=type(exc).__name__)
 
 
-def _exit_status(ended: dict | None) -> int:
+def _exit_status(ended: dict | None, state: str) -> int:
+    """The kernel's own exit status when its lease task saw it; else SIGKILL's for a kernel or host that is
+    gone (the host watch noticed first), SIGTERM's for one whose lease was released."""
     if ended and ended.get("returncode") is not None:
         return int(ended["returncode"])
-    return EXIT_STOPPED
+    return EXIT_LOST if state == "lost" else EXIT_STOPPED
 
 
 __all__ = ["NAME", "GpuKernelProvisioner"]

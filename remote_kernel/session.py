@@ -192,6 +192,15 @@ class GpuSession:
         """Release the GPUs and stop the kernel (idempotent)."""
         self._end("stopped", reason)
 
+    def kernel_replaced(self, connection: dict, pid: int, warm: bool) -> None:
+        """A kernel provisioner restarted the lease's kernel (same lease, a fresh kernel: ``_held.renew``):
+        note its connection and watch its heartbeat instead of the old one's."""
+        self.lease.connection, self.lease.kernel_pid, self.lease.warm = connection, pid, warm
+        old = self.watch
+        if old is not None and not old.lost:
+            self.watch = HostWatch(connection, self.host, old.lost_after, on_lost=lambda why: self._end("lost", why))
+            old.close()
+
     def close_transport(self) -> None:
         if self.watch is not None:
             self.watch.close()
