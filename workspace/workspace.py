@@ -17,7 +17,7 @@ from burstlab.workspace._sandboxes import Sandboxes
 from burstlab.workspace._watcher import Watcher
 from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
-from burstlab.errors import BurstlabError, GpuSpecError
+from burstlab.errors import BurstlabError, GpuSpecError, SessionLostError
 from burstlab.gpus import discover, parse_gpu_spec
 from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SessionRecord, UsageRecord
 
@@ -191,9 +191,12 @@ class Workspace:
             try:
                 session.prepared = prepare(session, env=env, secrets=secrets, sync=mode == "sync",
                                            strict=mode == "strict", check=mode != "off")
-            except BaseException:
+            except BaseException as exc:
                 if fresh:  # a session that cannot be made ready is not left holding GPUs
                     session.stop("its environment could not be prepared")
+                stopped = self.budget_stop(session) if isinstance(exc, SessionLostError) else None
+                if stopped is not None:  # the budget ran out while it was being prepared: say so, with the numbers
+                    raise stopped from None
                 raise
         elif fresh:
             from burstlab.remote_kernel.prepare import Prepared
