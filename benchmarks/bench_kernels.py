@@ -12,7 +12,9 @@ and the local "python3".
    the burstlab start leases the GPU (scheduler round trips, a meter interval, a registry record) and
    takes the pool's pre-started kernel; each start waits for the pool to have refilled, and the table
    says how many starts found it warm;
-2. warm execute round trip of ``1+1`` (execute_request -> execute_reply and idle), on one kernel each.
+2. warm execute round trip of ``1+1`` (execute_request -> execute_reply and idle), on one kernel each,
+   interleaved. Pool kernels run with IPython's history database off (``--HistoryManager.enabled=False``);
+   the local kernel writes each cell to it, as a local kernel does.
 """
 
 from __future__ import annotations
@@ -44,14 +46,17 @@ def start_to_first_reply(kernel_name: str):
     return elapsed, km, kc
 
 
-def round_trips(kc, n: int) -> list[float]:
-    out = []
+def round_trips(clients: list, n: int) -> list[list[float]]:
+    """``n`` round trips on each client, interleaved (one on each in turn), so that load from elsewhere on
+    the machine falls on both alike."""
+    out: list[list[float]] = [[] for _ in clients]
     for _ in range(n + 5):
-        t = time.perf_counter()
-        reply = kc.execute_interactive("1+1", timeout=60, output_hook=lambda m: None)
-        out.append(time.perf_counter() - t)
-        assert reply["content"]["status"] == "ok"
-    return out[5:]
+        for kc, times in zip(clients, out):
+            t = time.perf_counter()
+            reply = kc.execute_interactive("1+1", timeout=60, output_hook=lambda m: None)
+            times.append(time.perf_counter() - t)
+            assert reply["content"]["status"] == "ok"
+    return [times[5:] for times in out]
 
 
 def stop(km, kc) -> None:
@@ -97,8 +102,7 @@ def main() -> None:
         _, gkm, gkc = start_to_first_reply("burstlab-h100")
         _, lkm, lkc = start_to_first_reply("python3")
         try:
-            g_rt = round_trips(gkc, trips)
-            l_rt = round_trips(lkc, trips)
+            g_rt, l_rt = round_trips([gkc, lkc], trips)
         finally:
             stop(gkm, gkc)
             stop(lkm, lkc)

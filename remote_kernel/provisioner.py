@@ -136,7 +136,10 @@ class GpuKernelProvisioner(KernelProvisionerBase):
                                  session.label, self.kernel_id, session.end_reason or session.lease.ended())
             ws = self._get_workspace()
             try:
-                session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False)
+                # No environment check: it would run cells in the notebook's own kernel (its history and
+                # execution count), and its report has nowhere to go.
+                session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False,
+                                          environment="off")
             except BurstlabError as exc:
                 if self.server_settings() is None:
                     raise

@@ -93,7 +93,7 @@ def test_kernel_lifecycle_maps_one_to_one(ws):
         assert [r.resource for r in _open(ws, "whole.ipynb")] == ["H100"]
 
         content, out = _run(kc, "import os; x = 41; print(os.environ['BURSTLAB_GPU_TYPE'], os.getpid())")
-        assert content["status"] == "ok"
+        assert content["status"] == "ok" and content["execution_count"] == 1  # the notebook's first cell is [1]
         gpu_type, pid = out.split()
         assert gpu_type == "H100" and int(pid) == session.lease.kernel_pid
 
