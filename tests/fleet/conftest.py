@@ -41,26 +41,54 @@ def wait_workers(client, hosts: set[str], timeout: float = 60.0) -> dict[str, st
     return wait_for(f"burstlab workers on {sorted(hosts)}", check, timeout, interval=0.1)
 
 
-@pytest.fixture(scope="session")
-def fleet():
+_fleet: Fleet | None = None
+
+
+def _up() -> Fleet:
+    """The fleet, built on first use and kept while this directory's tests run."""
+    global _fleet
     why = _why_not()
     if why:
         pytest.skip(why)
-    root = tempfile.mkdtemp(prefix="burstlab-fleet-")
-    f = Fleet(root).up()
-    try:
-        yield f
-    finally:
-        f.down()
-        left = f.leftovers()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"the fleet left {left}"
+    if _fleet is None:
+        _fleet = Fleet(tempfile.mkdtemp(prefix="burstlab-fleet-")).up()
+    return _fleet
+
+
+def _down() -> None:
+    """Remove the fleet and check nothing of it is left (namespaces, links, mounts, processes)."""
+    global _fleet
+    if _fleet is None:
+        return
+    f, _fleet = _fleet, None
+    f.down()
+    left = f.leftovers()
+    shutil.rmtree(f.root, ignore_errors=True)
+    assert not left, f"the fleet left {left}"
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown has closed this module's notebook
+def pytest_runtest_teardown(item, nextitem):
+    """Tear the fleet down as soon as the next test is not one of this directory's (not at the session's end)."""
+    here = os.path.dirname(__file__)
+    if nextitem is None or os.path.dirname(str(nextitem.path)) != here:
+        _down()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _down()
+
+
+@pytest.fixture
+def fleet():
+    return _up()
 
 
 @pytest.fixture(scope="module")
-def notebook(fleet):
+def notebook():
     """The notebook side (the root namespace): TLS the Dask way, BURSTLAB_SCHEDULER, its own home.
     Yields the process's workspace, as the magics see it."""
+    fleet = _up()
     import dask
 
     import burstlab
