@@ -5,10 +5,11 @@ create -> first result is one round trip. See docs/sandbox.md for what each laye
 against, and what it does not.
 """
 
+from ._exec import ExecResult
 from ._files import SandboxFiles
 from ._limits import Limits, parse_size
 from ._pool import SandboxPool
 from ._sandbox import Sandbox
 from ._session import SessionKernel, start_session_kernel
 
-__all__ = ["Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SessionKernel", "parse_size", "start_session_kernel"]
+__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SessionKernel", "parse_size", "start_session_kernel"]

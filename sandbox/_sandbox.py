@@ -25,6 +25,7 @@ from . import _jail, _reaper
 from ._cgroup import Cgroup
 from ._client import Collected, KernelClient, connection_info, new_key
 from ._files import SandboxFiles
+from ._exec import ExecResult, make_argv, run_command
 from ._gpu import gpu_devices
 from ._kernel import marker
 from ._limits import Limits, format_size, make_limits, parse_size
@@ -449,15 +450,8 @@ class Sandbox:
     async def _run(self, code: str, timeout: float, on_output: Callable[[Output], None] | None) -> Execution:
         async with self._get_lock():
             await self._start_locked()
-            pre: list[Output] = []
-            if self._kernel is None or self._kernel.exited.done():
-                status = self._kernel.exited.result() if self._kernel else None
-                await self._kill_kernel()
-                self.restarts += 1
-                await self._spawn()
-                pre.append(Output(kind="stream", name="stderr", text=(
-                    f"[burstlab: the sandbox kernel had exited (status {status}) since the last run and was restarted; "
-                    "its state (variables, imports) is lost]\n")))
+            notice = await self._ensure_kernel()
+            pre = [Output(kind="stream", name="stderr", text=notice)] if notice else []
             assert self._kernel is not None and self._cgroup is not None
             k, cg = self._kernel, self._cgroup
             oom0, pids0 = cg.oom_kills(), cg.pids_max_events()
@@ -506,6 +500,38 @@ class Sandbox:
                 outputs.append(Output(kind="stream", name="stderr", text=marker(self.limits.output, col.dropped)))
             return Execution(outputs=tuple(outputs), error=error, execution_count=col.execution_count,
                              duration_s=time.monotonic() - t0)
+
+    async def _ensure_kernel(self) -> str:
+        """(Lock held.) Start the sandbox, or a new kernel if the last one exited; returns the notice to show."""
+        await self._start_locked()
+        if self._kernel is not None and not self._kernel.exited.done():
+            return ""
+        status = self._kernel.exited.result() if self._kernel else None
+        await self._kill_kernel()
+        self.restarts += 1
+        await self._spawn()
+        return (f"[burstlab: the sandbox kernel had exited (status {status}) since the last run and was restarted; "
+                "its state (variables, imports) is lost]\n")
+
+    # -- commands ---------------------------------------------------------------------------------
+    def exec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,
+             on_output: Callable[[Output], None] | None = None) -> ExecResult:
+        """Run a command in this sandbox's jail (same uid, namespaces, cgroup limits, seccomp filter, work dir
+        and network policy as its kernel): ``exec(["ls", "-la"])`` or ``exec("pip list", shell=True)``.
+        Returns an :class:`ExecResult` (``exit_code``, ``stdout``, ``stderr``, ``duration_s``); at ``timeout``
+        (default: the sandbox's) the command is killed and ``error`` says so. ``on_output(Output)`` streams."""
+        return run_sync(self.aexec(cmd, shell=shell, timeout=timeout, on_output=on_output))
+
+    async def aexec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,
+                    on_output: Callable[[Output], None] | None = None) -> ExecResult:
+        argv = make_argv(cmd, shell)
+        timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
+        self._busy += 1
+        try:
+            return await run_command(self, argv, timeout, on_output)
+        finally:
+            self._busy -= 1
+            self.last_active = time.monotonic()
 
     def _pids_error(self) -> ExecutionError:
         return ExecutionError(

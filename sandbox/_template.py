@@ -41,6 +41,7 @@ def _preimport() -> None:
 
 def main() -> None:
     from . import _jail
+    from ._exec import enter_exec
     from ._kernel import start_kernel
     from ._seccomp import Filter
 
@@ -137,6 +138,13 @@ def main() -> None:
                     children.add(pid)
                     os.close(log_fd)
                     say({"op": "spawned", "id": req["id"], "pid": pid})
+                elif req["op"] == "exec":  # a command in a running sandbox's jail (_exec)
+                    me = os.getpid()
+                    pid = os.fork()
+                    if pid == 0:
+                        enter_exec(req["spec"], filt, parent=me)
+                    children.add(pid)
+                    say({"op": "spawned", "id": req["id"], "pid": pid})
                 elif req["op"] == "exit":
                     os._exit(0)
 
@@ -215,6 +223,19 @@ class Template:
         pid = await asyncio.wait_for(fut, 30)
         exit_fut = self._exits.setdefault(pid, loop.create_future())
         return pid, exit_fut
+
+    async def spawn_exec(self, spec: dict) -> tuple[int, asyncio.Future]:
+        """Fork one command's waiter into a running sandbox (``_exec.enter_exec``); (its pid, its exit future)."""
+        await self.start()
+        assert self.proc is not None and self.proc.stdin is not None
+        loop = asyncio.get_running_loop()
+        rid = next(self._ids)
+        fut = loop.create_future()
+        self._spawned[rid] = fut
+        self.proc.stdin.write((json.dumps({"op": "exec", "id": rid, "spec": spec}) + "\n").encode())
+        await self.proc.stdin.drain()
+        pid = await asyncio.wait_for(fut, 30)
+        return pid, self._exits.setdefault(pid, loop.create_future())
 
     def forget(self, pid: int) -> None:
         self._exits.pop(pid, None)
