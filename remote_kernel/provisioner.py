@@ -141,8 +141,11 @@ class GpuKernelProvisioner(KernelProvisionerBase):
                 session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False,
                                           environment="off")
             except BurstlabError as exc:
+                if isinstance(exc, GpuSpecError):  # most likely a kernelspec for a GPU type that is gone
+                    exc = GpuSpecError(f"{exc} If the kernelspec {self.kernel_spec.display_name!r} is stale, refresh "
+                                       "them with `jupyter burstlab kernelspecs install`.")
                 if self.server_settings() is None:
-                    raise
+                    raise exc from None
                 raise _http_error(exc) from exc
             # The kernel manager talks to the kernel; the session's own client would only queue its output.
             # (Its host watch stays: a host that stops answering ends the session, and poll() says so.)

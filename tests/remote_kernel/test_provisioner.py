@@ -11,7 +11,7 @@ import time
 import pytest
 from jupyter_client import KernelManager
 
-from burstlab.errors import CapacityError
+from burstlab.errors import CapacityError, GpuSpecError
 from burstlab.remote_kernel import _kernelspecs
 
 
@@ -200,6 +200,16 @@ def _listed(ws):
     """GET sessions' records by id, as plain JSON objects."""
     records = (r if isinstance(r, dict) else r.to_json() for r in ws.list_sessions())
     return {r["id"]: r for r in records}
+
+
+def test_a_kernelspec_for_a_gone_gpu_type_says_to_refresh(ws, kernelspecs):
+    _kernelspecs.install(["H100", "A100", "B200"], prefix=str(kernelspecs))
+    try:
+        km = KernelManager(kernel_name="burstlab-b200")
+        with pytest.raises(GpuSpecError, match=r"B200.*kernelspecs install"):
+            km.start_kernel()
+    finally:
+        _kernelspecs.install(["H100", "A100"], prefix=str(kernelspecs))
 
 
 def _busy(kc, msg_id):
