@@ -47,6 +47,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._uptime_ready = False
         self._provisioned: dict[tuple[str, int], str] = {}  # (worker name, since_ns) -> interval id
+        self._uptime_backlog: list[tuple] = []  # workers' comings and goings not yet in the ledger
         self.checks = 0
         self.clock: Any = None  # a callable returning ns since the epoch, replacing the meter's (tests)
 
@@ -288,17 +289,16 @@ class Watcher:
             drained = ws._client.run_on_scheduler(drain)
         except Exception:
             drained = None
-        if drained is None:
-            up, ended = [], []
-        else:
-            up, ended = drained
+        if drained is not None:  # what the ledger could not take last time goes first
+            self._uptime_backlog += [("up", *e) for e in drained[0]] + [("ended", *e) for e in drained[1]]
         meter = ws.meter
-        for name, gpu_type, count, since in up:
-            self._open_provisioned(name, gpu_type, count, since)
-        for name, gpu_type, count, since, until in ended:
-            interval = self._open_provisioned(name, gpu_type, count, since)
-            meter.stop(interval, stop_ns=until)
-            self._provisioned.pop((name, since), None)
+        while self._uptime_backlog:
+            what, name, gpu_type, count, since, *until = self._uptime_backlog[0]
+            interval = self._open_provisioned(name, gpu_type, count, since)  # LedgerError: kept for next time
+            if what == "ended":
+                meter.stop(interval, stop_ns=until[0])
+                self._provisioned.pop((name, since), None)
+            self._uptime_backlog.pop(0)
         if final:
             for interval in list(self._provisioned.values()):
                 meter.stop(interval)
