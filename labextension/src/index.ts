@@ -1,6 +1,6 @@
 // burstlab-lab: GPUs, sessions, fan-outs, sandboxes and cost where the notebook user works.
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { CodeCell } from '@jupyterlab/cells';
 import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -19,7 +19,9 @@ import {
 } from './cells';
 import { formatClock, formatMoney, formatRate, shortName } from './format';
 import { gpuIcon, sandboxIcon } from './icons';
+import { messageOf } from './api';
 import { BurstlabModel, IStopEvent } from './model';
+import { IBudget } from './types';
 import { BurstlabPanel } from './panel';
 import { GpuStatus } from './statusbar';
 import { Ticker } from './ticker';
@@ -147,21 +149,48 @@ const plugin: JupyterFrontEndPlugin<void> = {
     shell.add(panel, 'left', { rank: 850, type: 'burstlab' });
     restorer?.add(panel, 'burstlab-panel');
 
+    // "Raise budget": ask for the new limit, then PUT it (the next %%gpu cell runs again).
+    const raiseBudget = async (budget: IBudget): Promise<void> => {
+      const who = budget.scope === 'user' ? `your budget (${budget.name})` : `the budget of ${shortName(budget.name)}`;
+      // A text field, not a number field: a number field's step of 1 refuses cents.
+      const result = await InputDialog.getText({
+        title: `Raise ${who}`,
+        label: `New limit in US dollars (now ${formatMoney(budget.limit_microusd)}, spent ${formatMoney(budget.spent_microusd)})`,
+        text: String(Math.ceil((2 * Math.max(budget.limit_microusd, budget.spent_microusd)) / 1e4) / 100 || 1),
+        okLabel: 'Set limit'
+      });
+      if (!result.button.accept || result.value === null) {
+        return;
+      }
+      const usd = Number(result.value.trim().replace(/^\$/, ''));
+      if (!result.value.trim() || !Number.isFinite(usd) || usd < 0) {
+        showError(`"${result.value}" is not an amount of US dollars; the budget is unchanged.`);
+        return;
+      }
+      try {
+        const b = await model.setBudget(budget, usd);
+        Notification.success(`Budget ${shortName(b.name)}: ${formatMoney(b.limit_microusd)}, ${formatMoney(b.remaining_microusd)} left.`, {
+          autoClose: 5000
+        });
+      } catch (error) {
+        showError(messageOf(error));
+      }
+    };
+
     // Stops this tab did not make: a notification with what happened and a way to the panel.
     model.stopped.connect((_, event) => {
       if (!config.notifyStops) {
         return;
       }
       const { level, message } = describeStop(event);
-      Notification.emit(message, level, {
-        autoClose: level === 'info' ? 10000 : false,
-        actions: [
-          {
-            label: event.cause === 'budget' ? 'Open panel (budgets)' : 'Open panel',
-            callback: () => void commands.execute(CommandIDs.openPanel)
-          }
-        ]
-      });
+      const budget = event.cause === 'budget' ? event.budget : undefined;
+      const actions: Notification.IAction[] = [
+        { label: 'Open panel', callback: () => void commands.execute(CommandIDs.openPanel) }
+      ];
+      if (budget) {
+        actions.unshift({ label: 'Raise budget', callback: () => void raiseBudget(budget) });
+      }
+      Notification.emit(message, level, { autoClose: level === 'info' ? 10000 : false, actions });
     });
 
     // The cost meter: JupyterLab's status bar; Notebook 7 has none, so its top bar.

@@ -118,6 +118,17 @@ export class BurstlabModel implements IDisposable {
     return s;
   }
 
+  /** PUT budgets/{scope}/{name}: set a budget's limit (US dollars), keeping its warning fraction. */
+  async setBudget(budget: IBudget, limitUsd: number): Promise<IBudget> {
+    const b = await requestAPI<IBudget>(
+      `budgets/${encodeURIComponent(budget.scope)}/${encodeURIComponent(budget.name)}`,
+      { method: 'PUT', body: JSON.stringify({ limit_usd: limitUsd, soft_fraction: budget.soft_fraction }) },
+      this._settings
+    );
+    void this.refresh();
+    return b;
+  }
+
   /** DELETE maps/{id}: cancel a running fan-out. */
   async cancelMap(id: string): Promise<void> {
     this._mine.add(`map/${id}`);

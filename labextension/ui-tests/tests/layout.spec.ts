@@ -254,6 +254,15 @@ test('Stop asks first; a budget stop and a map cancelled elsewhere are notificat
   await expect(stop.locator('button', { hasText: 'Open panel' })).toBeVisible();
   await expect(row).toHaveCount(0);
   await expect(page.locator('#burstlab-status')).toBeHidden();
+  // "Raise budget" in the notification asks for the new limit and sets it.
+  await stop.locator('button', { hasText: 'Raise budget' }).click();
+  const ask = page.locator('.jp-Dialog');
+  await expect(ask).toContainText(`Raise the budget of ${nbPath}`);
+  await ask.locator('input').fill('1.5');
+  await ask.locator('.jp-mod-accept').click();
+  const raised = panel.locator('.burstlab-budget', { hasText: `notebook: ${nbPath}` });
+  await expect(raised).toContainText('of $1.50');
+  await expect(raised).toHaveAttribute('data-state', 'ok');
   await page.request.delete(`/burstlab/api/budgets/notebook/${encodeURIComponent(nbPath)}`, { headers: AUTH });
   await expect(panel.locator('.burstlab-budget-exceeded')).toHaveCount(0);
 
