@@ -175,8 +175,11 @@ class GpuKernelProvisioner(KernelProvisionerBase):
             self._exit = _exit_status(ended, session.state)
             return self._exit
         if self._expecting_exit:  # the lease holds while the kernel exits: ask its worker
-            code = await self._on_worker(_held.status, session.id)
-            return None if code is None else code
+            try:
+                return await self._on_worker(_held.status, session.id)
+            except SessionLostError as exc:  # the worker is gone, and its kernel with it
+                self.log.warning("burstlab: %s", exc)
+                return EXIT_LOST
         self._note_activity(session)
         return None
 
@@ -230,7 +233,10 @@ class GpuKernelProvisioner(KernelProvisionerBase):
         if not self._live():
             return
         self._expecting_exit = True
-        await self._on_worker(_held.send_signal, self._session.id, int(signum), True)
+        try:
+            await self._on_worker(_held.send_signal, self._session.id, int(signum), True)
+        except SessionLostError as exc:  # the worker is gone: so is its kernel; cleanup releases the lease
+            self.log.warning("burstlab: %s", exc)
 
     async def _release(self, reason: str) -> None:
         session = self._session
