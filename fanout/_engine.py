@@ -320,7 +320,9 @@ class MapRun(MapStatus):
             self._submit(first)
         elif len(self._inflight) < self.window:
             self._placements()
-        while len(self._inflight) < self.window:
+        # One chunk until the first result has timed the function: before that every chunk is one input, and
+        # for a fast function those would be pure overhead (the next chunk holds thousands).
+        while len(self._inflight) < (self.window if self._per_item_s is not None else 1):
             chunk = self._take()
             if chunk is None:
                 return
