@@ -628,6 +628,19 @@ class RemoteSandbox:
                                "keeps happening, the service's log says why.")
         return stream.execution
 
+    async def aexec(self, cmd, *, shell: bool = False, timeout: float | None = None):
+        """A command in the sandbox's jail (``POST sandboxes/{id}/exec``): a ``burstlab.sandbox.ExecResult``."""
+        from burstlab.sandbox._exec import ExecResult
+
+        data = await self.workspace._json("POST", f"{self._path}/exec", "exit_code", whole=True,
+                                          body={"cmd": cmd, "shell": shell, "timeout": timeout},
+                                          timeout=self._run_timeout(timeout))
+        return ExecResult(**{**data, "argv": tuple(data["argv"])})
+
+    def exec(self, cmd, *, shell: bool = False, timeout: float | None = None):
+        """Run a command (``["ls", "-la"]``, or ``"pip list"`` with ``shell=True``) in the sandbox's jail."""
+        return run_sync(self.aexec(cmd, shell=shell, timeout=timeout))
+
     async def ainterrupt(self) -> None:
         """Interrupt the running cell: its run answers with the KeyboardInterrupt in ``.error``."""
         self.info = await self.workspace._json("POST", f"{self._path}/interrupt", "id", whole=True)

@@ -360,6 +360,22 @@ class Manager:
             raise
         return bound_execution(execution.to_json(), self.maxima.output)
 
+    async def exec_sandbox(self, user: str, id: str, body: Any) -> dict:
+        """Run a command in the sandbox's jail (``Sandbox.exec``): its exit code, stdout and stderr."""
+        body = validate("ExecRequest", body, self.maxima)
+        shell = bool(body.get("shell", False))
+        if isinstance(body["cmd"], str) != shell:
+            raise BadRequest("cmd: give a list of arguments, or one command line with shell=true.")
+        entry = self._entry(user, id)
+        timeout = self._run_timeout(body.get("timeout"), None)
+        try:
+            result = await _on_burstlab_loop(entry.sandbox.aexec(body["cmd"], shell=shell, timeout=timeout))
+        except SandboxError as exc:
+            if entry.state != "running":
+                raise NotFound(f"Sandbox {id!r} was closed during the command.") from None
+            raise
+        return result.to_dict()
+
     # -- sandbox files ----------------------------------------------------------------------------
 
     @staticmethod

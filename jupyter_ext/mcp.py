@@ -6,7 +6,7 @@
     jupyter burstlab mcp                                                           # in-process sandboxes
     python -m burstlab.jupyter_ext.mcp [--url URL] [--token-file PATH]             # the same, without jupyter
 
-Tools: ``create_sandbox``, ``run_cell``, ``read_file``, ``write_file``, ``list_files``,
+Tools: ``create_sandbox``, ``run_cell``, ``sandbox_exec``, ``read_file``, ``write_file``, ``list_files``,
 ``list_sandboxes``, ``close_sandbox``. Each answers a short text summary for the model to read, and
 the same facts as structured JSON (``run_cell``: the :class:`~burstlab.wire.Execution` JSON, as the
 REST API returns it). A refused request (unknown sandbox, bad path, limit above the maximum, service
@@ -181,6 +181,9 @@ class _Bounded:
     def run(self, code: str, timeout: float | None = None):
         return self.sandbox.run(code, self._backend._timeout(timeout))
 
+    def exec(self, cmd, *, shell: bool = False, timeout: float | None = None):
+        return self.sandbox.exec(cmd, shell=shell, timeout=self._backend._timeout(timeout))
+
     def __getattr__(self, name: str):
         return getattr(self.sandbox, name)
 
@@ -266,6 +269,22 @@ def build_server(backend, maxima: Maxima | None = None) -> "MCPServer":
         ex = Execution.from_json(data)
         data["sandbox_id"] = sandbox_id
         return _result(summarise(ex), data, is_error=False)
+
+    @server.tool()
+    def sandbox_exec(sandbox_id: str, command: str | list[str], timeout: float | None = None) -> CallToolResult:
+        """Run a shell command in the sandbox (same files, limits and network as run_cell), e.g. "pip list" or
+        ["ls", "-la"]. A string runs with /bin/sh -c. Returns the exit code, stdout and stderr."""
+        sb = call(backend.get, sandbox_id)
+        r = call(lambda: sb.exec(command, shell=isinstance(command, str), timeout=timeout))
+        data = r.to_dict()
+        data["stdout"], data["stderr"] = data["stdout"][:limit], data["stderr"][:limit]
+        data["sandbox_id"] = sandbox_id
+        parts = [f"exit code {r.exit_code}" + (f" ({r.error})" if r.error else "")]
+        if r.stdout:
+            parts.append("stdout:\n" + _clip(r.stdout))
+        if r.stderr:
+            parts.append("stderr:\n" + _clip(r.stderr))
+        return _result("\n\n".join(parts) + f"\n\n[{r.duration_s:.3f} s]", data, is_error=False)
 
     @server.tool()
     def write_file(sandbox_id: str, path: str, content: str,

@@ -84,6 +84,15 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
                                 "timeout": {"anyOf": [timeout, {"type": "null"}],
                                             "description": "seconds; null: the sandbox's own timeout (sessions: none)"}},
                                required=["code"]),
+        "ExecRequest": _obj({
+            "cmd": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 100_000},
+                              {"type": "array", "items": {"type": "string", "maxLength": 100_000},
+                               "minItems": 1, "maxItems": 1000}],
+                    "description": 'the argument list, e.g. ["ls", "-la"]; with shell=true one command line'},
+            "shell": {"type": "boolean", "description": "run cmd (a string) with /bin/sh -c (default false)"},
+            "timeout": {"anyOf": [timeout, {"type": "null"}],
+                        "description": "seconds; null: the sandbox's own timeout"},
+        }, required=["cmd"]),
         "BudgetSet": _obj({
             "limit_usd": {"type": "number", "minimum": 0.000001, "maximum": 1e9},
             "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -112,6 +121,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Output": Output.json_schema(),
     "ExecutionError": ExecutionError.json_schema(),
     "Execution": Execution.json_schema(),
+    "ExecResult": _obj({"argv": {"type": "array", "items": _STR}, "exit_code": _INT, "stdout": _STR, "stderr": _STR,
+                        "duration_s": _NUM, "timed_out": _BOOL, "error": _nullable(_STR), "dropped_bytes": _INT}),
     "FileEntry": _obj({"name": _STR, "type": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
                        "size": _INT}),
     "Directory": _obj({"entries": {"type": "array", "items": _ref("FileEntry")}}),
@@ -225,6 +236,12 @@ def _paths() -> dict[str, Any]:
                                                   "application/x-ndjson": {"schema": {"type": "string"}}}},
                               **_errors(400, 404, 413)},
             },
+        },
+        "/sandboxes/{id}/exec": {
+            "parameters": _ID,
+            "post": {"summary": "Run a command in the sandbox's jail (exit code, stdout, stderr)",
+                     "requestBody": _body("ExecRequest"),
+                     "responses": {"200": ok(_ref("ExecResult")), **_errors(400, 404, 413)}},
         },
         "/sandboxes/{id}/interrupt": {
             "parameters": _ID,

@@ -237,10 +237,9 @@ class _Reader:
         loop.add_reader(fd, ready)
 
 
-async def run_command(sb, argv: list[str], timeout: float, on_output: Callable[[Output], None] | None) -> ExecResult:
-    """Start ``argv`` in ``sb``'s jail (the caller holds no lock; ``sb`` is started) and wait for it."""
-    from ._sandbox import template
-
+async def run_command(sb, template, argv: list[str], timeout: float,
+                      on_output: Callable[[Output], None] | None) -> ExecResult:
+    """Start ``argv`` in ``sb``'s jail through the fork server ``template`` (the caller holds no lock) and wait."""
     loop = asyncio.get_running_loop()
     async with sb._get_lock():
         await sb._ensure_kernel()
@@ -265,7 +264,7 @@ async def run_command(sb, argv: list[str], timeout: float, on_output: Callable[[
             reader.watch(loop, n, fd)
         t0 = time.monotonic()
         try:
-            pid, exited = await template().spawn_exec(spec)
+            pid, exited = await template.spawn_exec(spec)
         except BaseException:
             _close(loop, fds, holders, paths)
             raise
@@ -288,7 +287,7 @@ async def run_command(sb, argv: list[str], timeout: float, on_output: Callable[[
         except asyncio.TimeoutError:
             pass
     finally:
-        template().forget(pid)
+        template.forget(pid)
         _close(loop, fds, holders, paths)
     for n in reader.text:
         tail = reader.dec[n].decode(b"", final=True)

@@ -528,7 +528,7 @@ class Sandbox:
         timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
         self._busy += 1
         try:
-            return await run_command(self, argv, timeout, on_output)
+            return await run_command(self, template(), argv, timeout, on_output)
         finally:
             self._busy -= 1
             self.last_active = time.monotonic()

@@ -9,7 +9,8 @@ from .budgets import BudgetHandler, BudgetsHandler
 from .files import FilesHandler
 from .hosts import HostsHandler
 from .maps import MapHandler, MapsHandler
-from .sandboxes import SandboxesHandler, SandboxExecuteHandler, SandboxHandler, SandboxInterruptHandler
+from .sandboxes import (SandboxesHandler, SandboxExecHandler, SandboxExecuteHandler, SandboxHandler,
+                        SandboxInterruptHandler)
 from .sessions import SessionExecuteHandler, SessionHandler, SessionsHandler
 from .spec import OpenApiHandler
 from .usage import UsageHandler
@@ -27,6 +28,7 @@ ROUTES = [
     (rf"sandboxes/{_ID}", SandboxHandler),
     (rf"sandboxes/{_ID}/execute", SandboxExecuteHandler),
     (rf"sandboxes/{_ID}/interrupt", SandboxInterruptHandler),
+    (rf"sandboxes/{_ID}/exec", SandboxExecHandler),
     (rf"sandboxes/{_ID}/files(?:/(?P<path>.*))?", FilesHandler),
     (r"maps", MapsHandler),
     (rf"maps/{_ID}", MapHandler),

@@ -1,4 +1,4 @@
-"""Sandboxes: ``GET/POST sandboxes``, ``GET/DELETE sandboxes/{id}``, ``POST sandboxes/{id}/execute[?stream=1]``.
+"""Sandboxes: ``GET/POST sandboxes``, ``GET/DELETE sandboxes/{id}``, ``POST sandboxes/{id}/execute[?stream=1]``, ``POST sandboxes/{id}/exec``.
 
 With ``?stream=1`` the execute answers ``application/x-ndjson``: ``{"event": "output", "output": ...}``
 per output as the kernel produces it, then ``{"event": "done", "execution": ...}``. A request that is
@@ -51,6 +51,14 @@ class SandboxInterruptHandler(BurstLabHandler):
     @api_errors
     async def post(self, id):
         self.reply(await self.manager.interrupt_sandbox(self.user, id))
+
+
+class SandboxExecHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def post(self, id):
+        self.reply(await self.manager.exec_sandbox(self.user, id, self.json_body()))
 
 
 class SandboxExecuteHandler(BurstLabHandler):

@@ -1,0 +1,62 @@
+"""``POST sandboxes/{id}/exec``, ``RemoteSandbox.exec`` and the MCP ``sandbox_exec`` tool, against a real service."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import pytest
+import requests
+
+from test_mcp import _agent, _params, _text
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")]
+
+
+def call(svc, user, method, path, **kwargs):
+    r = requests.request(method, f"{svc.url}/{path}", headers=svc.headers(user), timeout=60, **kwargs)
+    return r.status_code, r.json()
+
+
+def test_exec_over_rest_and_the_client(service):
+    code, sb = call(service, "alice", "POST", "sandboxes", json={})
+    assert code == 201
+    sid = sb["id"]
+    try:
+        code, r = call(service, "alice", "POST", f"sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo hi; exit 3"]})
+        assert code == 200 and (r["exit_code"], r["stdout"], r["error"]) == (3, "hi\n", None)
+        code, r = call(service, "alice", "POST", f"sandboxes/{sid}/exec",
+                       json={"cmd": "echo $HOME >&2; sleep 30", "shell": True, "timeout": 0.5})
+        assert code == 200 and r["timed_out"] and r["exit_code"] == 137 and r["stderr"] == "/home/user\n"
+        assert r["error"].startswith("SandboxTimeout")
+        # a string without shell, a bad field, another user's sandbox
+        assert call(service, "alice", "POST", f"sandboxes/{sid}/exec", json={"cmd": "ls -la"})[0] == 400
+        assert call(service, "alice", "POST", f"sandboxes/{sid}/exec", json={"cmd": ["ls"], "env": {}})[0] == 400
+        assert call(service, "bob", "POST", f"sandboxes/{sid}/exec", json={"cmd": ["ls"]})[0] == 404
+
+        from burstlab.client import RemoteWorkspace
+
+        with RemoteWorkspace(service.url, service.tokens["alice"]) as ws:
+            remote = ws.get_sandbox(sid)
+            remote.run("open('made-by-run.txt', 'w').write('x')")
+            r = remote.exec(["ls"])
+            assert r.ok and r.stdout == "made-by-run.txt\n"
+    finally:
+        call(service, "alice", "DELETE", f"sandboxes/{sid}")
+
+
+def test_mcp_sandbox_exec_on_the_service(service):
+    async def body(session):
+        created = await session.call_tool("create_sandbox", {})
+        sid = created.structured_content["sandbox_id"]
+        r = await session.call_tool("sandbox_exec", {"sandbox_id": sid, "command": "echo made > f.txt; cat f.txt; exit 2"})
+        r2 = await session.call_tool("sandbox_exec", {"sandbox_id": sid, "command": ["cat", "f.txt"]})
+        await session.call_tool("close_sandbox", {"sandbox_id": sid})
+        return r, r2
+
+    env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"]}
+    r, r2 = anyio.run(_agent, _params(env, jupyter=True), body)
+    assert not r.is_error, _text(r)
+    assert r.structured_content["exit_code"] == 2 and r.structured_content["stdout"] == "made\n"
+    assert "exit code 2" in _text(r) and "made" in _text(r)
+    assert r2.structured_content["exit_code"] == 0 and r2.structured_content["stdout"] == "made\n"
