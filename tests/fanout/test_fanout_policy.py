@@ -63,3 +63,10 @@ def test_progress_text_never_prints_a_line_per_input():
         p.update(done=i, failed=0, retried=0, workers=1, elapsed=0.0, cost_microusd=0)
     p.update(done=1000, failed=0, retried=0, workers=1, elapsed=0.0, cost_microusd=0, final=True)
     assert p.lines == 2 and "1000/1000 done" in out.getvalue()
+
+
+def test_progress_line_shows_setup_eta_and_checkpoint_reuse():
+    line = summary("f", 100, 40, 1, 3, 2, 12.0, 2_000, setup_s=4.25, eta_s=95.0, reused=10)
+    assert line.startswith("f: 41/100 done | 10 from checkpoint | 1 failed | 3 retried | 2 workers up | set-up 4.2 s")
+    assert "12.0 s | ETA 1 min 35 s" in line
+    assert "ETA" not in summary("f", 100, 100, 0, 0, 2, 12.0, 2_000, eta_s=0.0)  # nothing left: no ETA
