@@ -92,6 +92,7 @@ def _owners() -> dict[str, list[str]]:
     return metadata.packages_distributions()
 
 
+_last: list = [-1, ()]  # (len(sys.modules), what imported_distributions found) at its last look
 _unknown: set[str] = set()  # top-level modules no distribution provided when last looked
 
 
@@ -153,11 +154,17 @@ def imported_distributions(modules: Mapping[str, object] | None = None,
 
     Cached by the set of top-level modules: a notebook that imported nothing new since its last session start
     pays nothing; a module no known distribution provides makes it read the installed ones again once."""
+    if modules is None and exclude is None and _last[0] == len(sys.modules):
+        return dict(_last[1])  # nothing was imported since the last look (the common case: a session start)
+    fast = modules is None and exclude is None
     modules = sys.modules if modules is None else modules
     tops = frozenset(m.partition(".")[0] for m in list(modules))
     skip = platform_distributions() if exclude is None else frozenset(normalise(n) for n in exclude)
     _look_again_for(tops)
-    return dict(_imported(tops, skip))
+    found = _imported(tops, skip)
+    if fast:
+        _last[:] = [len(modules), found]
+    return dict(found)
 
 
 @functools.lru_cache(maxsize=64)

@@ -63,9 +63,8 @@ def prepare(session, *, env=None, secrets=None, sync: bool = False, strict: bool
     if not (check or sync or strict):
         return Prepared()
 
-    here = envsync.imported_distributions()
-    beside = envsync.local_modules(notebook_dir or os.getcwd())
-    local_wheel = envsync.build_local_wheel(beside) if sync else None
+    here = envsync.imported_distributions()  # cached: a notebook that imported nothing new pays ~0.2 ms
+    local_wheel = envsync.build_local_wheel(envsync.local_modules(notebook_dir or os.getcwd())) if sync else None
     env_hash = envsync.environment_hash(here, [local_wheel] if local_wheel else [])
     with _checked_lock:
         cached = _checked.get((session.host, env_hash))
