@@ -200,8 +200,20 @@ class Manager:
 
     # -- sandboxes --------------------------------------------------------------------------------
 
+    def _forget_ended(self) -> dict[str, str]:
+        """Drop the entries whose sandbox closed itself (its lifetime or idle timeout): their ids and why."""
+        ended = {}
+        for e in list(self._sandboxes.values()):
+            if e.state == "running" and getattr(e.sandbox, "_closed", False):
+                e.state = "closed"
+                self._sandboxes.pop(e.id, None)
+                ended[e.id] = getattr(e.sandbox, "_closed_why", "")
+        return ended
+
     def _entry(self, user: str, id: str) -> _SandboxEntry:
         entry = self._sandboxes.get(id)
+        if entry is not None and entry.user == user and id in self._forget_ended():
+            raise NotFound(f"Sandbox {id!r} was closed{entry.sandbox._closed_why}; create a new one with POST sandboxes.")
         if entry is None or entry.user != user or entry.state != "running":
             raise NotFound(f"No sandbox {id!r} of yours; GET sandboxes lists them.")
         return entry
@@ -219,12 +231,14 @@ class Manager:
             id=e.id, user=e.user, notebook=e.notebook, state=e.state, created=e.created, network=sb.network,
             limits={"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
                     "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
-                    "max_upload": lim.max_upload, "max_download": lim.max_download},
+                    "max_upload": lim.max_upload, "max_download": lim.max_download,
+                    "lifetime": sb.lifetime, "expires_in": sb.expires_in},
             usage={"cpu_s": float(u.get("cpu_s", 0.0)), "wall_s": float(u.get("wall_s", 0.0)),
                    "memory_peak": int(u.get("memory_peak_bytes", 0))},
         ).to_json()
 
     def list_sandboxes(self, user: str) -> dict:
+        self._forget_ended()
         return {"sandboxes": [self._sandbox_json(e) for e in self._sandboxes.values()
                               if e.user == user and e.state == "running"]}
 
@@ -293,6 +307,8 @@ class Manager:
         finally:
             self._reserved[user] -= 1
             self._reserved_memory -= memory
+        if body.get("lifetime") is not None:
+            sandbox.set_lifetime(body["lifetime"])
         entry = _SandboxEntry(id="sb-" + secrets.token_hex(8), user=user, notebook=notebook, sandbox=sandbox,
                               created=time.time())
         self._sandboxes[entry.id] = entry
@@ -359,6 +375,10 @@ class Manager:
                 raise NotFound(f"Sandbox {id!r} was closed during the run.") from None
             raise
         return bound_execution(execution.to_json(), self.maxima.output)
+
+    def sandbox_metrics(self, user: str, id: str) -> dict:
+        """``Sandbox.metrics()``: the sandbox's cgroup readings as a time series."""
+        return self._entry(user, id).sandbox.metrics()
 
     async def exec_sandbox(self, user: str, id: str, body: Any) -> dict:
         """Run a command in the sandbox's jail (``Sandbox.exec``): its exit code, stdout and stderr."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from burstlab.wire import (
     BudgetStatus,
+    ExecResult,
     Execution,
     ExecutionError,
     MapRecord,
@@ -78,6 +79,8 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
                                                               "description": "this service gives no network"},
             "pids": {"type": "integer", "minimum": 16, "maximum": m.pids},
             "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": m.cpus},
+            "lifetime": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9,
+                         "description": "seconds: the sandbox closes at this age (default: none)"},
             "notebook": _NOTEBOOK,
         }, required=[]),
         "ExecuteRequest": _obj({"code": {"type": "string"},
@@ -113,16 +116,18 @@ RESPONSES: dict[str, dict[str, Any]] = {
     # The records are burstlab.wire's: their schemas are derived from the dataclasses, never written twice.
     "Session": SessionRecord.json_schema(),
     "Sessions": _obj({"sessions": {"type": "array", "items": _ref("Session")}}),
-    "Limits": _obj({k: (_NUM if k in ("timeout", "cpus") else _INT) for k in
-                    ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
-                     "max_download")}),
+    "Limits": _obj({**{k: (_NUM if k in ("timeout", "cpus") else _INT) for k in
+                       ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
+                        "max_download")},
+                    "lifetime": _nullable(_NUM), "expires_in": _nullable(_NUM)}),
+    "Metrics": _obj({"interval_s": _NUM, "samples": {"type": "array", "items": _obj(
+        {"t": _NUM, "cpu_s": _NUM, "memory_bytes": _INT, "pids": _INT, "output_bytes": _INT})}}),
     "Sandbox": SandboxRecord.json_schema(),
     "Sandboxes": _obj({"sandboxes": {"type": "array", "items": _ref("Sandbox")}}),
     "Output": Output.json_schema(),
     "ExecutionError": ExecutionError.json_schema(),
     "Execution": Execution.json_schema(),
-    "ExecResult": _obj({"argv": {"type": "array", "items": _STR}, "exit_code": _INT, "stdout": _STR, "stderr": _STR,
-                        "duration_s": _NUM, "timed_out": _BOOL, "error": _nullable(_STR), "dropped_bytes": _INT}),
+    "ExecResult": ExecResult.json_schema(),
     "FileEntry": _obj({"name": _STR, "type": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
                        "size": _INT}),
     "Directory": _obj({"entries": {"type": "array", "items": _ref("FileEntry")}}),
@@ -242,6 +247,11 @@ def _paths() -> dict[str, Any]:
             "post": {"summary": "Run a command in the sandbox's jail (exit code, stdout, stderr)",
                      "requestBody": _body("ExecRequest"),
                      "responses": {"200": ok(_ref("ExecResult")), **_errors(400, 404, 413)}},
+        },
+        "/sandboxes/{id}/metrics": {
+            "parameters": _ID,
+            "get": {"summary": "CPU, memory, pids and output as a time series from the sandbox's cgroup",
+                    "responses": {"200": ok(_ref("Metrics")), **_errors(404)}},
         },
         "/sandboxes/{id}/interrupt": {
             "parameters": _ID,

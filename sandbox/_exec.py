@@ -25,11 +25,10 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 from burstlab.errors import SandboxError
-from burstlab.wire import Output
+from burstlab.wire import ExecResult, Output  # ExecResult: the record is the wire's, one per concept
 
 from . import _jail
 from ._jailspec import WORK_DIR, scrubbed_env
@@ -38,31 +37,6 @@ _NS_ROOT = ("net", "ipc", "uts", "cgroup", "pid", "mnt")  # joined as root, in t
 _NS_FLAGS = {"net": _jail.CLONE_NEWNET, "ipc": _jail.CLONE_NEWIPC, "uts": _jail.CLONE_NEWUTS,
              "cgroup": _jail.CLONE_NEWCGROUP, "pid": _jail.CLONE_NEWPID, "mnt": _jail.CLONE_NEWNS,
              "user": _jail.CLONE_NEWUSER}
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What one ``Sandbox.exec`` produced. ``exit_code`` is the command's status (``128 + n`` when signal
-    ``n`` ended it, e.g. 137 for a kill); ``error`` names a limit it hit (``SandboxTimeout``,
-    ``SandboxMemoryLimit``) with what to do, or is ``None``."""
-
-    argv: tuple[str, ...]
-    exit_code: int
-    stdout: str
-    stderr: str
-    duration_s: float
-    timed_out: bool = False
-    error: str | None = None
-    dropped_bytes: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and self.error is None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["argv"] = list(self.argv)
-        return d
 
 
 def make_argv(cmd, shell: bool) -> list[str]:
@@ -301,6 +275,7 @@ async def run_command(sb, template, argv: list[str], timeout: float,
         error = (f"SandboxMemoryLimit: a process was killed at the sandbox's memory limit of {sb.limits.memory} bytes "
                  "(the command, or the kernel: then the next run() restarts it and says so). Use less memory, or "
                  "create the sandbox with a larger memory=.")
+    sb.output_bytes += reader.kept + reader.dropped
     stderr = "".join(reader.text["stderr"])
     if reader.dropped:
         stderr += (f"\n[burstlab: output passed the sandbox's limit of {sb.limits.output} bytes; "

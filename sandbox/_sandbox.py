@@ -21,7 +21,7 @@ from burstlab._sync import run_interruptible, run_sync
 from burstlab.errors import SandboxError
 from burstlab.wire import Execution, ExecutionError, Output
 
-from . import _jail, _reaper
+from . import _jail, _life, _reaper
 from ._cgroup import Cgroup
 from ._client import Collected, KernelClient, connection_info, new_key
 from ._files import SandboxFiles
@@ -105,6 +105,12 @@ def _claim_state_dir() -> tuple[str, int, dict]:
     raise SandboxError(f"Could not claim a sandbox state dir under {STATE_BASE}; remove stale ones there.")
 
 
+def _check_seconds(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise SandboxError(f"{what}={value!r} must be a positive number of seconds, e.g. 3600.")
+    return float(value)
+
+
 def _remove_state(path: str) -> None:
     _reaper.destroy(path, {})
 
@@ -147,6 +153,8 @@ class Sandbox:
     this host, through NAT; never the host's own addresses, its loopback included), or a list of
     ``"host:port"``, ``"ip"`` and ``"CIDR"`` entries it may reach and nothing else (docs/sandbox.md).
     ``sandbox_idle_timeout``: a started sandbox that runs nothing for this many seconds is closed.
+    ``lifetime``: a started sandbox is closed at this age (seconds; ``set_lifetime`` changes it); ``metrics()``
+    is its CPU, memory, pids and output as a time series; ``exec(cmd)`` runs a command in its jail.
     """
 
     def __init__(
@@ -156,6 +164,7 @@ class Sandbox:
         max_upload: int | str | None = None, max_download: int | str | None = None,
         gpu: str | None = None, meter: Any = AUTO, user: str = "", notebook: str = "",
         limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        lifetime: float | None = None,
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
                           work_size=work_size, tmp_size=tmp_size)
@@ -172,6 +181,10 @@ class Sandbox:
             raise SandboxError(f"sandbox_idle_timeout={sandbox_idle_timeout!r} must be a positive number of seconds "
                                "(or None for no idle limit), e.g. sandbox_idle_timeout=3600.")
         self.idle_timeout = sandbox_idle_timeout
+        self.lifetime: float | None = _check_seconds(lifetime, "lifetime") if lifetime is not None else None
+        self._deadline: float | None = None
+        self.output_bytes = 0  # output the supervisor received from runs and commands (metrics)
+        self._metrics = _life.Metrics()
         self.last_active = time.monotonic()
         self._busy = 0
         self._closed_why = ""
@@ -262,6 +275,34 @@ class Sandbox:
             "restarts": self.restarts,
         }
 
+    def metrics(self) -> dict:
+        """Live metrics: ``{"interval_s", "samples": [{"t", "cpu_s", "memory_bytes", "pids", "output_bytes"}]}``,
+        sampled from the sandbox's cgroup every ``interval_s`` while it runs (the last ten minutes at most; ``t``
+        is the wall-clock time; a started sandbox adds a sample taken now)."""
+        if self.started:
+            self._metrics.sample(self)
+        return self._metrics.series()
+
+    def set_lifetime(self, seconds: float | None) -> None:
+        """The sandbox closes ``seconds`` from now (``None``: no lifetime); ``lifetime`` is then ``seconds``,
+        counted from now (from the start for ``Sandbox(lifetime=...)``). Its owner's next call after the end
+        says it reached its lifetime."""
+        if seconds is None:
+            self.lifetime = self._deadline = None
+            return
+        seconds = _check_seconds(seconds, "set_lifetime(seconds)")
+        self.lifetime = seconds
+        self._deadline = time.monotonic() + seconds if self._started_at else None
+
+    @property
+    def expires_in(self) -> float | None:
+        """Seconds until the sandbox reaches its lifetime (``None``: no lifetime)."""
+        if self.lifetime is None:
+            return None
+        if self._deadline is None:
+            return self.lifetime
+        return max(0.0, self._deadline - time.monotonic())
+
     def log(self, max_bytes: int = 20_000) -> str:
         """The tail of the kernel's own log (start-up errors land here)."""
         if not self.state_dir:
@@ -328,6 +369,9 @@ class Sandbox:
             await self._teardown()
             raise
         self._started_at = self.last_active = time.monotonic()
+        if self.lifetime is not None:
+            self._deadline = self._started_at + self.lifetime
+        _life.start(self)
         if self.idle_timeout is not None:
             _reaper.watch_idle(self)
         if self.meter is AUTO:
@@ -418,6 +462,8 @@ class Sandbox:
                 return
             self._closed = True
             self._closed_why = why
+            if self.started:
+                self._metrics.sample(self)
             if self._meter_id is not None and self.meter is not None:
                 self.meter.stop(self._meter_id, detail={"usage": self.usage()})
                 self._meter_id = None
@@ -496,6 +542,7 @@ class Sandbox:
                 self.restarts += 1
                 await self._spawn()
             outputs = pre + col.outputs
+            self.output_bytes += sum(len(o.text) + (len(json.dumps(o.data)) if o.data else 0) for o in col.outputs)
             if col.dropped:
                 outputs.append(Output(kind="stream", name="stderr", text=marker(self.limits.output, col.dropped)))
             return Execution(outputs=tuple(outputs), error=error, execution_count=col.execution_count,

@@ -10,7 +10,7 @@ from .files import FilesHandler
 from .hosts import HostsHandler
 from .maps import MapHandler, MapsHandler
 from .sandboxes import (SandboxesHandler, SandboxExecHandler, SandboxExecuteHandler, SandboxHandler,
-                        SandboxInterruptHandler)
+                        SandboxInterruptHandler, SandboxMetricsHandler)
 from .sessions import SessionExecuteHandler, SessionHandler, SessionsHandler
 from .spec import OpenApiHandler
 from .usage import UsageHandler
@@ -29,6 +29,7 @@ ROUTES = [
     (rf"sandboxes/{_ID}/execute", SandboxExecuteHandler),
     (rf"sandboxes/{_ID}/interrupt", SandboxInterruptHandler),
     (rf"sandboxes/{_ID}/exec", SandboxExecHandler),
+    (rf"sandboxes/{_ID}/metrics", SandboxMetricsHandler),
     (rf"sandboxes/{_ID}/files(?:/(?P<path>.*))?", FilesHandler),
     (r"maps", MapsHandler),
     (rf"maps/{_ID}", MapHandler),

@@ -53,6 +53,14 @@ class SandboxInterruptHandler(BurstLabHandler):
         self.reply(await self.manager.interrupt_sandbox(self.user, id))
 
 
+class SandboxMetricsHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def get(self, id):
+        self.reply(self.manager.sandbox_metrics(self.user, id))
+
+
 class SandboxExecHandler(BurstLabHandler):
     @web.authenticated
     @authorized

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import anyio
 import pytest
@@ -60,3 +61,21 @@ def test_mcp_sandbox_exec_on_the_service(service):
     assert r.structured_content["exit_code"] == 2 and r.structured_content["stdout"] == "made\n"
     assert "exit code 2" in _text(r) and "made" in _text(r)
     assert r2.structured_content["exit_code"] == 0 and r2.structured_content["stdout"] == "made\n"
+
+
+def test_lifetime_and_metrics_over_rest(service):
+    code, sb = call(service, "alice", "POST", "sandboxes", json={"lifetime": 2})
+    assert code == 201 and sb["limits"]["lifetime"] == 2 and 0 < sb["limits"]["expires_in"] <= 2
+    sid = sb["id"]
+    code, m = call(service, "alice", "GET", f"sandboxes/{sid}/metrics")
+    assert code == 200 and m["samples"] and m["samples"][-1]["pids"] >= 2 and m["samples"][-1]["memory_bytes"] > 0
+    assert call(service, "bob", "GET", f"sandboxes/{sid}/metrics")[0] == 404
+    deadline = time.monotonic() + 15
+    while True:
+        code, err = call(service, "alice", "POST", f"sandboxes/{sid}/execute", json={"code": "1"})
+        if code == 404:
+            break
+        assert code == 200 and time.monotonic() < deadline, (code, err)
+        time.sleep(0.2)
+    assert "reached its lifetime of 2 s" in err["message"]
+    assert sid not in {s["id"] for s in call(service, "alice", "GET", "sandboxes")[1]["sandboxes"]}
