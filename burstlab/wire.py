@@ -227,6 +227,29 @@ def usd(microusd: int) -> str:
     return f"{'-' if units < 0 else ''}${whole:,}.{frac:04d}"
 
 
+@dataclass(frozen=True)
+class ExecResult(_Wire):
+    """What one command run in a sandbox (``Sandbox.exec``, ``POST sandboxes/{id}/exec``) produced. ``exit_code``
+    is the command's status (``128 + n`` when signal ``n`` ended it, e.g. 137 for a kill); ``error`` names a limit
+    it hit (``SandboxTimeout``, ``SandboxMemoryLimit``) with what to do, or is ``None``."""
+
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    error: str | None = None
+    dropped_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_json()
+
+
 SESSION_STATES = ("running", "stopped", "lost")
 
 
@@ -357,6 +380,7 @@ class BudgetStatus(_Wire):
 
 __all__ = [
     "BudgetStatus",
+    "ExecResult",
     "Execution",
     "ExecutionError",
     "GpuInventoryEntry",

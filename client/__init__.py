@@ -630,7 +630,7 @@ class RemoteSandbox:
 
     async def aexec(self, cmd, *, shell: bool = False, timeout: float | None = None):
         """A command in the sandbox's jail (``POST sandboxes/{id}/exec``): a ``burstlab.sandbox.ExecResult``."""
-        from burstlab.sandbox._exec import ExecResult
+        from burstlab.wire import ExecResult
 
         data = await self.workspace._json("POST", f"{self._path}/exec", "exit_code", whole=True,
                                           body={"cmd": cmd, "shell": shell, "timeout": timeout},
