@@ -61,8 +61,9 @@ def enter_exec(spec: dict, seccomp_filter, parent: int) -> None:
         err = os.open(spec["err"], os.O_WRONLY | os.O_CLOEXEC)
         os.dup2(out, 1)
         os.dup2(err, 2)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        # stdin: a root-only host file the supervisor names (opened here, before leaving the host's mounts)
+        inp = os.open(spec.get("stdin") or "/dev/null", os.O_RDONLY | os.O_NOFOLLOW)
+        os.dup2(inp, 0)
         os.closerange(3, 65536)
         sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)
         signal.set_wakeup_fd(-1)
@@ -212,7 +213,7 @@ class _Reader:
 
 
 async def run_command(sb, template, argv: list[str], timeout: float,
-                      on_output: Callable[[Output], None] | None) -> ExecResult:
+                      on_output: Callable[[Output], None] | None, stdin: str | None = None) -> ExecResult:
     """Start ``argv`` in ``sb``'s jail through the fork server ``template`` (the caller holds no lock) and wait."""
     loop = asyncio.get_running_loop()
     async with sb._get_lock():
@@ -231,7 +232,7 @@ async def run_command(sb, template, argv: list[str], timeout: float,
             holders.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))  # no EOF before the command opens it
         spec = {"target": target, "uid": sb.uid, "gid": sb.uid, "cgroup_procs": cg.procs_files,
                 "rlimits": _rlimits(sb.limits), "env": dict(scrubbed_env(sb._policy.kind != "none", sb._gpu_env)),
-                "cwd": WORK_DIR, "argv": argv, "out": paths["stdout"], "err": paths["stderr"]}
+                "cwd": WORK_DIR, "argv": argv, "out": paths["stdout"], "err": paths["stderr"], "stdin": stdin}
         oom0 = cg.oom_kills()
         reader = _Reader(sb.limits.output, on_output)
         for n, fd in fds.items():

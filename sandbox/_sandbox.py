@@ -562,21 +562,41 @@ class Sandbox:
 
     # -- commands ---------------------------------------------------------------------------------
     def exec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,
-             on_output: Callable[[Output], None] | None = None) -> ExecResult:
+             on_output: Callable[[Output], None] | None = None, input: bytes | None = None) -> ExecResult:
         """Run a command in this sandbox's jail (same uid, namespaces, cgroup limits, seccomp filter, work dir
         and network policy as its kernel): ``exec(["ls", "-la"])`` or ``exec("pip list", shell=True)``.
         Returns an :class:`ExecResult` (``exit_code``, ``stdout``, ``stderr``, ``duration_s``); at ``timeout``
         (default: the sandbox's) the command is killed and ``error`` says so. ``on_output(Output)`` streams."""
-        return run_sync(self.aexec(cmd, shell=shell, timeout=timeout, on_output=on_output))
+        return run_sync(self.aexec(cmd, shell=shell, timeout=timeout, on_output=on_output, input=input))
 
     async def aexec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,
-                    on_output: Callable[[Output], None] | None = None) -> ExecResult:
+                    on_output: Callable[[Output], None] | None = None, input: bytes | None = None,
+                    stdin_path: str | None = None) -> ExecResult:
+        """``input``: bytes for the command's stdin (kept in a root-only file meanwhile); ``stdin_path`` (internal):
+        a host file the supervisor trusts, given as stdin without a copy."""
         argv = make_argv(cmd, shell)
         timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
+        if input is not None and not isinstance(input, (bytes, bytearray)):
+            raise SandboxError(f"exec(input=...) takes bytes, not {type(input).__name__}.")
         self._busy += 1
+        tmp = None
         try:
-            return await run_command(self, template(), argv, timeout, on_output)
+            if input is not None:
+                await self.astart()
+                assert self.state_dir
+                os.makedirs(os.path.join(self.state_dir, "exec"), mode=0o700, exist_ok=True)
+                tmp = os.path.join(self.state_dir, "exec", f"in-{time.monotonic_ns()}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(input)
+                stdin_path = tmp
+            return await run_command(self, template(), argv, timeout, on_output, stdin_path)
         finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             self._busy -= 1
             self.last_active = time.monotonic()
 

@@ -84,3 +84,9 @@ def test_bad_arguments(sb):
         sb.exec(["ls"], shell=True)
     with pytest.raises(SandboxError):
         sb.exec([])
+
+
+def test_stdin_input(sb):
+    r = sb.exec(["python", "-c", "import sys; print(sys.stdin.read().upper())"], input=b"hello")
+    assert r.stdout == "HELLO\n"
+    assert sb.exec(["cat"]).stdout == ""  # no input: /dev/null
