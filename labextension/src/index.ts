@@ -366,6 +366,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
+    // A kernel this tab restarts or shuts down takes its GPU sessions and fan-outs with it: no notification.
+    const watchKernel = (nb: NotebookPanel) => {
+      nb.sessionContext.statusChanged.connect((_, status) => {
+        if (['restarting', 'autorestarting', 'terminating', 'dead'].includes(status)) {
+          model.expectEnds(nb.context.path);
+        }
+      });
+      nb.sessionContext.kernelChanged.connect((_, change) => {
+        if (change.oldValue) {
+          model.expectEnds(nb.context.path); // shut down, or another kernel picked
+        }
+      });
+    };
+    tracker.widgetAdded.connect((_, nb) => watchKernel(nb));
+    tracker.forEach(watchKernel);
+
     // Agent badges on every notebook.
     const badges = new Set<AgentBadges>();
     tracker.widgetAdded.connect((_, nb) => {

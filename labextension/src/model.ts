@@ -118,6 +118,23 @@ export class BurstlabModel implements IDisposable {
     return s;
   }
 
+  /**
+   * This tab is restarting or shutting down the kernel of the notebook at `path`: the sessions and fan-outs that
+   * notebook holds now end by the user's own hand, so their ends raise no notification (later ones still do).
+   */
+  expectEnds(path: string): void {
+    for (const x of this.sessions) {
+      if (sameNotebook(x.notebook, path)) {
+        this._mine.add(`session/${x.id}`);
+      }
+    }
+    for (const m of this.maps) {
+      if (m.state === 'running' && sameNotebook(m.notebook, path)) {
+        this._mine.add(`map/${m.id}`);
+      }
+    }
+  }
+
   /** PUT budgets/{scope}/{name}: set a budget's limit (US dollars), keeping its warning fraction. */
   async setBudget(budget: IBudget, limitUsd: number): Promise<IBudget> {
     const b = await requestAPI<IBudget>(
@@ -162,6 +179,9 @@ export class BurstlabModel implements IDisposable {
     const waited = this._unexplained;
     this._unexplained = [];
     for (const event of waited) {
+      if (this._mine.has(`${event.kind}/${event.id}`)) {
+        continue;
+      }
       const budget = answered.includes('budgets') ? spentBudget(this.budgets, event.notebook) : undefined;
       this._stopped.emit(budget ? { ...event, cause: 'budget', budget } : event);
     }

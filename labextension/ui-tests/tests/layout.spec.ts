@@ -4,7 +4,7 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { api, newNotebook, openLab, runCell, TOKEN, typeCell } from './lab';
+import { api, newNotebook, openLab, runCell, TOKEN, typeCell, waitExecuted } from './lab';
 
 const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
 const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
@@ -286,5 +286,55 @@ test('Stop asks first; a budget stop and a map cancelled elsewhere are notificat
     return { bar: getComputedStyle(el).backgroundColor, green };
   });
   expect(colours.bar).not.toEqual(colours.green);
+});
+
+test("a kernel restarted from this tab ends its GPU session without a notification; others' stops still notify", async () => {
+  const panel = page.locator('#burstlab-panel');
+  await waitExecuted(nb.locator('.jp-Cell').nth(0), 60000); // the cancelled map's cell has ended
+  const gpu = await typeCell(page, nb, 1, ['%load_ext burstlab']);
+  await runCell(page, gpu);
+  await waitExecuted(gpu);
+  const held = await typeCell(page, nb, 2, ['%%gpu H100', '1 + 1']);
+  await runCell(page, held);
+  await waitExecuted(held, 90000);
+  const row = panel.locator('.burstlab-session', { hasText: nbPath });
+  await expect(row).toHaveCount(1);
+
+  // Every notification shown from here on is recorded (a 10 s toast could be gone before the end of the test).
+  await page.evaluate(() => {
+    const seen: string[] = [];
+    (window as unknown as { burstlabToasts: string[] }).burstlabToasts = seen;
+    new MutationObserver(() => {
+      for (const t of Array.from(document.querySelectorAll('.Toastify__toast'))) {
+        const text = t.textContent ?? '';
+        if (!seen.includes(text)) {
+          seen.push(text);
+        }
+      }
+    }).observe(document.body, { childList: true, subtree: true });
+  });
+  await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Kernel$/ }).click();
+  await page.locator('.lm-Menu-itemLabel', { hasText: /^Restart Kernel…$/ }).click();
+  await page.locator('.jp-Dialog .jp-mod-accept').click();
+  await expect(row).toHaveCount(0, { timeout: 60000 }); // the kernel took its session with it
+  await expect(page.locator('#jp-main-statusbar')).toContainText('| Idle', { timeout: 60000 });
+
+  // A stop made elsewhere after that still notifies, and it is the only "stopped elsewhere" news.
+  const fn = await typeCell(page, nb, 3, [
+    'import burstlab, time',
+    'def wait_a_while(x):',
+    '    time.sleep(300); return x',
+    'burstlab.map(wait_a_while, range(2))'
+  ]);
+  await runCell(page, fn);
+  const map = panel.locator('.burstlab-map[data-state="running"]', { hasText: 'wait_a_while' });
+  await expect(map).toHaveCount(1, { timeout: 60000 });
+  const id = await map.getAttribute('data-map-id');
+  const del = await page.request.delete(`/burstlab/api/maps/${id}`, { headers: AUTH });
+  expect(del.ok(), await del.text()).toBeTruthy();
+  await expect(page.locator('.Toastify__toast', { hasText: 'wait_a_while' })).toContainText('cancelled from another tab or client');
+  const toasts = await page.evaluate(() => (window as unknown as { burstlabToasts: string[] }).burstlabToasts);
+  expect(toasts.some(t => t.includes('wait_a_while'))).toBeTruthy(); // the recorder saw the one that was due
+  expect(toasts.filter(t => t.includes('Stopped outside this tab'))).toEqual([]);
 
 });
