@@ -25,6 +25,9 @@ from ._kernel_side import TARGET, dumps
 
 OUTPUT_TYPES = OUTPUT_KINDS  # the one list, in burstlab.wire
 OUTPUT_LIMIT = 16 * 1024**2  # bytes of output one execution keeps (data, metadata and transient all count)
+# Messages queued in this process, not yet read (ZMQ's default is 1000: a kernel flooding 3 MiB displays made
+# the notebook's side hold hundreds of MiB while it caught up); past it the backlog waits in the kernel's process.
+RECEIVE_QUEUE = 32
 
 
 def output_size(out: Output) -> int:
@@ -132,6 +135,7 @@ class RemoteKernel:
                  output_limit: int = OUTPUT_LIMIT):
         self.output_limit = output_limit
         self.kc = AsyncKernelClient()
+        self.kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)  # this client's own context: its sockets only
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
         self._is_alive = is_alive
@@ -274,6 +278,7 @@ class HereClient:
 
         self.output_limit = output_limit
         self.kc = BlockingKernelClient()
+        self.kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
         self._is_alive = is_alive
