@@ -11,5 +11,7 @@ from ._limits import Limits, parse_size
 from ._pool import SandboxPool
 from ._sandbox import Sandbox
 from ._session import SessionKernel, start_session_kernel
+from ._snapshot import Snapshot, delete_snapshot, list_snapshots
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SessionKernel", "parse_size", "start_session_kernel"]
+__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SessionKernel", "Snapshot", "delete_snapshot",
+           "list_snapshots", "parse_size", "start_session_kernel"]

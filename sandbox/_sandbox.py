@@ -21,7 +21,8 @@ from burstlab._sync import run_interruptible, run_sync
 from burstlab.errors import SandboxError
 from burstlab.wire import Execution, ExecutionError, Output
 
-from . import _jail, _life, _reaper
+from . import _jail, _life, _reaper, _snapshot
+from ._snapshot import Snapshot
 from ._cgroup import Cgroup
 from ._client import Collected, KernelClient, connection_info, new_key
 from ._files import SandboxFiles
@@ -559,6 +560,32 @@ class Sandbox:
         await self._spawn()
         return (f"[burstlab: the sandbox kernel had exited (status {status}) since the last run and was restarted; "
                 "its state (variables, imports) is lost]\n")
+
+    # -- snapshots (sandbox/_snapshot.py) ---------------------------------------------------------
+    def snapshot(self, mode: str | None = None) -> "Snapshot":
+        """Save this sandbox's state. Without ``mode``: a whole-process (CRIU) snapshot, or a SandboxError saying
+        why CRIU cannot run here; ``mode="namespace"``: the kernel's picklable variables (the others are named in
+        ``.not_captured``), the work dir and the limits, under ``$BURSTLAB_HOME/snapshots/<user>/``."""
+        return run_sync(self.asnapshot(mode))
+
+    async def asnapshot(self, mode: str | None = None) -> "Snapshot":
+        return await _snapshot.asnapshot(self, mode)
+
+    @classmethod
+    def restore(cls, snap: "Snapshot | str", *, user: str | None = None, **kwargs: Any) -> "Sandbox":
+        """A new, started sandbox in ``snap``'s state (a Snapshot, or the id of one of ``user``'s)."""
+        return run_sync(cls.arestore(snap, user=user, **kwargs))
+
+    @classmethod
+    async def arestore(cls, snap: "Snapshot | str", *, user: str | None = None, **kwargs: Any) -> "Sandbox":
+        return await _snapshot.arestore(cls, snap, user, **kwargs)
+
+    def fork(self, n: int, mode: str | None = "namespace") -> "list[Sandbox]":
+        """``n`` new sandboxes, each in this one's state (a snapshot restored ``n`` times, then deleted)."""
+        return run_sync(self.afork(n, mode))
+
+    async def afork(self, n: int, mode: str | None = "namespace") -> "list[Sandbox]":
+        return await _snapshot.afork(self, n, mode)
 
     # -- commands ---------------------------------------------------------------------------------
     def exec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,
