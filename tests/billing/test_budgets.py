@@ -20,9 +20,10 @@ H100_PER_S = 1097  # micro-dollars per second of one H100 at the default rate
 
 @pytest.fixture(scope="module")
 def bws(tmp_path_factory):
+    # environment="off": a new session's package check would eat seconds of these tiny budgets before the cell runs
     ws = burstlab.Workspace(home=str(tmp_path_factory.mktemp("budget-home")), user="budget-tester",
                             notebook="budget.ipynb", heartbeat_interval=0.2, worker_idle_timeout=2.0,
-                            adapt_interval=0.05)
+                            adapt_interval=0.05, environment="off")
     yield ws
     ws.close()
 
