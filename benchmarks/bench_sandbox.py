@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_sandbox.py            # full run (~2 minutes)
     .venv/bin/python benchmarks/bench_sandbox.py --quick    # smoke run (~30 s)
     .venv/bin/python benchmarks/bench_sandbox.py --doors    # create -> first result through each front door
+    .venv/bin/python benchmarks/bench_sandbox.py --agent [--quick]   # exec round trip, snapshot/restore/fork (issue 18)
 
 Rows: create -> first result (from the pool, without the pool, and the very first one that also
 starts the fork server) against ``bwrap ... python -c pass`` and a raw ipykernel start (jupyter_client
@@ -164,12 +165,77 @@ def rss_kib(pid: int) -> int:
     return _smaps(pid, "Rss")
 
 
+# -- issue 18: exec, snapshot, restore, fork ---------------------------------------------------------
+def floor_bwrap_true(n: int) -> list[float] | None:
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        return None
+    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
+           "--dev", "/dev", "--proc", "/proc", "true"]
+    return timed(lambda: subprocess.run(cmd, check=True), n)
+
+
+def bench_agent(n: int) -> None:
+    import tempfile
+
+    from burstlab.sandbox import Sandbox
+
+    os.environ["BURSTLAB_HOME"] = tempfile.mkdtemp(prefix="bench-snap-")
+    bw = floor_bwrap_true(n)
+    with Sandbox(timeout=60, memory="1GiB", meter=None) as sb:
+        sb.run("1")
+        sb.exec(["true"])
+        ex = timed(lambda: sb.exec(["true"]), n)
+        run_none = timed(lambda: sb.run("None"), n)
+        sb.run("import numpy as np\nstate = np.random.default_rng(0).random(10 * 2**20 // 8)")
+        snaps, restores, firsts, sizes = [], [], [], []
+        for _ in range(max(3, n // 4)):
+            t = time.perf_counter()
+            snap = sb.snapshot(mode="namespace")
+            snaps.append((time.perf_counter() - t) * 1000)
+            sizes.append(snap.size_bytes)
+            t = time.perf_counter()
+            r = Sandbox.restore(snap, meter=None)
+            restores.append((time.perf_counter() - t) * 1000)
+            assert r.run("float(state[:3].sum())").text == sb.run("float(state[:3].sum())").text
+            firsts.append((time.perf_counter() - t) * 1000)
+            r.close()
+            snap.delete()
+        t = time.perf_counter()
+        forks = sb.fork(8)
+        fork8 = (time.perf_counter() - t) * 1000
+        for f in forks:
+            f.close()
+
+    def cell(xs):
+        m, p = stats(xs)
+        return f"{m:.1f} (p95 {p:.1f})"
+
+    print("| burstlab | ms | floor | ms |")
+    print("|---|---:|---|---:|")
+    print(f"| exec(['true']) round trip | {cell(ex)} | bwrap --unshare-all ... true | {cell(bw) if bw else 'bwrap not installed'} |")
+    print(f"| exec(['true']) round trip | {cell(ex)} | run('None') in the same sandbox | {cell(run_none)} |")
+    print(f"| snapshot(mode='namespace'), 10 MB numpy state | {cell(snaps)} | | |")
+    print(f"| restore -> sandbox ready | {cell(restores)} | | |")
+    print(f"| restore -> first result | {cell(firsts)} | | |")
+    print(f"| fork(8), 10 MB state | {fork8:.1f} | | |")
+    print(f"\nsnapshot size {statistics.median(sizes) / 2**20:.1f} MiB; goals (issue 18): restore -> first result "
+          "<= 150 ms for 10 MB; fork n=8 <= 0.5 s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repetitions, 10 idle sandboxes (a smoke run)")
     ap.add_argument("--doors", action="store_true",
                     help="only create -> first result through each front door against the pool itself (_doors.py)")
+    ap.add_argument("--agent", action="store_true", help="only exec, snapshot, restore and fork (issue 18)")
     args = ap.parse_args()
+    if args.agent:
+        if os.geteuid() != 0:
+            sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")
+        print(f"# burstlab agent features; {os.cpu_count()} cpus, loadavg {os.getloadavg()[0]:.2f}\n", flush=True)
+        bench_agent(5 if args.quick else 20)
+        return
     if args.doors:
         if os.geteuid() != 0:
             sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")
