@@ -13,9 +13,11 @@ from burstlab.remote_kernel import _kernelspecs
 
 
 @pytest.fixture
-def jp_server_config(jp_server_config):
-    # The server's restarter notices a dead kernel within a second (default 3 s), to keep these tests short.
-    return {**jp_server_config, "KernelRestarter": {"time_to_dead": 1.0}}
+def jp_server_config(jp_server_config, request):
+    # The server's restarter notices a dead kernel within a second (default 3 s), to keep these tests short;
+    # a test may add settings of its own (its ``server_config`` attribute).
+    return {**jp_server_config, "KernelRestarter": {"time_to_dead": 1.0},
+            **getattr(request.function, "server_config", {})}
 
 
 @pytest.fixture
@@ -190,6 +192,29 @@ async def test_what_burstlab_stops_the_server_shuts_down(kernelspecs, jp_fetch, 
     finally:
         ledger.close()
     assert len(records) == 2 and all(r.stop_ns is not None for r in records)
+
+
+async def test_the_servers_culler_releases_the_gpu(kernelspecs, jp_fetch, jp_ws_fetch, api, jp_serverapp):
+    ws = jp_serverapp.web_app.settings["burstlab_manager"].ws
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "burstlab-h100"}), request_timeout=90)
+    kernel_id = json.loads(r.body)["id"]
+    reply, _ = await _execute(jp_ws_fetch, kernel_id, "1")
+    assert reply["status"] == "ok"
+
+    async def kernel_gone():
+        r = await jp_fetch("api", "kernels", kernel_id, raise_error=False)
+        return r.code == 404
+
+    await _wait_for(kernel_gone, timeout=20, what="the server's culler to shut the idle kernel down")
+    (record,) = ws.usage(kind="session", notebook=f"kernel-{kernel_id}")
+    assert record.stop_ns is not None
+    code, hosts = await api("GET", "hosts")
+    assert {h["type"]: h["free"] for h in hosts["hosts"]}["H100"] == 2
+
+
+test_the_servers_culler_releases_the_gpu.server_config = {
+    "MappingKernelManager": {"cull_idle_timeout": 2, "cull_interval": 1},
+}
 
 
 def test_kernelspecs_install_follows_the_inventory(tmp_path, capsys):
