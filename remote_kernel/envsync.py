@@ -102,11 +102,25 @@ def _look_again_for(tops: frozenset[str]) -> None:
     owners = _owners()
     new = {m for m in tops if m not in owners and m not in _unknown and not m.startswith("_")
            and m not in sys.stdlib_module_names}
+    _unknown.update(m for m in new if not _installed_beside(m))  # a script's or a test's own module: no rescan
+    new = {m for m in new if m not in _unknown}
     if new:
         _owners.cache_clear()
         _imported.cache_clear()
         owners = _owners()
         _unknown.update(m for m in new if m not in owners)
+
+
+def _installed_beside(module: str) -> bool:
+    """Whether ``module`` was imported from a folder that holds installed distributions (``*.dist-info``)."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return False
+    folder = os.path.dirname(os.path.dirname(path)) if os.path.basename(path) == "__init__.py" else os.path.dirname(path)
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(folder))
+    except OSError:
+        return False
 
 
 @functools.lru_cache(maxsize=None)
