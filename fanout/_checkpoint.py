@@ -229,10 +229,31 @@ def wait_for(store: Checkpoint, timeout: float | None, poll: float = 0.2) -> dic
         meta = store.meta()
         if meta.get("state") in ("done", "failed", "cancelled"):
             return meta
+        if not _owner_alive(meta):
+            raise FanoutError(
+                f"The map {meta.get('name', '?')} ({meta.get('id', '?')}) stopped: the process that ran it "
+                f"(pid {meta.get('pid')}) is gone. Its finished results are in {store.path}: run the same map "
+                f"with checkpoint={str(store.path.parent)!r} to compute only the rest.")
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"The map {meta.get('name', '?')} ({meta.get('id', '?')}) has not finished after "
                                f"{timeout:g} s ({store.written or '?'} results stored so far); wait longer.")
         time.sleep(poll)
+
+
+def _owner_alive(meta: dict[str, str]) -> bool:
+    """Whether the process running a map is still there (unknown owners, or another host's, count as alive)."""
+    import socket
+
+    pid = meta.get("pid")
+    if not pid or meta.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 
 
 def indices_of(rows: Iterable) -> set[int]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import heapq
 import io
 import itertools
+import os
 import pickle
 import queue
+import socket
 import time
 import uuid
 from collections import deque
@@ -189,7 +191,8 @@ class MapRun(MapStatus):
                 Checkpoint(checkpoint, function_digest(fn, self.fn_blob))
             resume = Resume(self.store)
             self._resume = resume if resume else None
-            self.store.set_meta(id=self.id, name=self.name, state="running", total=self.total)
+            self.store.set_meta(id=self.id, name=self.name, state="running", total=self.total, pid=os.getpid(),
+                                host=socket.gethostname())
         self.rate = workspace.meter.rates.rate(self.resource)
         self.quantity = int(next(iter(self.resources.values()), 1))
         self.metering = MapMeter(workspace, map_id=self.id, name=self.name, resource=self.resource,

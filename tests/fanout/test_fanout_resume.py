@@ -144,3 +144,17 @@ def test_spawn_map_returns_at_once_and_is_collected_from_another_process(fws, tm
     assert other.returncode == 0, other.stderr[-2000:]
     assert f"GOT {sum(x * 3 for x in range(200))}" in other.stdout
     assert handle.result(timeout=30) == [x * 3 for x in range(200)] and handle.done()
+
+
+def test_collecting_a_spawned_map_whose_process_died_says_so_at_once(tmp_path):
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = Checkpoint(tmp_path / "m", b"f" * 16)
+    store.set_meta(id="abc", name="score", state="running", total=10, pid=dead.pid, host=socket.gethostname())
+    store.close()
+    t = time.monotonic()
+    with pytest.raises(FanoutError, match=r"the process that ran it \(pid \d+\) is gone.*checkpoint="):
+        fanout.MapHandle.from_id("abc", checkpoint=tmp_path / "m").result(timeout=30)
+    assert time.monotonic() - t < 5
