@@ -20,7 +20,7 @@ import sqlite3
 import time
 from array import array
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import cloudpickle
 
@@ -254,10 +254,6 @@ def _owner_alive(meta: dict[str, str]) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
-
-
-def indices_of(rows: Iterable) -> set[int]:
-    return {i for _, indices, _ in rows for i in indices}
 
 
 __all__ = ["Checkpoint", "Resume", "chunk_digest", "dumps", "function_digest", "store_path", "wait_for"]
