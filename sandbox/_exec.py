@@ -174,8 +174,8 @@ def kill_command(waiter: int, cgroup_pids: list[int]) -> None:
 class _Reader:
     """Both FIFOs' read ends on the loop: decode, cap, stream."""
 
-    def __init__(self, limit: int, on_output: Callable[[Output], None] | None) -> None:
-        self.limit, self.on_output = limit, on_output
+    def __init__(self, limit: int, on_output: Callable[[Output], None] | None, keep: bool = True) -> None:
+        self.limit, self.on_output, self.keep = limit, on_output, keep
         self.kept = 0
         self.dropped = 0
         self.text = {"stdout": [], "stderr": []}
@@ -189,7 +189,8 @@ class _Reader:
         self.kept += len(keep)
         text = self.dec[name].decode(keep, final=False) if keep else ""
         if text:
-            self.text[name].append(text)
+            if self.keep or (name == "stderr" and sum(map(len, self.text[name])) < 65536):
+                self.text[name].append(text)
             if self.on_output is not None:
                 self.on_output(Output(kind="stream", name=name, text=text))
 
@@ -213,7 +214,8 @@ class _Reader:
 
 
 async def run_command(sb, template, argv: list[str], timeout: float,
-                      on_output: Callable[[Output], None] | None, stdin: str | None = None) -> ExecResult:
+                      on_output: Callable[[Output], None] | None, stdin: str | None = None, *,
+                      stop: asyncio.Event | None = None, limit: int | None = None, keep: bool = True) -> ExecResult:
     """Start ``argv`` in ``sb``'s jail through the fork server ``template`` (the caller holds no lock) and wait."""
     loop = asyncio.get_running_loop()
     async with sb._get_lock():
@@ -234,7 +236,7 @@ async def run_command(sb, template, argv: list[str], timeout: float,
                 "rlimits": _rlimits(sb.limits), "env": dict(scrubbed_env(sb._policy.kind != "none", sb._gpu_env)),
                 "cwd": WORK_DIR, "argv": argv, "out": paths["stdout"], "err": paths["stderr"], "stdin": stdin}
         oom0 = cg.oom_kills()
-        reader = _Reader(sb.limits.output, on_output)
+        reader = _Reader(sb.limits.output if limit is None else limit, on_output, keep)
         for n, fd in fds.items():
             reader.watch(loop, n, fd)
         t0 = time.monotonic()
@@ -244,11 +246,16 @@ async def run_command(sb, template, argv: list[str], timeout: float,
             _close(loop, fds, holders, paths)
             raise
     timed_out = False
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
     try:
         try:
-            status = await asyncio.wait_for(asyncio.shield(exited), timeout)
+            done, _ = await asyncio.wait({exited} | ({stopped} if stopped else set()), timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if exited not in done:
+                raise asyncio.TimeoutError
+            status = exited.result()
         except asyncio.TimeoutError:
-            timed_out = True
+            timed_out = stopped is None or not stopped.done()
             await loop.run_in_executor(None, kill_command, pid, cg.pids())
             try:
                 status = await asyncio.wait_for(asyncio.shield(exited), 10)
@@ -262,6 +269,8 @@ async def run_command(sb, template, argv: list[str], timeout: float,
         except asyncio.TimeoutError:
             pass
     finally:
+        if stopped is not None:
+            stopped.cancel()
         template.forget(pid)
         _close(loop, fds, holders, paths)
     for n in reader.text:

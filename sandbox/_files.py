@@ -48,6 +48,15 @@ class SandboxFiles:
         self._uid, self._gid = uid, gid
         self.max_upload = max_upload
         self.max_download = max_download
+        self._watcher = None  # set by the sandbox: (path, timeout) -> a _watch.Watch
+
+    def watch(self, path: str = ".", timeout: float | None = None):
+        """Create / modify / delete events under ``path`` (and its subdirectories), from inotify inside the
+        sandbox, as dicts ``{"event", "path", "dir"}``: ``for ev in sb.files.watch("."): ...``, or
+        ``w.get(timeout)``; ``close()`` it (or use ``with``) to stop. ``timeout``: stop after that many seconds."""
+        if self._watcher is None:
+            raise SandboxError("files.watch needs a started sandbox.")
+        return self._watcher(path, timeout)
 
     def _open_dir(self, parts: list[str], create: bool = False) -> int:
         fd = os.open(self._root, _DIR_FLAGS)

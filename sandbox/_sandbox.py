@@ -23,6 +23,7 @@ from burstlab.wire import Execution, ExecutionError, Output
 
 from . import _jail, _life, _reaper, _snapshot
 from ._snapshot import Snapshot
+from ._watch import Watch
 from ._cgroup import Cgroup
 from ._client import Collected, KernelClient, connection_info, new_key
 from ._files import SandboxFiles
@@ -364,6 +365,7 @@ class Sandbox:
                     None, lambda: net_setup(self._record["net"], self._policy))
             self._files = SandboxFiles(os.path.join(fs, "home"), self.uid, self.uid,
                                        self.limits.max_upload, self.limits.max_download)
+            self._files._watcher = lambda path, timeout: Watch(self, template(), path, timeout)
             _live.add(self)
             await self._spawn()
         except BaseException:
