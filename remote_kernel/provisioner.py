@@ -151,8 +151,11 @@ class GpuKernelProvisioner(KernelProvisionerBase):
             # (Its host watch stays: a host that stops answering ends the session, and poll() says so.)
             _sync.submit(session.kernel.aclose())
             self._session = session
-            self._worker = ""
-            self._worker = await self._find_worker()
+            try:
+                self._worker = await self._find_worker()
+            except BaseException:  # a start that fails holds no GPU
+                await _blocking(session.stop, "its Jupyter kernel could not start")
+                raise
             self.log.info("burstlab: kernel %s runs on %s (session %s, warm: %s)",
                           self.kernel_id, session.label, session.id, session.lease.warm)
         self._exit = None
@@ -266,9 +269,15 @@ class GpuKernelProvisioner(KernelProvisionerBase):
         return None
 
     async def _find_worker(self) -> str:
+        """The worker running the lease's primary task (the scheduler knows; the slot's address is the fallback)."""
         lease = self._session.lease
         client = self._get_workspace().client
-        address = await _blocking(client.run_on_scheduler, _where, lease.futures[0].key)
+        try:
+            address = await asyncio.wait_for(_blocking(client.run_on_scheduler, _where, lease.futures[0].key),
+                                             self.worker_timeout)
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            self.log.warning("burstlab: the scheduler did not say where lease %s runs (%s)", lease.id, exc)
+            address = ""
         return address or lease.slots[0].address
 
     async def _on_worker(self, fn, *args):
