@@ -233,10 +233,29 @@ def _rmdir(d: str) -> None:
             time.sleep(0.01)
 
 
+def kill_cgroup(dirs: list[str], timeout: float = 5.0) -> None:
+    """SIGKILL every process in these cgroup dirs until they are empty (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids: set[int] = set()
+        for d in dirs:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids.update(int(p) for p in f.read().split())
+            except OSError:
+                continue
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
 def sweep_stale() -> None:
     """Kill what is left in cgroups of supervisors that died (names start with ``<pid>-``) and remove them."""
-    from ._reaper import kill_cgroup
-
     try:
         _, bases = detect()
     except SandboxError:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 from ._limits import Limits
 
+STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")  # root-only state dirs, one per sandbox
 WORK_DIR = "/home/user"  # the sandbox's writable work dir, and $HOME
 RUN_DIR = "/run/burstlab"  # the kernel's connection file and ipc sockets
 HOSTNAME = "sandbox"

@@ -90,7 +90,7 @@ def parse_policy(network) -> Policy:
 
 # -- wiring ------------------------------------------------------------------------------------------
 def _slot_file(slot: int) -> str:
-    from ._reaper import STATE_BASE
+    from ._jailspec import STATE_BASE
 
     return os.path.join(STATE_BASE, "net", str(slot))
 

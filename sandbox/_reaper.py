@@ -19,13 +19,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import tempfile
 import time
 
 from . import _jail
+from ._cgroup import kill_cgroup, sweep_stale
+from ._jailspec import STATE_BASE
 
-STATE_BASE = os.path.join(tempfile.gettempdir(), "burstlab-sandboxes")
 OWNER_FILE = "owner.json"
 MOUNTS = ("log", "fs/home", "fs")  # mounts under a state dir, unmounted in this order (fs/home: a session's bind)
 _NAME = re.compile(r"\d+(-[0-9a-f]+)?")  # <uid> for a sandbox, <uid>-<hex> for a session kernel (_session)
@@ -72,27 +71,6 @@ def write_record(state_dir: str, rec: dict) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, os.path.join(state_dir, OWNER_FILE))
-
-
-def kill_cgroup(dirs: list[str], timeout: float = 5.0) -> None:
-    """SIGKILL every process in these cgroup dirs until they are empty (or ``timeout`` passes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pids: set[int] = set()
-        for d in dirs:
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    pids.update(int(p) for p in f.read().split())
-            except OSError:
-                continue
-        if not pids or time.monotonic() > deadline:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
 
 
 def _rmdir(d: str, timeout: float = 2.0) -> None:
@@ -169,7 +147,6 @@ def reap_orphans() -> list[str]:
             continue
         destroy(path, rec)
         reaped.append(path)
-    from ._cgroup import sweep_stale
 
     sweep_stale()
     return reaped
