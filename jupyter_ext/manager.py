@@ -288,22 +288,35 @@ class Manager:
             kwargs["network"] = True
         return kwargs
 
-    async def create_sandbox(self, user: str, body: Any) -> dict:
+    async def create_sandbox(self, user: str, body: Any, from_snapshot: str | None = None) -> dict:
         body = validate("SandboxCreate", body, self.maxima)
         kwargs = self._sandbox_kwargs(body)
         notebook = body.get("notebook") or self.default_notebook
         if self._closing:
             raise Conflict("The server is shutting down; no new sandboxes.")
+        snap = self._snapshot(user, from_snapshot) if from_snapshot is not None else None
         try:
             memory = self.ws.check_sandbox(**kwargs).memory  # a bad setting is the caller's: 400, nothing reserved
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
+        if snap is not None:  # its own limits, within this service's maxima
+            m, lim = self.maxima, snap.limits
+            if lim["memory"] > m.memory or lim["timeout"] > m.timeout or lim["pids"] > m.pids or lim["cpus"] > m.cpus:
+                raise BadRequest(f"Snapshot {snap.id}'s limits are above this service's maxima; it cannot be restored here.")
+            memory = lim["memory"]
         self._reserve_sandbox(user, memory)  # before the first await: parallel creates cannot pass the caps
         try:
             # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
             await self._blocking(self.ws.admit_sandbox, user, notebook)
             # From the workspace's warm pool (or started, if the pool cannot serve it): metered as the caller.
-            sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
+            if snap is None:
+                sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
+            else:  # a new sandbox in the snapshot's state, metered and budgeted as the workspace's own
+                from burstlab.sandbox import Sandbox
+
+                sandbox = await _on_burstlab_loop(Sandbox.arestore(snap, user=user, meter=self.ws.meter,
+                                                                   notebook=notebook))
+                self.ws._sandboxes.adopt(sandbox)
         finally:
             self._reserved[user] -= 1
             self._reserved_memory -= memory
@@ -375,6 +388,44 @@ class Manager:
                 raise NotFound(f"Sandbox {id!r} was closed during the run.") from None
             raise
         return bound_execution(execution.to_json(), self.maxima.output)
+
+    # -- snapshots (burstlab.sandbox: per user under BURSTLAB_HOME) -------------------------------
+
+    def _snapshot(self, user: str, snap_id: str):
+        from burstlab.sandbox import list_snapshots
+
+        try:
+            found = [s for s in list_snapshots(user) if s.id == snap_id]
+        except SandboxError as exc:
+            raise BadRequest(str(exc)) from None
+        if not found:
+            raise NotFound(f"No snapshot {snap_id!r} of yours; GET snapshots lists them.")
+        return found[0]
+
+    async def snapshot_sandbox(self, user: str, id: str, body: Any) -> dict:
+        """``Sandbox.snapshot(mode)``; CRIU's refusal (no mode) is a 409 naming mode "namespace"."""
+        body = validate("SnapshotRequest", {} if body is None else body, self.maxima)
+        entry = self._entry(user, id)
+        try:
+            snap = await _on_burstlab_loop(entry.sandbox.asnapshot(body.get("mode")))
+        except (SandboxLimitError, NotFoundError):
+            raise
+        except SandboxError as exc:
+            raise Conflict(str(exc)) from None
+        return snap.to_dict()
+
+    def list_snapshots(self, user: str) -> dict:
+        from burstlab.sandbox import list_snapshots
+
+        try:
+            return {"snapshots": [s.to_dict() for s in list_snapshots(user)]}
+        except SandboxError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def delete_snapshot(self, user: str, snap_id: str) -> dict:
+        snap = self._snapshot(user, snap_id)
+        snap.delete()
+        return snap.to_dict()
 
     def sandbox_metrics(self, user: str, id: str) -> dict:
         """``Sandbox.metrics()``: the sandbox's cgroup readings as a time series."""

@@ -96,6 +96,10 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "timeout": {"anyOf": [timeout, {"type": "null"}],
                         "description": "seconds; null: the sandbox's own timeout"},
         }, required=["cmd"]),
+        "SnapshotRequest": _obj({"mode": {"type": "string", "enum": ["criu", "namespace"],
+                                          "description": "criu (the default: refused with 409 where CRIU cannot run) "
+                                                         "or namespace (picklable variables, work dir, limits)"}},
+                                required=[]),
         "BudgetSet": _obj({
             "limit_usd": {"type": "number", "minimum": 0.000001, "maximum": 1e9},
             "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -120,6 +124,11 @@ RESPONSES: dict[str, dict[str, Any]] = {
                        ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
                         "max_download")},
                     "lifetime": _nullable(_NUM), "expires_in": _nullable(_NUM)}),
+    "Snapshot": _obj({"id": _STR, "user": _STR, "created": _NUM, "mode": _STR, "size_bytes": _INT,
+                      "captured": {"type": "array", "items": _STR},
+                      "not_captured": {"type": "object", "additionalProperties": _STR},
+                      "limits": {"type": "object"}, "network": {}}),
+    "Snapshots": _obj({"snapshots": {"type": "array", "items": _ref("Snapshot")}}),
     "Metrics": _obj({"interval_s": _NUM, "samples": {"type": "array", "items": _obj(
         {"t": _NUM, "cpu_s": _NUM, "memory_bytes": _INT, "pids": _INT, "output_bytes": _INT})}}),
     "Sandbox": SandboxRecord.json_schema(),
@@ -223,7 +232,9 @@ def _paths() -> dict[str, Any]:
         "/sandboxes": {
             "get": {"summary": "The caller's sandboxes", "responses": {"200": ok(_ref("Sandboxes")), **_errors()}},
             "post": {"summary": "Create a sandbox", "requestBody": _body("SandboxCreate", required=False),
-                     "responses": {"201": ok(_ref("Sandbox"), "Created"), **_errors(400, 402, 409, 413)}},
+                     "parameters": [{"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
+                                     "description": "a snapshot id of yours: the sandbox starts in its state"}],
+                     "responses": {"201": ok(_ref("Sandbox"), "Created"), **_errors(400, 402, 404, 409, 413)}},
         },
         "/sandboxes/{id}": {
             "parameters": _ID,
@@ -247,6 +258,19 @@ def _paths() -> dict[str, Any]:
             "post": {"summary": "Run a command in the sandbox's jail (exit code, stdout, stderr)",
                      "requestBody": _body("ExecRequest"),
                      "responses": {"200": ok(_ref("ExecResult")), **_errors(400, 404, 413)}},
+        },
+        "/sandboxes/{id}/snapshot": {
+            "parameters": _ID,
+            "post": {"summary": "Snapshot the sandbox (mode namespace: its picklable variables, work dir and limits)",
+                     "requestBody": _body("SnapshotRequest", required=False),
+                     "responses": {"201": ok(_ref("Snapshot"), "Created"), **_errors(400, 404, 409, 413)}},
+        },
+        "/snapshots": {
+            "get": {"summary": "The caller's snapshots", "responses": {"200": ok(_ref("Snapshots")), **_errors()}},
+        },
+        "/snapshots/{id}": {
+            "parameters": _ID,
+            "delete": {"summary": "Delete a snapshot", "responses": {"200": ok(_ref("Snapshot")), **_errors(404)}},
         },
         "/sandboxes/{id}/metrics": {
             "parameters": _ID,

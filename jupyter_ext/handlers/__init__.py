@@ -10,7 +10,8 @@ from .files import FilesHandler
 from .hosts import HostsHandler
 from .maps import MapHandler, MapsHandler
 from .sandboxes import (SandboxesHandler, SandboxExecHandler, SandboxExecuteHandler, SandboxHandler,
-                        SandboxInterruptHandler, SandboxMetricsHandler)
+                        SandboxInterruptHandler, SandboxMetricsHandler, SandboxSnapshotHandler, SnapshotHandler,
+                        SnapshotsHandler)
 from .sessions import SessionExecuteHandler, SessionHandler, SessionsHandler
 from .spec import OpenApiHandler
 from .usage import UsageHandler
@@ -30,6 +31,9 @@ ROUTES = [
     (rf"sandboxes/{_ID}/interrupt", SandboxInterruptHandler),
     (rf"sandboxes/{_ID}/exec", SandboxExecHandler),
     (rf"sandboxes/{_ID}/metrics", SandboxMetricsHandler),
+    (rf"sandboxes/{_ID}/snapshot", SandboxSnapshotHandler),
+    (r"snapshots", SnapshotsHandler),
+    (rf"snapshots/{_ID}", SnapshotHandler),
     (rf"sandboxes/{_ID}/files(?:/(?P<path>.*))?", FilesHandler),
     (r"maps", MapsHandler),
     (rf"maps/{_ID}", MapHandler),

@@ -28,7 +28,7 @@ class SandboxesHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def post(self):
-        self.reply(await self.manager.create_sandbox(self.user, self.json_body()), 201)
+        self.reply(await self.manager.create_sandbox(self.user, self.json_body(), self.get_argument("from", None)), 201)
 
 
 class SandboxHandler(BurstLabHandler):
@@ -51,6 +51,30 @@ class SandboxInterruptHandler(BurstLabHandler):
     @api_errors
     async def post(self, id):
         self.reply(await self.manager.interrupt_sandbox(self.user, id))
+
+
+class SandboxSnapshotHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def post(self, id):
+        self.reply(await self.manager.snapshot_sandbox(self.user, id, self.json_body()), 201)
+
+
+class SnapshotsHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def get(self):
+        self.reply(self.manager.list_snapshots(self.user))
+
+
+class SnapshotHandler(BurstLabHandler):
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def delete(self, id):
+        self.reply(self.manager.delete_snapshot(self.user, id))
 
 
 class SandboxMetricsHandler(BurstLabHandler):

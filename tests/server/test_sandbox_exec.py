@@ -79,3 +79,29 @@ def test_lifetime_and_metrics_over_rest(service):
         time.sleep(0.2)
     assert "reached its lifetime of 2 s" in err["message"]
     assert sid not in {s["id"] for s in call(service, "alice", "GET", "sandboxes")[1]["sandboxes"]}
+
+
+def test_snapshots_over_rest(service):
+    code, sb = call(service, "alice", "POST", "sandboxes", json={})
+    sid = sb["id"]
+    try:
+        call(service, "alice", "POST", f"sandboxes/{sid}/execute", json={"code": "f = lambda x: x + 1\ng = (i for i in [])"})
+        call(service, "alice", "POST", f"sandboxes/{sid}/exec", json={"cmd": "echo kept > w.txt", "shell": True})
+        code, err = call(service, "alice", "POST", f"sandboxes/{sid}/snapshot", json={})
+        assert code == 409 and 'mode="namespace"' in err["message"]
+        code, snap = call(service, "alice", "POST", f"sandboxes/{sid}/snapshot", json={"mode": "namespace"})
+        assert code == 201 and snap["user"] == "alice" and "f" in snap["captured"] and "g" in snap["not_captured"]
+        assert [s["id"] for s in call(service, "alice", "GET", "snapshots")[1]["snapshots"]] == [snap["id"]]
+        assert call(service, "bob", "GET", "snapshots")[1] == {"snapshots": []}
+        assert call(service, "bob", "POST", f"sandboxes?from={snap['id']}", json={})[0] == 404
+        assert call(service, "bob", "DELETE", f"snapshots/{snap['id']}")[0] == 404
+        code, r = call(service, "alice", "POST", f"sandboxes?from={snap['id']}", json={})
+        assert code == 201, r
+        code, ex = call(service, "alice", "POST", f"sandboxes/{r['id']}/execute",
+                        json={"code": "f(1), open('w.txt').read()"})
+        assert ex["outputs"][-1]["data"]["text/plain"] == "(2, 'kept\\n')"
+        call(service, "alice", "DELETE", f"sandboxes/{r['id']}")
+        assert call(service, "alice", "DELETE", f"snapshots/{snap['id']}")[0] == 200
+        assert call(service, "alice", "GET", "snapshots")[1] == {"snapshots": []}
+    finally:
+        call(service, "alice", "DELETE", f"sandboxes/{sid}")
