@@ -14,6 +14,7 @@ import tempfile
 import pytest
 
 from burstlab.examples.fleet import ADDRS, Fleet, wait_for
+from fleet_helpers import wait_workers, worker_names  # tests/fleet is on sys.path (pytest's prepend mode)
 
 
 def _why_not() -> str:
@@ -23,22 +24,6 @@ def _why_not() -> str:
         if shutil.which(tool) is None:
             return f"the test fleet needs `{tool}` (iproute2 / util-linux)"
     return ""
-
-
-def worker_names(client) -> dict[str, str]:
-    """Worker name -> address, as the scheduler sees them now."""
-    info = client.run_on_scheduler(lambda dask_scheduler: {str(ws.name): ws.address
-                                                           for ws in dask_scheduler.workers.values()})
-    return info
-
-
-def wait_workers(client, hosts: set[str], timeout: float = 60.0) -> dict[str, str]:
-    """Wait until the scheduler has a burstlab worker on each of ``hosts`` (labels)."""
-    def check():
-        names = worker_names(client)
-        have = {n.split("/")[1] for n in names if n.startswith("burstlab/")}
-        return names if hosts <= have else None
-    return wait_for(f"burstlab workers on {sorted(hosts)}", check, timeout, interval=0.1)
 
 
 _fleet: Fleet | None = None

@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 from burstlab.errors import NoGpuError, SessionLostError
 from burstlab.examples.fleet import ADDRS, wait_for
 
-from .conftest import wait_workers
+from fleet_helpers import wait_workers
 
 pytestmark = pytest.mark.slow
 
