@@ -574,20 +574,23 @@ class Sandbox:
         return await _snapshot.asnapshot(self, mode)
 
     @classmethod
-    def restore(cls, snap: "Snapshot | str", *, user: str | None = None, **kwargs: Any) -> "Sandbox":
-        """A new, started sandbox in ``snap``'s state (a Snapshot, or the id of one of ``user``'s)."""
-        return run_sync(cls.arestore(snap, user=user, **kwargs))
+    def restore(cls, snap: "Snapshot | str", *, user: str | None = None, pool: Any = None,
+                **kwargs: Any) -> "Sandbox":
+        """A new, started sandbox in ``snap``'s state (a Snapshot, or the id of one of ``user``'s); taken from
+        ``pool`` (a SandboxPool) when it serves the snapshot's network and sizes."""
+        return run_sync(cls.arestore(snap, user=user, pool=pool, **kwargs))
 
     @classmethod
-    async def arestore(cls, snap: "Snapshot | str", *, user: str | None = None, **kwargs: Any) -> "Sandbox":
-        return await _snapshot.arestore(cls, snap, user, **kwargs)
+    async def arestore(cls, snap: "Snapshot | str", *, user: str | None = None, pool: Any = None,
+                       **kwargs: Any) -> "Sandbox":
+        return await _snapshot.arestore(cls, snap, user, pool, **kwargs)
 
-    def fork(self, n: int, mode: str | None = "namespace") -> "list[Sandbox]":
+    def fork(self, n: int, mode: str | None = "namespace", pool: Any = None) -> "list[Sandbox]":
         """``n`` new sandboxes, each in this one's state (a snapshot restored ``n`` times, then deleted)."""
-        return run_sync(self.afork(n, mode))
+        return run_sync(self.afork(n, mode, pool))
 
-    async def afork(self, n: int, mode: str | None = "namespace") -> "list[Sandbox]":
-        return await _snapshot.afork(self, n, mode)
+    async def afork(self, n: int, mode: str | None = "namespace", pool: Any = None) -> "list[Sandbox]":
+        return await _snapshot.afork(self, n, mode, pool)
 
     # -- commands ---------------------------------------------------------------------------------
     def exec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,

@@ -16,8 +16,9 @@ A namespace snapshot is one tar, ``state.tar``, and ``meta.json``, under
   ``O_NOFOLLOW`` opens; symlinks are stored as links, FIFOs and sockets skipped);
 - the limits and network policy, in ``meta.json``.
 
-``restore`` starts a new sandbox with those limits, unpacks the tar *inside* it (``tar -x`` as the sandbox's user,
-through ``exec``), and loads the variables in its kernel; nothing of a snapshot is ever unpickled outside a sandbox.
+``restore`` starts a new sandbox with those limits (or takes one from a pool), unpacks the tar into its work dir
+before any user code has run there (never through a symlink, never outside it, owned by the sandbox's uid), and
+loads the variables in its kernel; nothing of a snapshot is ever unpickled outside a sandbox.
 Sizes: a snapshot above ``BURSTLAB_SNAPSHOT_MAX`` (default 2 GiB) or a user's snapshots above
 ``BURSTLAB_SNAPSHOT_QUOTA`` (default 10 GiB) are refused with a SandboxLimitError; delete old ones.
 """
@@ -306,21 +307,59 @@ async def asnapshot(sb, mode: str | None = None) -> Snapshot:
     return load(snap_id, user)
 
 
-async def arestore(cls, snap: "Snapshot | str", user: str | None = None, **kwargs: Any):
-    """A new, started sandbox (of class ``cls``) in ``snap``'s state."""
+def _unpack(tar_path: str, home: str, uid: int) -> None:
+    """Unpack a snapshot's tar into a sandbox's work dir that no user code has touched yet (a fresh sandbox, or
+    one straight from a pool): the tar is burstlab's own (root-only, written by ``asnapshot``), and nothing is
+    ever written through a symlink it holds, or outside ``home``."""
+    links: set[str] = set()
+    with tarfile.open(tar_path, "r:") as tar:
+        for m in tar:
+            name = os.path.normpath(m.name)
+            parts = name.split("/")
+            if name.startswith("/") or ".." in parts or name == ".":
+                raise SandboxError(f"Snapshot entry {m.name!r} is outside the work dir; the snapshot is damaged.")
+            if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                raise SandboxError(f"Snapshot entry {m.name!r} is under a symlink; the snapshot is damaged.")
+            dest = os.path.join(home, name)
+            if m.isdir():
+                os.makedirs(dest, exist_ok=True)
+                os.chmod(dest, m.mode & 0o7777 | 0o700)
+                os.chown(dest, uid, uid)
+            elif m.issym():
+                os.symlink(m.linkname, dest)
+                os.lchown(dest, uid, uid)
+                links.add(name)
+            elif m.isreg():
+                src = tar.extractfile(m)
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                    os.fchmod(fd, m.mode & 0o7777)
+                    os.fchown(fd, uid, uid)
+
+
+async def arestore(cls, snap: "Snapshot | str", user: str | None = None, pool: Any = None, **kwargs: Any):
+    """A new, started sandbox (of class ``cls``) in ``snap``'s state; from ``pool`` when it serves the snapshot's
+    network and fixed sizes."""
     if isinstance(snap, Snapshot):
         snap = load(snap.id, user or snap.user)
     else:
         snap = load(snap, user or _default_user())
     kwargs.setdefault("network", snap.network)
     lim = Limits(**snap.limits)
-    sb = cls(timeout=lim.timeout, memory=lim.memory, limits=lim, user=snap.user, **kwargs)
+    sb = None
+    if pool is not None and pool.network == snap.network:
+        sb = await pool.aacquire(timeout=lim.timeout, memory=lim.memory, pids=lim.pids, cpus=lim.cpus,
+                                 meter=kwargs.get("meter"), user=snap.user, notebook=kwargs.get("notebook", ""))
+        if sb.limits != lim:  # its sizes are fixed at start, and differ: a new one instead
+            await sb.aclose()
+            sb = None
+    if sb is None:
+        sb = cls(timeout=lim.timeout, memory=lim.memory, limits=lim, user=snap.user, **kwargs)
     try:
         await sb.astart()
-        r = await sb.aexec(["tar", "-xf", "-", "--no-same-owner"], timeout=max(sb.limits.timeout, 60.0),
-                           stdin_path=str(snap.path / "state.tar"))
-        if not r.ok:
-            raise SandboxError(f"Could not unpack snapshot {snap.id} in the new sandbox: {r.error or r.stderr[-500:]}")
+        await asyncio.get_running_loop().run_in_executor(
+            None, _unpack, str(snap.path / "state.tar"), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
         ex = await sb.arun(_RESTORE % ("/home/user/" + PICKLE_NAME), timeout=max(sb.limits.timeout, 60.0))
         if ex.error is not None:
             raise SandboxError(f"Could not load snapshot {snap.id}'s variables: {ex.error.ename}: {ex.error.evalue}")
@@ -330,12 +369,12 @@ async def arestore(cls, snap: "Snapshot | str", user: str | None = None, **kwarg
     return sb
 
 
-async def afork(sb, n: int, mode: str | None = "namespace") -> list:
+async def afork(sb, n: int, mode: str | None = "namespace", pool: Any = None) -> list:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
         raise SandboxError(f"fork(n={n!r}): n is a number of copies from 1 to 64.")
     snap = await asnapshot(sb, mode)
     try:
-        got = await asyncio.gather(*(arestore(type(sb), snap, meter=sb.meter, notebook=sb.notebook)
+        got = await asyncio.gather(*(arestore(type(sb), snap, pool=pool, meter=sb.meter, notebook=sb.notebook)
                                      for _ in range(n)), return_exceptions=True)
     finally:
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, snap.path, True)

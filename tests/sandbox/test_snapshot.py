@@ -92,3 +92,21 @@ def test_size_limit(src, home, monkeypatch):
     with pytest.raises(SandboxLimitError, match="BURSTLAB_SNAPSHOT_MAX"):
         src.snapshot(mode="namespace")
     assert list_snapshots("alice") == [] and not any((home / "snapshots" / "alice").iterdir())
+
+
+def test_restore_and_fork_from_a_pool(src, home):
+    from burstlab.sandbox import SandboxPool
+
+    snap = src.snapshot(mode="namespace")
+    with SandboxPool(size=2) as pool:
+        pool.start(wait=True)
+        with Sandbox.restore(snap, pool=pool, meter=None) as r:
+            assert r.limits.memory == 384 * 2**20 and r.run("f(5)").text == "15"
+            assert r.files.read("sub/data.txt") == b"work dir file"
+            assert os.stat(os.path.join(r.state_dir, "fs", "home", "sub", "data.txt")).st_uid == r.uid
+        forks = src.fork(2, pool=pool)
+        try:
+            assert [f.run("f(1)").text for f in forks] == ["3", "3"]
+        finally:
+            for f in forks:
+                f.close()
