@@ -26,7 +26,7 @@ from burstlab.errors import BurstlabError, RemoteError, SessionLostError, Transf
 from burstlab.gpus import parse_gpu_spec
 from burstlab.workspace import get_workspace, no_gpu_message, write_csv
 
-from .render import Publisher, Report, bill_section, money, table
+from .render import CELL_MIME, Publisher, Report, bill_section, cell_record, money, table
 
 USAGE = __doc__
 
@@ -207,9 +207,19 @@ class GpuMagics(Magics):
         return session.execute_sync(code, on_output=publish)
 
     def _footer(self, session) -> None:
+        """Where the cell ran and what its session has cost: text in a terminal; in a notebook, a display whose
+        ``CELL_MIME`` part the lab extension shows as a label under the cell and saves in the cell's metadata
+        (``burstlab.ran``), with the same text as ``text/plain`` for every other frontend."""
         record = self.workspace.session_usage(session)
-        if record is not None:
-            print(f"[{session.label} on {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far]")
+        if record is None:
+            return
+        text = f"[{session.label} on {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far]"
+        if getattr(self.shell, "kernel", None) is None:
+            print(text)
+            return
+        from IPython.display import publish_display_data
+
+        publish_display_data({"text/plain": text, CELL_MIME: cell_record(session, record)})
 
     # -- %gpu -----------------------------------------------------------------------------------
 

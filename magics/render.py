@@ -69,6 +69,23 @@ class Publisher:
 
 money = usd  # the one money formatter, burstlab.wire.usd
 
+CELL_MIME = "application/vnd.burstlab.cell+json"  # a %%gpu cell's "ran on" record (labextension/src/ranlabel.ts)
+
+
+def cell_record(session, record: UsageRecord) -> dict[str, Any]:
+    """What a ``%%gpu`` cell's label shows and its metadata keeps: where it ran and what its session cost so far."""
+    from datetime import datetime, timezone
+
+    return {
+        "gpu": session.label,
+        "spec": session.key,
+        "host": session.host,
+        "held_s": record.billed_s,
+        "cost_microusd": record.cost_microusd,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "text": f"ran on {session.label} @ {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far",
+    }
+
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in row] for row in rows]
@@ -131,4 +148,4 @@ def bill_table(records: list[UsageRecord], title: str) -> str:
     return bill_section(Report(), records, title, ("kind", "resource")).text
 
 
-__all__ = ["Publisher", "RemoteValue", "Report", "bill_section", "bill_table", "money", "table"]
+__all__ = ["CELL_MIME", "Publisher", "RemoteValue", "Report", "bill_section", "bill_table", "cell_record", "money", "table"]
