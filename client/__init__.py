@@ -359,6 +359,17 @@ class RemoteWorkspace:
         self._owned[sb.id] = sb
         return sb
 
+    async def arestore(self, snapshot_id: str, notebook: str | None = None) -> "RemoteSandbox":
+        """A new sandbox on the service in the state of one of your snapshots (``POST sandboxes?from=``)."""
+        body = {"notebook": notebook} if notebook is not None else {}
+        sb = RemoteSandbox(self, await self._json("POST", "sandboxes", "id", body=body, whole=True,
+                                                  params={"from": snapshot_id}))
+        self._owned[sb.id] = sb
+        return sb
+
+    def restore(self, snapshot_id: str, notebook: str | None = None) -> "RemoteSandbox":
+        return run_sync(self.arestore(snapshot_id, notebook))
+
     async def asandboxes(self) -> list["RemoteSandbox"]:
         return [RemoteSandbox(self, s) for s in await self._json("GET", "sandboxes", "sandboxes")]
 
@@ -640,6 +651,14 @@ class RemoteSandbox:
     def exec(self, cmd, *, shell: bool = False, timeout: float | None = None):
         """Run a command (``["ls", "-la"]``, or ``"pip list"`` with ``shell=True``) in the sandbox's jail."""
         return run_sync(self.aexec(cmd, shell=shell, timeout=timeout))
+
+    async def asnapshot(self, mode: str | None = "namespace") -> dict:
+        """Snapshot the sandbox on the service (``POST sandboxes/{id}/snapshot``): the snapshot's record."""
+        return await self.workspace._json("POST", f"{self._path}/snapshot", "id", whole=True,
+                                          body={"mode": mode} if mode else {}, timeout=120)
+
+    def snapshot(self, mode: str | None = "namespace") -> dict:
+        return run_sync(self.asnapshot(mode))
 
     async def ainterrupt(self) -> None:
         """Interrupt the running cell: its run answers with the KeyboardInterrupt in ``.error``."""

@@ -6,8 +6,8 @@
     jupyter burstlab mcp                                                           # in-process sandboxes
     python -m burstlab.jupyter_ext.mcp [--url URL] [--token-file PATH]             # the same, without jupyter
 
-Tools: ``create_sandbox``, ``run_cell``, ``sandbox_exec``, ``read_file``, ``write_file``, ``list_files``,
-``list_sandboxes``, ``close_sandbox``. Each answers a short text summary for the model to read, and
+Tools: ``create_sandbox``, ``run_cell``, ``sandbox_exec``, ``snapshot_sandbox``, ``restore_snapshot``,
+``read_file``, ``write_file``, ``list_files``, ``list_sandboxes``, ``close_sandbox``. Each answers a short text summary for the model to read, and
 the same facts as structured JSON (``run_cell``: the :class:`~burstlab.wire.Execution` JSON, as the
 REST API returns it). A refused request (unknown sandbox, bad path, limit above the maximum, service
 down) is a tool error whose text names the fix.
@@ -92,6 +92,13 @@ class RemoteBackend:
     def forget(self, sandbox_id: str) -> None:
         pass
 
+    def snapshot(self, sb) -> dict:
+        return sb.snapshot("namespace")
+
+    def restore(self, snapshot_id: str):
+        sb = self.ws.restore(snapshot_id, notebook="mcp")
+        return sb.id, sb
+
     def close_all(self) -> None:
         self.ws.close()  # closes the sandboxes this server created
 
@@ -162,6 +169,25 @@ class LocalBackend:
 
     def forget(self, sandbox_id: str) -> None:
         self.sandboxes.pop(sandbox_id, None)
+
+    def snapshot(self, sb) -> dict:
+        return getattr(sb, "sandbox", sb).snapshot(mode="namespace").to_dict()
+
+    def restore(self, snapshot_id: str):
+        from burstlab.sandbox import Sandbox
+        from burstlab.sandbox._snapshot import load
+
+        m = self.maxima
+        if len(self.sandboxes) >= m.sandboxes_per_user:
+            raise BurstlabError(f"{len(self.sandboxes)} sandboxes are open, this server's maximum; close one with "
+                                "close_sandbox first.")
+        lim = load(snapshot_id, os.environ.get("USER") or "root").limits
+        if lim["memory"] > m.memory or lim["timeout"] > m.timeout:
+            raise BurstlabError(f"Snapshot {snapshot_id}'s limits are above this server's maxima.")
+        sb = _Bounded(Sandbox.restore(snapshot_id, notebook="mcp"), self)
+        sandbox_id = "sb-" + secrets.token_hex(6)
+        self.sandboxes[sandbox_id] = sb
+        return sandbox_id, sb
 
     def close_all(self) -> None:
         for sb in list(self.sandboxes.values()):
@@ -285,6 +311,25 @@ def build_server(backend, maxima: Maxima | None = None) -> "MCPServer":
         if r.stderr:
             parts.append("stderr:\n" + _clip(r.stderr))
         return _result("\n\n".join(parts) + f"\n\n[{r.duration_s:.3f} s]", data, is_error=False)
+
+    @server.tool()
+    def snapshot_sandbox(sandbox_id: str) -> CallToolResult:
+        """Save the sandbox's state: its variables that can be pickled (the others are listed), its files and
+        limits. restore_snapshot(snapshot_id) starts a new sandbox in that state (e.g. to try several plans)."""
+        sb = call(backend.get, sandbox_id)
+        snap = call(backend.snapshot, sb)
+        missed = ", ".join(f"{k} ({v})" for k, v in snap["not_captured"].items()) or "none"
+        return _result(_clip(f"snapshot {snap['id']} of {sandbox_id}: variables {', '.join(snap['captured']) or 'none'}; "
+                             f"not captured: {missed}; {snap['size_bytes']} bytes"),
+                       {"snapshot_id": snap["id"], "snapshot": snap})
+
+    @server.tool()
+    def restore_snapshot(snapshot_id: str) -> CallToolResult:
+        """Start a new sandbox in the state a snapshot_sandbox call saved; returns the new sandbox's id."""
+        sandbox_id, sb = call(backend.restore, snapshot_id)
+        info = backend.describe(sb)
+        return _result(f"sandbox {sandbox_id} restored from {snapshot_id} ({_limits_text(info)})",
+                       {"sandbox_id": sandbox_id, "sandbox": info})
 
     @server.tool()
     def write_file(sandbox_id: str, path: str, content: str,

@@ -105,3 +105,39 @@ def test_snapshots_over_rest(service):
         assert call(service, "alice", "GET", "snapshots")[1] == {"snapshots": []}
     finally:
         call(service, "alice", "DELETE", f"sandboxes/{sid}")
+
+
+async def _snapshot_round_trip(session):
+    created = await session.call_tool("create_sandbox", {})
+    sid = created.structured_content["sandbox_id"]
+    await session.call_tool("run_cell", {"sandbox_id": sid, "code": "plan = ['a']\nit = (i for i in range(3))"})
+    snap = await session.call_tool("snapshot_sandbox", {"sandbox_id": sid})
+    assert not snap.is_error, _text(snap)
+    snap_id = snap.structured_content["snapshot_id"]
+    restored = await session.call_tool("restore_snapshot", {"snapshot_id": snap_id})
+    assert not restored.is_error, _text(restored)
+    rid = restored.structured_content["sandbox_id"]
+    await session.call_tool("run_cell", {"sandbox_id": rid, "code": "plan.append('b')"})
+    out = {"restored": (await session.call_tool("run_cell", {"sandbox_id": rid, "code": "plan"})).structured_content,
+           "source": (await session.call_tool("run_cell", {"sandbox_id": sid, "code": "plan"})).structured_content,
+           "snap_text": _text(snap),
+           "bad": await session.call_tool("restore_snapshot", {"snapshot_id": "snap-0000000000000000"})}
+    for s in (sid, rid):
+        await session.call_tool("close_sandbox", {"sandbox_id": s})
+    return out
+
+
+def _check_round_trip(out):
+    assert out["restored"]["outputs"][-1]["data"]["text/plain"] == "['a', 'b']"
+    assert out["source"]["outputs"][-1]["data"]["text/plain"] == "['a']"
+    assert "plan" in out["snap_text"] and "it (" in out["snap_text"]  # the iterator is named as not captured
+    assert out["bad"].is_error and "snap-0000000000000000" in _text(out["bad"])
+
+
+def test_mcp_snapshots_on_the_service(service):
+    env = {"BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"]}
+    _check_round_trip(anyio.run(_agent, _params(env, jupyter=True), _snapshot_round_trip))
+
+
+def test_mcp_snapshots_in_process(tmp_path):
+    _check_round_trip(anyio.run(_agent, _params({"BURSTLAB_HOME": str(tmp_path)}), _snapshot_round_trip))
