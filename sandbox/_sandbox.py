@@ -155,6 +155,7 @@ class Sandbox:
     this host, through NAT; never the host's own addresses, its loopback included), or a list of
     ``"host:port"``, ``"ip"`` and ``"CIDR"`` entries it may reach and nothing else (docs/sandbox.md).
     ``sandbox_idle_timeout``: a started sandbox that runs nothing for this many seconds is closed.
+    ``idle_action="pause"``: the idle timeout pauses it (``pause()``) instead of closing it.
     ``lifetime``: a started sandbox is closed at this age (seconds; ``set_lifetime`` changes it); ``metrics()``
     is its CPU, memory, pids and output as a time series; ``exec(cmd)`` runs a command in its jail.
     """
@@ -166,7 +167,7 @@ class Sandbox:
         max_upload: int | str | None = None, max_download: int | str | None = None,
         gpu: str | None = None, meter: Any = AUTO, user: str = "", notebook: str = "",
         limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-        lifetime: float | None = None,
+        lifetime: float | None = None, idle_action: str = "close",
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
                           work_size=work_size, tmp_size=tmp_size)
@@ -187,6 +188,11 @@ class Sandbox:
         self._deadline: float | None = None
         self.output_bytes = 0  # output the supervisor received from runs and commands (metrics)
         self._metrics = _life.Metrics()
+        self._minder: asyncio.Task | None = None
+        self._paused: Snapshot | None = None  # the state of a paused sandbox (pause(); resumed on next use)
+        if idle_action not in ("close", "pause"):
+            raise SandboxError(f"idle_action={idle_action!r}: give \"close\" or \"pause\".")
+        self.idle_action = idle_action
         self.last_active = time.monotonic()
         self._busy = 0
         self._closed_why = ""
@@ -331,6 +337,8 @@ class Sandbox:
     async def _start_locked(self) -> None:
         if self._closed:
             raise SandboxError(f"This sandbox is closed{self._closed_why}; create a new Sandbox().")
+        if self._paused is not None:  # the next use resumes a paused sandbox
+            return await _snapshot.resume_locked(self)
         if self._kernel is not None:
             return
         if os.geteuid() != 0:
@@ -374,7 +382,8 @@ class Sandbox:
         self._started_at = self.last_active = time.monotonic()
         if self.lifetime is not None:
             self._deadline = self._started_at + self.lifetime
-        _life.start(self)
+        if self._minder is None or self._minder.done():
+            self._minder = _life.start(self)
         if self.idle_timeout is not None:
             _reaper.watch_idle(self)
         if self.meter is AUTO:
@@ -465,6 +474,9 @@ class Sandbox:
                 return
             self._closed = True
             self._closed_why = why
+            if self._paused is not None:
+                _snapshot.drop(self._paused)
+                self._paused = None
             if self.started:
                 self._metrics.sample(self)
             if self._meter_id is not None and self.meter is not None:
@@ -498,58 +510,62 @@ class Sandbox:
 
     async def _run(self, code: str, timeout: float, on_output: Callable[[Output], None] | None) -> Execution:
         async with self._get_lock():
-            await self._start_locked()
-            notice = await self._ensure_kernel()
-            pre = [Output(kind="stream", name="stderr", text=notice)] if notice else []
-            assert self._kernel is not None and self._cgroup is not None
-            k, cg = self._kernel, self._cgroup
-            oom0, pids0 = cg.oom_kills(), cg.pids_max_events()
-            t0 = time.monotonic()
-            msg_id = k.client.send_execute(code)
-            col = Collected(limit=self.limits.output + 64 * 1024, on_output=on_output)
-            pids_hit = lambda: cg.pids_max_events() > pids0  # noqa: E731
-            how = await k.client.collect(msg_id, col, t0 + timeout, k.exited, pids_hit)
-            error = col.error
-            lost = False
-            if how == "abort":
-                error, lost = self._pids_error(), True
-            elif how == "timeout" and pids_hit():
-                error, lost = self._pids_error(), True
-            elif how == "timeout":
-                await k.client.interrupt()
-                how = await k.client.collect(msg_id, col, time.monotonic() + self.limits.grace, k.exited)
-                if how == "done":
-                    error = ExecutionError(
-                        "SandboxTimeout",
-                        f"The run passed its timeout of {timeout:g} s and was interrupted; the kernel and its state are kept. "
-                        "Give more time with run(code, timeout=...) or Sandbox(timeout=...).",
-                        col.error.traceback if col.error else (),
-                    )
-                else:
-                    error = ExecutionError(
-                        "SandboxTimeout",
-                        f"The run passed its timeout of {timeout:g} s and did not stop within {self.limits.grace:g} s of "
-                        "an interrupt, so every process in the sandbox was killed and the kernel restarted: its state "
-                        "(variables, imports) is lost; files in the work dir are kept.",
-                    )
-                    lost = True
-            elif how == "died":
-                status = k.exited.result()
-                error = self._death_error(status, oom0, pids0)
+            return await self._run_locked(code, timeout, on_output)
+
+    async def _run_locked(self, code: str, timeout: float,
+                          on_output: Callable[[Output], None] | None) -> Execution:
+        await self._start_locked()
+        notice = await self._ensure_kernel()
+        pre = [Output(kind="stream", name="stderr", text=notice)] if notice else []
+        assert self._kernel is not None and self._cgroup is not None
+        k, cg = self._kernel, self._cgroup
+        oom0, pids0 = cg.oom_kills(), cg.pids_max_events()
+        t0 = time.monotonic()
+        msg_id = k.client.send_execute(code)
+        col = Collected(limit=self.limits.output + 64 * 1024, on_output=on_output)
+        pids_hit = lambda: cg.pids_max_events() > pids0  # noqa: E731
+        how = await k.client.collect(msg_id, col, t0 + timeout, k.exited, pids_hit)
+        error = col.error
+        lost = False
+        if how == "abort":
+            error, lost = self._pids_error(), True
+        elif how == "timeout" and pids_hit():
+            error, lost = self._pids_error(), True
+        elif how == "timeout":
+            await k.client.interrupt()
+            how = await k.client.collect(msg_id, col, time.monotonic() + self.limits.grace, k.exited)
+            if how == "done":
+                error = ExecutionError(
+                    "SandboxTimeout",
+                    f"The run passed its timeout of {timeout:g} s and was interrupted; the kernel and its state are kept. "
+                    "Give more time with run(code, timeout=...) or Sandbox(timeout=...).",
+                    col.error.traceback if col.error else (),
+                )
+            else:
+                error = ExecutionError(
+                    "SandboxTimeout",
+                    f"The run passed its timeout of {timeout:g} s and did not stop within {self.limits.grace:g} s of "
+                    "an interrupt, so every process in the sandbox was killed and the kernel restarted: its state "
+                    "(variables, imports) is lost; files in the work dir are kept.",
+                )
                 lost = True
-            if not lost and cg.pids_max_events() > pids0:
-                error = self._pids_error()
-                lost = True
-            if lost:
-                await self._kill_kernel()
-                self.restarts += 1
-                await self._spawn()
-            outputs = pre + col.outputs
-            self.output_bytes += sum(len(o.text) + (len(json.dumps(o.data)) if o.data else 0) for o in col.outputs)
-            if col.dropped:
-                outputs.append(Output(kind="stream", name="stderr", text=marker(self.limits.output, col.dropped)))
-            return Execution(outputs=tuple(outputs), error=error, execution_count=col.execution_count,
-                             duration_s=time.monotonic() - t0)
+        elif how == "died":
+            status = k.exited.result()
+            error = self._death_error(status, oom0, pids0)
+            lost = True
+        if not lost and cg.pids_max_events() > pids0:
+            error = self._pids_error()
+            lost = True
+        if lost:
+            await self._kill_kernel()
+            self.restarts += 1
+            await self._spawn()
+        outputs = pre + col.outputs
+        self.output_bytes += sum(len(o.text) + (len(json.dumps(o.data)) if o.data else 0) for o in col.outputs)
+        if col.dropped:
+            outputs.append(Output(kind="stream", name="stderr", text=marker(self.limits.output, col.dropped)))
+        return Execution(outputs=tuple(outputs), error=error, execution_count=col.execution_count,
+                         duration_s=time.monotonic() - t0)
 
     async def _ensure_kernel(self) -> str:
         """(Lock held.) Start the sandbox, or a new kernel if the last one exited; returns the notice to show."""
@@ -572,6 +588,26 @@ class Sandbox:
 
     async def asnapshot(self, mode: str | None = None) -> "Snapshot":
         return await _snapshot.asnapshot(self, mode)
+
+    def pause(self) -> None:
+        """Free this sandbox's memory and CPU: a namespace snapshot, then every process and its cgroup stop. The next
+        use (run, exec, files, start, resume) brings it back in that state, as the same object; variables that
+        cannot be pickled are lost (``paused_snapshot.not_captured`` names them)."""
+        run_sync(self.apause())
+
+    async def apause(self) -> None:
+        await _snapshot.apause(self)
+
+    def resume(self) -> None:
+        run_sync(self.astart())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None and not self._closed
+
+    @property
+    def paused_snapshot(self) -> "Snapshot | None":
+        return self._paused
 
     @classmethod
     def restore(cls, snap: "Snapshot | str", *, user: str | None = None, pool: Any = None,

@@ -369,6 +369,46 @@ async def arestore(cls, snap: "Snapshot | str", user: str | None = None, pool: A
     return sb
 
 
+def drop(snap: Snapshot) -> None:
+    shutil.rmtree(snap.path, ignore_errors=True)
+
+
+async def apause(sb) -> None:
+    """Snapshot ``sb`` (namespace mode) and stop everything it runs; ``resume_locked`` brings it back."""
+    if sb._closed:
+        raise SandboxError(f"This sandbox is closed{sb._closed_why}; create a new Sandbox().")
+    if sb._paused is not None or sb._kernel is None:
+        return
+    snap = await asnapshot(sb, "namespace")
+    async with sb._get_lock():
+        if sb._closed or sb._kernel is None:
+            drop(snap)
+            return
+        if sb._meter_id is not None and sb.meter is not None:
+            sb.meter.stop(sb._meter_id, detail={"usage": sb.usage(), "paused": True})
+            sb._meter_id = None
+        await sb._teardown()
+        sb._paused = snap
+
+
+async def resume_locked(sb) -> None:
+    """(The sandbox's lock held.) Start ``sb`` afresh and put its paused state back."""
+    snap, sb._paused = sb._paused, None
+    try:
+        await sb._start_locked()
+        await asyncio.get_running_loop().run_in_executor(
+            None, _unpack, str(snap.path / "state.tar"), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
+        ex = await sb._run_locked(_RESTORE % ("/home/user/" + PICKLE_NAME), max(sb.limits.timeout, 60.0), None)
+        if ex.error is not None:
+            raise SandboxError(f"Could not load the paused sandbox's variables: {ex.error.ename}: {ex.error.evalue}")
+    except BaseException:
+        if sb._kernel is not None or sb._cgroup is not None:
+            await sb._teardown()
+        sb._paused = snap  # still paused: the next use tries again
+        raise
+    drop(snap)
+
+
 async def afork(sb, n: int, mode: str | None = "namespace", pool: Any = None) -> list:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
         raise SandboxError(f"fork(n={n!r}): n is a number of copies from 1 to 64.")
