@@ -4,6 +4,8 @@ import { KernelError, INotebookCellExecutor, Notebook, NotebookPanel, runCell } 
 import { OutputArea } from '@jupyterlab/outputarea';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
+import { recordRan } from './ranlabel';
+
 /** Cell metadata that marks a cell as written by an agent: `{"burstlab": {"agent": true}}`. */
 export const AGENT_METADATA_KEY = 'burstlab';
 
@@ -148,7 +150,7 @@ export async function runCellThrough(options: INotebookCellExecutor.IRunCellOpti
   let ran = false;
   try {
     const code = throughMagic(cell.model.sharedModel.getSource(), magicLine);
-    const reply = await executeCode(codeCell, sessionContext, code, { deletedCells });
+    const reply = await executeCode(codeCell, sessionContext, code, { deletedCells }).finally(() => recordRan(cell));
     deletedCells.splice(0, deletedCells.length);
     if (cell.isDisposed) {
       ran = false;
@@ -186,7 +188,7 @@ export function createCellExecutor(routing: () => AgentRouting): INotebookCellEx
       ) {
         return runCellThrough(options, '%%sandbox');
       }
-      return runCell(options);
+      return runCell(options).finally(() => recordRan(cell));
     }
   });
 }
