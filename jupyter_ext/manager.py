@@ -312,11 +312,7 @@ class Manager:
             if snap is None:
                 sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
             else:  # a new sandbox in the snapshot's state, metered and budgeted as the workspace's own
-                from burstlab.sandbox import Sandbox
-
-                sandbox = await _on_burstlab_loop(Sandbox.arestore(snap, user=user, meter=self.ws.meter,
-                                                                   notebook=notebook))
-                self.ws._sandboxes.adopt(sandbox)
+                sandbox = await _on_burstlab_loop(self.ws.arestore_sandbox(snap.id, user=user, notebook=notebook))
         finally:
             self._reserved[user] -= 1
             self._reserved_memory -= memory
@@ -392,10 +388,8 @@ class Manager:
     # -- snapshots (burstlab.sandbox: per user under BURSTLAB_HOME) -------------------------------
 
     def _snapshot(self, user: str, snap_id: str):
-        from burstlab.sandbox import list_snapshots
-
         try:
-            found = [s for s in list_snapshots(user) if s.id == snap_id]
+            found = [s for s in self.ws.snapshots(user) if s.id == snap_id]
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
         if not found:
@@ -415,16 +409,14 @@ class Manager:
         return snap.to_dict()
 
     def list_snapshots(self, user: str) -> dict:
-        from burstlab.sandbox import list_snapshots
-
         try:
-            return {"snapshots": [s.to_dict() for s in list_snapshots(user)]}
+            return {"snapshots": [s.to_dict() for s in self.ws.snapshots(user)]}
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
 
     def delete_snapshot(self, user: str, snap_id: str) -> dict:
         snap = self._snapshot(user, snap_id)
-        snap.delete()
+        self.ws.delete_snapshot(snap.id, user=user)
         return snap.to_dict()
 
     def sandbox_metrics(self, user: str, id: str) -> dict:

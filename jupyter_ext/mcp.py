@@ -174,17 +174,19 @@ class LocalBackend:
         return getattr(sb, "sandbox", sb).snapshot(mode="namespace").to_dict()
 
     def restore(self, snapshot_id: str):
-        from burstlab.sandbox import Sandbox
-        from burstlab.sandbox._snapshot import load
+        from burstlab.workspace import get_workspace
 
-        m = self.maxima
+        m, ws = self.maxima, get_workspace()
         if len(self.sandboxes) >= m.sandboxes_per_user:
             raise BurstlabError(f"{len(self.sandboxes)} sandboxes are open, this server's maximum; close one with "
                                 "close_sandbox first.")
-        lim = load(snapshot_id, os.environ.get("USER") or "root").limits
+        found = [s for s in ws.snapshots() if s.id == snapshot_id]
+        if not found:
+            raise BurstlabError(f"No snapshot {snapshot_id!r} here; snapshot_sandbox makes one.")
+        lim = found[0].limits
         if lim["memory"] > m.memory or lim["timeout"] > m.timeout:
             raise BurstlabError(f"Snapshot {snapshot_id}'s limits are above this server's maxima.")
-        sb = _Bounded(Sandbox.restore(snapshot_id, notebook="mcp"), self)
+        sb = _Bounded(ws.restore_sandbox(snapshot_id, notebook="mcp"), self)
         sandbox_id = "sb-" + secrets.token_hex(6)
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb

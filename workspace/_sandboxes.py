@@ -91,6 +91,29 @@ class Sandboxes:
         self._held.add(sb)
         return sb
 
+    async def arestore(self, snapshot_id: str, *, user: str, notebook: str):
+        """A started sandbox in the state of ``user``'s snapshot, metered; the caller owns it (on burstlab's loop)."""
+        from burstlab.errors import SandboxError
+        from burstlab.sandbox import Sandbox
+
+        if self._closed:
+            raise SandboxError("This workspace is closed; make a new one with burstlab.Workspace().")
+        sb = await Sandbox.arestore(snapshot_id, user=user, meter=self.meter, notebook=notebook)
+        self._held.add(sb)
+        return sb
+
+    @staticmethod
+    def snapshots(user: str) -> list:
+        from burstlab.sandbox import list_snapshots
+
+        return list_snapshots(user)
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str, user: str) -> None:
+        from burstlab.sandbox import delete_snapshot
+
+        delete_snapshot(snapshot_id, user=user)
+
     def adopt(self, sb) -> None:
         """Count a sandbox made elsewhere (``burstlab.Sandbox()``) as held: budgets and ``close()`` reach it."""
         self._held.add(sb)

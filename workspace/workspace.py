@@ -492,6 +492,29 @@ class Workspace:
         """The limits a sandbox with these settings would get, or the SandboxError naming the bad setting."""
         return self._sandboxes.check(network=network, **settings)
 
+    async def arestore_sandbox(self, snapshot_id: str, *, user: str | None = None, notebook: str | None = None):
+        """A started sandbox in the state of ``user``'s snapshot (``burstlab.sandbox.Sandbox.restore``), metered and
+        budgeted as those ``asandbox`` makes. Runs on burstlab's loop."""
+        user, notebook = user or self.user, notebook or self.notebook
+        self.watcher.admit(user=user, notebook=notebook, what="a new sandbox",
+                           start_microusd=cost_microusd(1, self.meter.rates.rate("CPU"), 1))
+        sb = await self._sandboxes.arestore(snapshot_id, user=user, notebook=notebook)
+        self.watcher.start()
+        return sb
+
+    def restore_sandbox(self, snapshot_id: str, *, user: str | None = None, notebook: str | None = None):
+        """Blocking twin of :meth:`arestore_sandbox`."""
+        from burstlab import _sync
+
+        return _sync.run_sync(self.arestore_sandbox(snapshot_id, user=user, notebook=notebook))
+
+    def snapshots(self, user: str | None = None) -> list:
+        """``user``'s sandbox snapshots (``burstlab.sandbox.Snapshot``), oldest first."""
+        return self._sandboxes.snapshots(user or self.user)
+
+    def delete_snapshot(self, snapshot_id: str, user: str | None = None) -> None:
+        self._sandboxes.delete_snapshot(snapshot_id, user or self.user)
+
     def prestart_sandboxes(self) -> None:
         """Start filling the sandbox pool now (returns at once): the first sandbox is then warm too."""
         self._sandboxes.prestart()
