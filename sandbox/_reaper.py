@@ -201,8 +201,9 @@ async def _idle_loop(watched, wake) -> None:
                 step = min(step, sb.idle_timeout)
             elif left <= 0:
                 watched.discard(sb)
-                asyncio.ensure_future(sb.apause() if getattr(sb, "idle_action", "close") == "pause" else sb.aclose(
-                    why=f" (it ran nothing for {sb.idle_timeout:g} s, its sandbox_idle_timeout)"))
+                why = f" (it ran nothing for {sb.idle_timeout:g} s, its sandbox_idle_timeout)"
+                asyncio.ensure_future(sb._idle_pause(why) if getattr(sb, "idle_action", "close") == "pause"
+                                      else sb.aclose(why=why))
             else:
                 step = min(step, left)
         sb = None

@@ -598,6 +598,13 @@ class Sandbox:
     async def apause(self) -> None:
         await _snapshot.apause(self)
 
+    async def _idle_pause(self, why: str) -> None:
+        """The idle reaper's pause; a pause that fails (a snapshot past its size limit) closes the sandbox instead."""
+        try:
+            await self.apause()
+        except Exception as exc:  # noqa: BLE001 - said to the owner through the close reason
+            await self.aclose(why=f"{why[:-1]}; pausing it failed: {exc})")
+
     def resume(self) -> None:
         run_sync(self.astart())
 

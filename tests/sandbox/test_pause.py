@@ -52,3 +52,16 @@ def test_idle_timeout_pauses_instead_of_closing(home):
         assert sb.run("y").text == "42"
     with pytest.raises(SandboxError, match="idle_action"):
         Sandbox(idle_action="sleep")
+
+
+def test_an_idle_pause_that_fails_closes_with_the_reason(home, monkeypatch):
+    monkeypatch.setenv("BURSTLAB_SNAPSHOT_MAX", "1KiB")
+    with Sandbox(timeout=10, memory="256MiB", meter=None, user="carol", sandbox_idle_timeout=0.5,
+                 idle_action="pause") as sb:
+        sb.run("big = 'x' * 100_000")
+        deadline = time.monotonic() + 15
+        while not sb._closed:
+            assert time.monotonic() < deadline, "the sandbox was neither paused nor closed"
+            time.sleep(0.05)
+        with pytest.raises(SandboxError, match="pausing it failed: The snapshot passed BURSTLAB_SNAPSHOT_MAX"):
+            sb.run("big")
