@@ -73,7 +73,9 @@ finally:
 
 _RESTORE = r'''
 def _burstlab_restore(path):
-    import cloudpickle, os
+    import cloudpickle, os, sys
+    if os.path.isdir("/home/user/.packages") and "/home/user/.packages" not in sys.path:
+        sys.path.insert(0, "/home/user/.packages")  # a template's packages (sandbox/_templates.py)
     with open(path, "rb") as f:
         ns = cloudpickle.load(f)
     os.remove(path)
@@ -345,24 +347,30 @@ async def arestore(cls, snap: "Snapshot | str", user: str | None = None, pool: A
         snap = load(snap.id, user or snap.user)
     else:
         snap = load(snap, user or _default_user())
-    kwargs.setdefault("network", snap.network)
-    lim = Limits(**snap.limits)
+    return await arestore_from(cls, snap.path / "state.tar", snap.limits, snap.network, snap.user, pool,
+                               f"snapshot {snap.id}", **kwargs)
+
+
+async def arestore_from(cls, tar: Path, limits: dict, network: Any, user: str, pool: Any, what: str, **kwargs: Any):
+    """A new, started sandbox with ``limits``, its work dir and variables from the state tar ``tar``."""
+    kwargs.setdefault("network", network)
+    lim = Limits(**limits)
     sb = None
-    if pool is not None and pool.network == snap.network:
+    if pool is not None and pool.network == network:
         sb = await pool.aacquire(timeout=lim.timeout, memory=lim.memory, pids=lim.pids, cpus=lim.cpus,
-                                 meter=kwargs.get("meter"), user=snap.user, notebook=kwargs.get("notebook", ""))
+                                 meter=kwargs.get("meter"), user=user, notebook=kwargs.get("notebook", ""))
         if sb.limits != lim:  # its sizes are fixed at start, and differ: a new one instead
             await sb.aclose()
             sb = None
     if sb is None:
-        sb = cls(timeout=lim.timeout, memory=lim.memory, limits=lim, user=snap.user, **kwargs)
+        sb = cls(timeout=lim.timeout, memory=lim.memory, limits=lim, user=user, **kwargs)
     try:
         await sb.astart()
         await asyncio.get_running_loop().run_in_executor(
-            None, _unpack, str(snap.path / "state.tar"), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
+            None, _unpack, str(tar), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
         ex = await sb.arun(_RESTORE % ("/home/user/" + PICKLE_NAME), timeout=max(sb.limits.timeout, 60.0))
         if ex.error is not None:
-            raise SandboxError(f"Could not load snapshot {snap.id}'s variables: {ex.error.ename}: {ex.error.evalue}")
+            raise SandboxError(f"Could not load {what}'s variables: {ex.error.ename}: {ex.error.evalue}")
     except BaseException:
         await sb.aclose()
         raise
