@@ -3,7 +3,8 @@
 The handlers (``handlers/``) are thin over :class:`Manager`; it knows nothing of tornado. Every
 method takes the calling user's name and answers only with that user's objects: another user's id
 is :class:`NotFound`, exactly as an unknown one. Blocking Workspace calls run on the manager's own
-threads (never the server's shared ones): short calls on one pool, and ``POST sessions`` tries on a
+threads (never the server's shared ones): short calls on one pool, budgets and usage (ledger only, never
+Dask) on another, so that no stalled Dask call can hold them up, and ``POST sessions`` tries on a
 bounded pool of its own; a request that queues for a GPU (up to ``Maxima.wait`` seconds) holds no
 thread while it waits (it sleeps between tries), and its slot is reserved per user before it starts;
 sandboxes and GPU sessions are driven on burstlab's private loop
@@ -67,6 +68,9 @@ class Manager:
         self._sessions_of: dict[str, set[str]] = {}  # user -> ids of sessions started through the API
         self._starting: dict[str, int] = {}  # user -> POST sessions queueing or starting
         self._api_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="burstlab-api")
+        # Budgets and usage are ledger work only: their own threads, so requests that wait on Dask (a panel's
+        # polls while the scheduler is slow to answer) can never take every thread and hold them up.
+        self._ledger_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="burstlab-ledger")
         self._wait_pool = ThreadPoolExecutor(max_workers=max(1, self.maxima.waiters), thread_name_prefix="burstlab-wait")
         self._closing = False
 
@@ -507,7 +511,7 @@ class Manager:
             filters["since_ns"] = int(since * 1e9)
         if until is not None:
             filters["until_ns"] = int(until * 1e9)
-        records = await self._blocking(self.ws.usage, **filters)
+        records = await self._blocking(self.ws.usage, pool=self._ledger_pool, **filters)
         by_kind: dict[str, int] = {}
         by_notebook: dict[str, int] = {}
         by_day: dict[str, int] = {}
@@ -535,14 +539,14 @@ class Manager:
             raise NotFound(f"No budget of yours for user {name!r}; your user name is {user!r}.")
 
     async def budgets(self, user: str) -> dict:
-        budgets = await self._blocking(self._budget_api("budgets"), user)
+        budgets = await self._blocking(self._budget_api("budgets"), user, pool=self._ledger_pool)
         return {"budgets": [b.to_json() for b in budgets]}
 
     async def set_budget(self, user: str, scope: str, name: str, body: Any) -> dict:
         body = validate("BudgetSet", body, self.maxima)
         self._check_budget_owner(user, scope, name)
         budget = await self._blocking(self._budget_api("set_budget"), scope, name, float(body["limit_usd"]),
-                                      float(body.get("soft_fraction", 0.8)), user=user)
+                                      float(body.get("soft_fraction", 0.8)), user=user, pool=self._ledger_pool)
         return budget.to_json()
 
     async def remove_budget(self, user: str, scope: str, name: str) -> dict:
@@ -550,7 +554,7 @@ class Manager:
         mine = {(b["scope"], b["name"]): b for b in (await self.budgets(user))["budgets"]}
         if (scope, name) not in mine:
             raise NotFound(f"No {scope} budget named {name!r} of yours; GET budgets lists them.")
-        await self._blocking(self._budget_api("remove_budget"), scope, name, user=user)
+        await self._blocking(self._budget_api("remove_budget"), scope, name, user=user, pool=self._ledger_pool)
         return mine[(scope, name)]
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -573,7 +577,7 @@ class Manager:
 
                 logging.getLogger("burstlab").warning("closing sandbox %s failed: %r", e.id, r)
         await asyncio.to_thread(self.ws.close)
-        for pool in (self._api_pool, self._wait_pool):
+        for pool in (self._api_pool, self._wait_pool, self._ledger_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
