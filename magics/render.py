@@ -83,7 +83,8 @@ def cell_record(session, record: UsageRecord) -> dict[str, Any]:
         "held_s": record.billed_s,
         "cost_microusd": record.cost_microusd,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "text": f"ran on {session.label} @ {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far",
+        "text": f"ran on {session.label} @ {session.host} · {record.billed_s} s held · "
+                f"{money(record.cost_microusd)} so far",
     }
 
 
