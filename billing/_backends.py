@@ -34,7 +34,12 @@ def _private_file(path: Path) -> None:
     """The ledger's folder 0700 (when we make it) and the file itself 0600, before SQLite opens it."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Only ever a file we create (O_EXCL): opening and closing a database file that a connection of this
+        # process already has open drops every POSIX lock SQLite holds on it (fcntl's rule), and the next
+        # reader then fails with "disk I/O error".
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     except OSError:
         return  # SQLite says what is wrong, in the ConfigError below
     _tighten(path, 0o600)
