@@ -152,9 +152,6 @@ class GpuMagics(Magics):
         spec = args.spec or self._default_spec()
         key = str(parse_gpu_spec(spec))
         note = ws.pop_ended(key)
-        if note:
-            print(f"[burstlab: the previous {key} session ended ({note}); its state is gone. Starting a new one.]",
-                  file=sys.stderr)
         push = {}
         for name in _names(args.push):
             if name not in self.shell.user_ns:
@@ -167,7 +164,15 @@ class GpuMagics(Magics):
                 raise BurstlabError(f"%%gpu --env {item}: write it as NAME=VALUE.")
             env[name] = value
         environment = "strict" if args.strict else "sync" if args.sync else None
-        session = ws.session(spec, wait=args.wait, env=env, secrets=args.secret, environment=environment)
+        try:
+            session = ws.session(spec, wait=args.wait, env=env, secrets=args.secret, environment=environment)
+        except BaseException:
+            if note:  # said once, and never "starting a new one" when none starts
+                print(f"[burstlab: the previous {key} session ended ({note}); its state is gone.]", file=sys.stderr)
+            raise
+        if note:
+            print(f"[burstlab: the previous {key} session ended ({note}); its state is gone. This cell runs on a "
+                  "new one.]", file=sys.stderr)
         if session.prepared is not None and session.prepared.report and session.prepared.report != self._reported:
             self._reported = session.prepared.report
             hint = "" if session.prepared.shipped or args.sync else f" Ship the pure ones with `%%gpu {key} --sync`."
