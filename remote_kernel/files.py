@@ -17,6 +17,8 @@ from typing import Callable
 from burstlab import _sync
 from burstlab.errors import TransferError
 
+from ._kernel_side import file_sha256
+
 CHUNK = 8 << 20
 
 
@@ -42,14 +44,6 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _pairs_up(local: str, remote: str) -> list[tuple[str, str]]:
     if os.path.isdir(local):
         return [(os.path.join(d, f), os.path.join(remote, os.path.relpath(os.path.join(d, f), local)))
@@ -73,7 +67,7 @@ async def aupload(session, path: str, to: str | None = None, *,
         info, _ = await kernel.file_op("stat", {"path": remote})
         if info.get("kind") == "file" and info.get("size") == size:  # the same size: compare content hashes
             theirs, _ = await kernel.file_op("stat", {"path": remote, "hash": True})
-            if theirs.get("sha256") == _sha256(local):
+            if theirs.get("sha256") == file_sha256(local):
                 total -= size
                 continue
         h = hashlib.sha256()
@@ -110,7 +104,7 @@ async def adownload(session, path: str, to: str | None = None, *,
     total = sum(s["size"] for s in stats)
     done = sent = 0
     for (remote, local), st in zip(names, stats):
-        if os.path.isfile(local) and os.path.getsize(local) == st["size"] and _sha256(local) == st["sha256"]:
+        if os.path.isfile(local) and os.path.getsize(local) == st["size"] and file_sha256(local) == st["sha256"]:
             total -= st["size"]
             continue
         os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
