@@ -365,7 +365,8 @@ class BudgetStatus(_Wire):
     ``scope`` is ``user`` or ``notebook``; ``name`` the user or notebook it limits. Money is integer
     micro-dollars; ``state`` is ``ok``, ``warning`` (spent reached ``soft_fraction`` of the limit)
     or ``exceeded`` (spent reached the limit: running cells and maps in that scope are stopped, new
-    ones refused).
+    ones refused). ``period`` is ``""`` (all time) or ``day``/``week``/``month``: spending counts from the
+    period's start in UTC.
     """
 
     scope: str = field(metadata={"enum": ("user", "notebook")})
@@ -375,6 +376,7 @@ class BudgetStatus(_Wire):
     spent_microusd: int
     remaining_microusd: int
     state: str = field(metadata={"enum": ("ok", "warning", "exceeded")})
+    period: str = field(default="", metadata={"enum": ("", "day", "week", "month")})
     _open: ClassVar[bool] = True
 
 

@@ -545,9 +545,15 @@ class Manager:
     async def set_budget(self, user: str, scope: str, name: str, body: Any) -> dict:
         body = validate("BudgetSet", body, self.maxima)
         self._check_budget_owner(user, scope, name)
-        budget = await self._blocking(self._budget_api("set_budget"), scope, name, float(body["limit_usd"]),
-                                      float(body.get("soft_fraction", 0.8)), user=user, pool=self._ledger_pool)
-        return budget.to_json()
+        set_budget = self._budget_api("set_budget")
+
+        def set_and_say() -> tuple[Any, list[str]]:  # what a budget set below spending stopped, in the same call
+            status = set_budget(scope, name, float(body["limit_usd"]), float(body.get("soft_fraction", 0.8)),
+                                user=user, period=body.get("period", ""))
+            return status, list(self.ws.watcher.last_stops)
+
+        budget, stopped = await self._blocking(set_and_say, pool=self._ledger_pool)
+        return {**budget.to_json(), "stopped": stopped}
 
     async def remove_budget(self, user: str, scope: str, name: str) -> dict:
         self._check_budget_owner(user, scope, name)

@@ -103,6 +103,7 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
         "BudgetSet": _obj({
             "limit_usd": {"type": "number", "minimum": 0.000001, "maximum": 1e9},
             "soft_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "period": {"type": "string", "enum": ["", "day", "week", "month"]},
         }, required=["limit_usd"]),
     }
 

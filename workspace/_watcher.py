@@ -42,6 +42,7 @@ class Watcher:
         self.states: dict[tuple[str, str, str], str] = {}  # (scope, name, owner) -> last state seen
         self._warned: set[tuple[str, str, str, int]] = set()
         self._lock = threading.Lock()
+        self._stoppers: list[threading.Thread] = []  # stops under way (close() waits for them)
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -181,11 +182,23 @@ class Watcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _spawn(self, target, args: tuple, name: str) -> None:
+        """A stop on a thread of its own (it may wait on Dask), which ``close()`` waits for."""
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._lock:
+            self._stoppers = [t for t in self._stoppers if t.is_alive()] + [thread]
+        thread.start()
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        deadline = time.monotonic() + 10  # stops already under way finish while the cluster is still there
+        with self._lock:
+            stoppers = list(self._stoppers)
+        for thread in stoppers:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         try:
             self._sync_uptime(final=True)
         except Exception:  # the cluster is already gone: the meter closes its intervals anyway
@@ -260,7 +273,7 @@ class Watcher:
                 exc = _stop_error(row, spent, f"the {s.label} session was stopped and its GPUs released; "
                                               "its state is gone")
                 self.stopped[getattr(s, "id", s.key)] = exc
-                threading.Thread(target=s.stop, args=(str(exc),), name="burstlab-budget-stop", daemon=True).start()
+                self._spawn(_stop_session, (s, exc), "burstlab-budget-stop")
         for m in maps:
             if mine(self.ws.user, self.ws.notebook):
                 m.stop_for(_stop_error(row, spent, f"the map {m.name} was cancelled and its workers released "
@@ -269,8 +282,7 @@ class Watcher:
             if id(sb) not in self.closed_sandboxes and mine(sb.user, sb.notebook):
                 exc = _stop_error(row, spent, "this sandbox was closed and its state is gone")
                 self.closed_sandboxes[id(sb)] = exc
-                threading.Thread(target=_close_sandbox, args=(sb, exc), name="burstlab-budget-close",
-                                 daemon=True).start()
+                self._spawn(_close_sandbox, (sb, exc), "burstlab-budget-close")
 
     # -- provisioned GPU time (embedded cluster only) ------------------------------------------------
 
@@ -319,6 +331,14 @@ def _applies(row: BudgetRow, user: str, notebook: str) -> bool:
     return (row.scope == "user" and row.name == user) or (row.scope == "notebook" and (row.name, row.owner) == (notebook, user))
 
 
+def _stop_session(session, exc: BaseException) -> None:
+    """Stop a session over budget; a failure (the cluster going away meanwhile) is said, not raised."""
+    try:
+        session.stop(str(exc))
+    except Exception as err:  # noqa: BLE001 - the stop has released what it could
+        sys.stderr.write(f"[burstlab: stopping a session over budget failed: {err}]\n")
+
+
 def _close_sandbox(sb, exc: BaseException) -> None:
     """Close a sandbox (its public ``aclose``, on burstlab's loop) with why, for its next caller."""
     from burstlab import _sync
@@ -344,7 +364,7 @@ def _status(row: BudgetRow, spent: int) -> BudgetStatus:
     return BudgetStatus(scope=row.scope, name=row.name, limit_microusd=row.limit_microusd,
                         soft_fraction=row.soft_ppm / policy.PPM, spent_microusd=spent,
                         remaining_microusd=max(0, row.limit_microusd - spent),
-                        state=policy.decide(spent, row.limit_microusd, row.soft_ppm))
+                        state=policy.decide(spent, row.limit_microusd, row.soft_ppm), period=row.period or "")
 
 
 def _fix(row: BudgetRow) -> str:

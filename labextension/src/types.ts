@@ -91,4 +91,5 @@ export interface IBudget {
   spent_microusd: number;
   remaining_microusd: number;
   state: 'ok' | 'warning' | 'exceeded';
+  period: '' | 'day' | 'week' | 'month';
 }

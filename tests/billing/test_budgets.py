@@ -61,7 +61,7 @@ def _wait_free(ws, gpu_type, count, timeout=20.0):
 def test_set_list_remove_and_the_wire_shape(bws, nb):
     status = bws.set_budget("notebook", nb, 5, soft_fraction=0.9)
     assert status.to_json() == {"scope": "notebook", "name": nb, "limit_microusd": 5_000_000, "soft_fraction": 0.9,
-                                "spent_microusd": 0, "remaining_microusd": 5_000_000, "state": "ok"}
+                                "spent_microusd": 0, "remaining_microusd": 5_000_000, "state": "ok", "period": ""}
     assert bws.set_budget("notebook", nb, 0.1).limit_microusd == 100_000  # replaced; 0.1 is exact
     assert any(b.name == nb for b in bws.budgets())
     assert bws.remove_budget("notebook", nb) and not bws.remove_budget("notebook", nb)
