@@ -139,7 +139,10 @@ export class BurstlabModel implements IDisposable {
   async setBudget(budget: IBudget, limitUsd: number): Promise<IBudget> {
     const b = await requestAPI<IBudget>(
       `budgets/${encodeURIComponent(budget.scope)}/${encodeURIComponent(budget.name)}`,
-      { method: 'PUT', body: JSON.stringify({ limit_usd: limitUsd, soft_fraction: budget.soft_fraction }) },
+      {
+        method: 'PUT',
+        body: JSON.stringify({ limit_usd: limitUsd, soft_fraction: budget.soft_fraction, period: budget.period ?? '' })
+      },
       this._settings
     );
     void this.refresh();
