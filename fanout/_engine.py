@@ -386,7 +386,9 @@ class MapRun(MapStatus):
             raise FanoutError(f"The map {self.name} ({self.id}) was cancelled: {self._stop_reason}. "
                               f"{self.done} of {self.total if self.total is not None else '?'} inputs had finished"
                               + (f"; their results are in {self.store.path} (rerun the same call to resume)."
-                                 if self.store is not None else "."))
+                                 if self.store is not None else
+                                 "; their results are in this error's .partial ({index: result}); pass "
+                                 "checkpoint='runs/NAME' to keep them across runs and resume."))
 
     def _collect(self, futures: list) -> Iterator[tuple[Any, list]]:
         finished = [f for f in futures if f.status == "finished"]
