@@ -31,10 +31,26 @@ from .cluster import NAME_PREFIX, Catalogue, slot_resource
 SOURCE = "managed"
 
 
+def import_keeping_sigint(name: str):
+    """Import a cluster manager's module without letting it take Ctrl-C: dask-jobqueue's ``runner`` module
+    sets ``SIGINT -> sys.exit()`` when imported, which would turn a notebook's interrupt into SystemExit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return importlib.import_module(name)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if signal.getsignal(signal.SIGINT) is not before:
+            signal.signal(signal.SIGINT, before)
+
+
 def cluster_class(spec: dict) -> type:
     """The cluster manager class named by ``{"module": ..., "class": ...}``."""
     try:
-        module = importlib.import_module(spec["module"])
+        module = import_keeping_sigint(spec["module"])
         return getattr(module, spec["class"])
     except KeyError as exc:
         raise BurstlabError(f"c.BurstLab.cluster needs 'module' and 'class' (got {sorted(spec)}).") from exc

@@ -7,11 +7,14 @@ import contextlib
 import io
 import time
 
+import importlib.util
+import signal
+
 import pytest
 
 import burstlab
 from burstlab.examples.fleet import wait_for
-from burstlab.remote_kernel.managers import catalogue, resources_of
+from burstlab.remote_kernel.managers import catalogue, import_keeping_sigint, resources_of
 
 SPEC_CLUSTER = {
     "module": "distributed", "class": "SpecCluster",
@@ -48,7 +51,10 @@ def test_a_cluster_manager_scales_gpu_workers_from_zero_and_back(tmp_path):
 
 
 def test_slurm_job_script_asks_for_the_gpu_and_carries_the_resources():
-    jobqueue = pytest.importorskip("dask_jobqueue")
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        pytest.skip("dask-jobqueue is not installed (pip install -e '.[test]' installs it)")
+    jobqueue = import_keeping_sigint("dask_jobqueue")  # it would take this process's Ctrl-C otherwise
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     cluster = jobqueue.SLURMCluster(cores=2, memory="4GB", processes=1,
                                     scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
     try:
