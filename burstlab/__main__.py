@@ -62,7 +62,11 @@ def quickstart(path: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="burstlab-quickstart-") as sockets:
         km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
         client = NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": str(notebook_path.parent)}})
-        client.execute()
+        try:
+            client.execute()
+        finally:  # nbclient leaves a kernel it did not make running; one left behind warns as this process exits
+            if km.has_kernel:
+                km.shutdown_kernel(now=False)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
