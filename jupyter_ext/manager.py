@@ -55,6 +55,9 @@ async def _on_burstlab_loop(coro: Awaitable[T]) -> T:
     return await asyncio.wrap_future(_sync.submit(coro))
 
 
+CLOSE_DEADLINE_S = 5.0  # seconds closing the service waits for one sandbox's close
+
+
 class Manager:
     """One Workspace for the whole server, and per-user views of it."""
 
@@ -576,7 +579,10 @@ class Manager:
         """Close every sandbox, then the workspace (its sessions, meter intervals, cluster)."""
         self._closing = True
         entries = list(self._sandboxes.values())
-        results = await asyncio.gather(*(self._close_entry(e) for e in entries), return_exceptions=True)
+        # Each close has a deadline: one stuck behind a run that never ends is left to the sandbox's fork server,
+        # which ends every sandbox of this process when it exits (the service must stop on SIGTERM, whatever runs).
+        results = await asyncio.gather(*(asyncio.wait_for(self._close_entry(e), CLOSE_DEADLINE_S) for e in entries),
+                                       return_exceptions=True)
         for e, r in zip(entries, results):
             if isinstance(r, BaseException):
                 import logging

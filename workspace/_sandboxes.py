@@ -20,6 +20,8 @@ from typing import Any
 from burstlab import _sync
 
 # Sandbox settings fixed when a sandbox starts: a request naming one of these gets a sandbox of its own.
+CLOSE_DEADLINE_S = 5.0  # how long closing the workspace waits for one sandbox's close
+
 FIXED_AT_START = ("output", "work_size", "tmp_size", "max_upload", "max_download", "gpu", "limits",
                   "sandbox_idle_timeout")
 
@@ -131,9 +133,12 @@ class Sandboxes:
             pool, held = self._pool, list(self._held)
 
         async def close_all() -> None:
-            await asyncio.gather(*(sb.aclose() for sb in held), return_exceptions=True)
+            # A sandbox whose close waits on a run that never ends must not hold the workspace's close: after
+            # CLOSE_DEADLINE_S it is left to its fork server, which ends every sandbox when this process exits.
+            await asyncio.gather(*(asyncio.wait_for(sb.aclose(), CLOSE_DEADLINE_S) for sb in held),
+                                 return_exceptions=True)
             if pool is not None:
-                await pool.aclose()
+                await asyncio.gather(asyncio.wait_for(pool.aclose(), CLOSE_DEADLINE_S), return_exceptions=True)
 
         if held or pool is not None:
             _sync.run_sync(close_all())
