@@ -171,7 +171,7 @@ class Checkpoint:
     def close(self) -> None:
         try:
             self.db.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing twice, or a store already gone: nothing is left to write
             pass
 
 

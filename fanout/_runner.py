@@ -166,11 +166,11 @@ def _loop_with_timeout(fn, items: list, mode: int, budget_s: float, errors: list
 def _pack_results(out: list, errors: list) -> bytes:
     try:
         return pickle.dumps(out, protocol=5)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not plain-picklable: try cloudpickle next
         pass
     try:
         return cloudpickle.dumps(out, protocol=5)
-    except Exception:
+    except Exception:  # noqa: BLE001 - some result cannot travel: find it below and fail its input alone
         pass
     bad = {pos for pos, _ in errors}
     for pos, value in enumerate(out):  # find the results that cannot travel; each fails its own input

@@ -134,7 +134,7 @@ class MapHandle:
             self._error = exc
             try:
                 self._run.store.set_meta(state="failed", error=f"{type(exc).__name__}: {exc}")
-            except Exception:
+            except Exception:  # noqa: BLE001 - the summary row only; the error itself is raised to the caller
                 pass
         finally:
             self._finished.set()

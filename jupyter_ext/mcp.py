@@ -90,7 +90,7 @@ class RemoteBackend:
         return [dict(sb.info) for sb in self.ws.sandboxes()]
 
     def forget(self, sandbox_id: str) -> None:
-        pass
+        pass  # the workspace owns these sandboxes (and closes them): this backend keeps no table to forget from
 
     def snapshot(self, sb) -> dict:
         return sb.snapshot("namespace")
