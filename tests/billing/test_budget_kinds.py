@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from waiting import wait_for as _wait  # tests/waiting.py
 
 import burstlab
 from burstlab.billing.budgets import check_period, period_start_ns
@@ -20,14 +21,6 @@ def _ns(text: str) -> int:
     return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc).timestamp()) * S
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.parametrize("now, period, start", [

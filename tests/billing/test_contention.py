@@ -10,6 +10,7 @@ import time
 
 import burstlab
 from burstlab import fanout
+from waiting import wait_for as _wait  # tests/waiting.py
 
 
 def _gpu_of(record) -> tuple[str, int]:
@@ -20,14 +21,6 @@ def _gpu_of(record) -> tuple[str, int]:
     return host, int(index)
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _waiting(prefix: str, dask_scheduler=None) -> list[str]:

@@ -23,6 +23,7 @@ import burstlab
 from burstlab.billing import Meter, RateCard, open_ledger
 from burstlab.billing.journal import read_entries
 from burstlab.errors import LedgerError
+from waiting import wait_for as _wait  # tests/waiting.py
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs (a disk that fills) needs root")
@@ -58,14 +59,6 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _free_h100(ws) -> int:

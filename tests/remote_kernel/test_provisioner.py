@@ -13,16 +13,9 @@ from jupyter_client import KernelManager
 
 from burstlab.errors import CapacityError, GpuSpecError
 from burstlab.remote_kernel import _kernelspecs
+from waiting import wait_for as _wait_for  # tests/waiting.py
 
 
-def _wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
