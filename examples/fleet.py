@@ -125,6 +125,10 @@ class Fleet:
         for name in ADDRS:
             if name in namespaces():
                 _kill_all(name)
+            # The root side first, at once: a link left to the namespace's own end goes only when the kernel
+            # frees the namespace, which it does later, on a work queue.
+            _ip("link", "del", veth(name), check=False)
+            if name in namespaces():
                 subprocess.run(["ip", "netns", "del", name], timeout=20, check=False, capture_output=True)
         _ip("link", "del", BRIDGE, check=False)
 

@@ -22,6 +22,7 @@ from burstlab.wire import (
     SessionRecord,
     UsageRecord,
 )
+from burstlab.sandbox import MIN_CPUS
 
 from .bounds import NonFinite
 from .errors import BadRequest
@@ -78,7 +79,7 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "network": {"type": "boolean"} if m.network else {"type": "boolean", "enum": [False],
                                                               "description": "this service gives no network"},
             "pids": {"type": "integer", "minimum": 16, "maximum": m.pids},
-            "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": m.cpus},
+            "cpus": {"type": "number", "minimum": MIN_CPUS, "maximum": m.cpus},
             "lifetime": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9,
                          "description": "seconds: the sandbox closes at this age (default: none)"},
             "notebook": _NOTEBOOK,

@@ -7,12 +7,12 @@ against, and what it does not.
 
 from ._exec import ExecResult
 from ._files import SandboxFiles
-from ._limits import Limits, parse_size
+from ._limits import MIN_CPUS, Limits, parse_size
 from ._pool import SandboxPool
 from ._sandbox import Sandbox
 from ._session import SessionKernel, start_session_kernel
 from ._snapshot import Snapshot, delete_snapshot, list_snapshots
 from ._templates import SandboxTemplate
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SandboxTemplate", "SessionKernel", "Snapshot", "delete_snapshot",
+__all__ = ["MIN_CPUS", "ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SandboxTemplate", "SessionKernel", "Snapshot", "delete_snapshot",
            "list_snapshots", "parse_size", "start_session_kernel"]

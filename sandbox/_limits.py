@@ -58,6 +58,9 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
+MIN_CPUS = 0.1  # the smallest CPU quota a sandbox takes: at 0.01 cores a kernel needs ~10 s to start, a snapshot ~20 s
+
+
 @dataclass(frozen=True)
 class Limits:
     """Every limit of one sandbox. Sizes are bytes, times seconds.
@@ -113,8 +116,9 @@ def make_limits(
             raise SandboxError(f"pids={pids!r} must be an int of at least 16 (a kernel alone runs ~8 threads).")
         changes["pids"] = pids
     if cpus is not None:
-        if not isinstance(cpus, (int, float)) or cpus <= 0:
-            raise SandboxError(f"cpus={cpus!r} must be a positive number of cores, e.g. cpus=1 or cpus=0.5.")
+        if not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or not cpus >= MIN_CPUS:
+            raise SandboxError(f"cpus={cpus!r} must be a number of cores of at least {MIN_CPUS:g} (below that a "
+                               "Python kernel takes minutes to start), e.g. cpus=1 or cpus=0.5.")
         changes["cpus"] = float(cpus)
     for name, val in (("output", output), ("work_size", work_size), ("tmp_size", tmp_size)):
         if val is not None:

@@ -190,6 +190,7 @@ class Sandbox(AgentFeatures):
         self.last_active = time.monotonic()
         self._busy = 0
         self._closed_why = ""
+        self._closing: str | None = None  # set by aclose while a run holds the lock: that run ends, not respawns
         self._net: dict | None = None
         self._record: dict | None = None
         self.gpu = gpu
@@ -301,8 +302,9 @@ class Sandbox(AgentFeatures):
         return self
 
     async def _start_locked(self) -> None:
-        if self._closed:
-            raise SandboxError(f"This sandbox is closed{self._closed_why}; create a new Sandbox().")
+        if self._closed or self._closing is not None:
+            why = self._closed_why if self._closed else self._closing
+            raise SandboxError(f"This sandbox is closed{why}; create a new Sandbox().")
         if self._paused is not None:  # the next use resumes a paused sandbox
             return await _snapshot.resume_locked(self)
         if self._kernel is not None:
@@ -435,7 +437,15 @@ class Sandbox(AgentFeatures):
         self._files = None
 
     async def aclose(self, why: str = "") -> None:
-        async with self._get_lock():
+        """Close the sandbox. A cell running now (or a snapshot's capture, or a start) is not waited for: every
+        process in the sandbox is killed at once and that run ends with a ``SandboxClosed`` error."""
+        lock = self._get_lock()
+        if lock.locked() and not self._closed and self._closing is None:
+            self._closing = why
+            k, cg = self._kernel, self._cgroup
+            if k is not None and cg is not None:
+                await asyncio.get_running_loop().run_in_executor(None, lambda: cg.kill_all(spare=k.pid))
+        async with lock:
             if self._closed:
                 return
             self._closed = True
@@ -518,6 +528,11 @@ class Sandbox(AgentFeatures):
                     "(variables, imports) is lost; files in the work dir are kept.",
                 )
                 lost = True
+        elif how == "died" and self._closing is not None:  # aclose killed it: end here, start nothing new
+            return Execution(outputs=tuple(pre + col.outputs), error=ExecutionError(
+                "SandboxClosed", f"The sandbox was closed{self._closing} while this cell ran, so the cell was stopped; "
+                "its state is gone. Create a new Sandbox() to go on."), execution_count=col.execution_count,
+                duration_s=time.monotonic() - t0)
         elif how == "died":
             status = k.exited.result()
             error = self._death_error(status, oom0, pids0)

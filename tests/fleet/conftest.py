@@ -47,6 +47,10 @@ def _down() -> None:
         return
     f, _fleet = _fleet, None
     f.down()
+    try:  # a namespace's links go when the kernel frees it, a moment after `ip netns del`
+        wait_for("the fleet to be gone", lambda: not f.leftovers(), 5)
+    except TimeoutError:
+        pass
     left = f.leftovers()
     shutil.rmtree(f.root, ignore_errors=True)
     assert not left, f"the fleet left {left}"

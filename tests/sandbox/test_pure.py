@@ -43,6 +43,9 @@ def test_make_limits_validates_and_names_the_fix():
         make_limits(memory="1MiB")
     with pytest.raises(SandboxError, match="at least 16"):
         make_limits(pids=2)
+    for cpus in (0.001, 0, float("nan"), True):  # at 0.001 cores a kernel would take minutes to start
+        with pytest.raises(SandboxError, match="at least 0.1"):
+            make_limits(cpus=cpus)
     assert make_limits() == Limits()
 
 

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from burstlab._sync import run_sync
 from burstlab.billing import Meter, RateCard, open_ledger
 from burstlab.errors import SandboxError, SandboxLimitError
 from burstlab.sandbox import Sandbox
@@ -136,7 +137,6 @@ def test_async_api_and_concurrent_sandboxes():
             ra, rb = await asyncio.gather(a.arun("import os; os.getpid(), 'a'"), b.arun("'b'"))
             return ra.text, rb.text
 
-    from burstlab._sync import run_sync
 
     ta, tb = run_sync(main())
     assert ta.endswith("'a')") and tb == "'b'"
@@ -162,3 +162,26 @@ def _uid_of(pid: int) -> int | None:
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
+
+
+def test_close_does_not_wait_for_the_running_cell(leftovers):
+    """A DELETE (or a shutdown) while a long cell runs ends it at once; it used to wait the cell's whole timeout."""
+    sandbox_processes, _ = leftovers
+
+    async def main():
+        s = Sandbox(timeout=60)
+        await s.astart()
+        cell = asyncio.ensure_future(s.arun("import time; print('started', flush=True); time.sleep(55)"))
+        await asyncio.sleep(0.5)
+        t0 = asyncio.get_running_loop().time()
+        await s.aclose()
+        took = asyncio.get_running_loop().time() - t0
+        return s, took, await asyncio.wait_for(cell, 5)
+
+    s, took, ex = run_sync(main())
+    assert took < 5, f"close waited {took:.1f} s for the running cell"
+    assert ex.error is not None and ex.error.ename == "SandboxClosed", ex
+    assert "Create a new Sandbox()" in ex.error.evalue
+    assert not [p for p in sandbox_processes() if _uid_of(p) == s.uid]
+    with pytest.raises(SandboxError, match="closed"):
+        s.run("1")
