@@ -1,13 +1,9 @@
-"""The pure parts of fan-out and of the embedded cluster's scaling: no processes."""
+"""The pure parts of fan-out: no processes (the embedded cluster's scaling decision is in tests/remote_kernel)."""
 
 import io
 
 from burstlab.fanout import _policy
 from burstlab.fanout._progress import Progress, summary
-from burstlab.remote_kernel.adaptive import CatalogueEntry, decide
-
-H = [CatalogueEntry(f"h{i}", {"H100": 1, f"slot:vm/{i}": 1}) for i in range(2)]
-CPU = CatalogueEntry("cpu", {"CPU": 2})
 
 
 def test_chunk_size_starts_at_one_and_grows_to_the_target():
@@ -40,19 +36,6 @@ def test_retry_policy_separates_infrastructure_from_user_errors():
 def test_span_cost_bills_whole_seconds():
     spans = {"a": _policy.Span(0, 1_500_000_000), "b": _policy.Span(0, 10)}
     assert _policy.spans_cost_microusd(spans, 1_000_000) == 3 * 1000  # 2 s + 1 s at $0.001/s
-
-
-def test_decide_starts_workers_for_demand_and_keeps_busy_ones():
-    assert decide(H + [CPU], {}, {}) == set()
-    assert decide(H + [CPU], {"H100": 1}, {}) == {"h0"}
-    assert decide(H + [CPU], {"H100": 5}, {}) == {"h0", "h1"}
-    assert decide(H + [CPU], {"CPU": 3}, {}) == {"cpu"}
-    # an idle running worker is preferred over starting one
-    assert decide(H + [CPU], {"H100": 1}, {"h1": False}) == {"h1"}
-    # a lease asks for one GPU by its slot resource
-    assert decide(H + [CPU], {"H100": 1, "slot:vm/1": 1}, {}) == {"h1"}
-    # a busy worker (a session's lease) is never given up, whatever the demand
-    assert decide(H + [CPU], {}, {"h0": True, "cpu": False}) == {"h0"}
 
 
 def test_progress_text_never_prints_a_line_per_input():
