@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/bench_sandbox.py --quick    # smoke run (~30 s)
     .venv/bin/python benchmarks/bench_sandbox.py --doors    # create -> first result through each front door
     .venv/bin/python benchmarks/bench_sandbox.py --agent [--quick]   # exec round trip, snapshot/restore/fork (issue 18)
+    .venv/bin/python benchmarks/bench_sandbox.py --template         # a template's sandbox from its pool -> first result
+    .venv/bin/python benchmarks/bench_sandbox.py --snapshot-sizes 100,500   # snapshot / restore of large state
 
 Rows: create -> first result (from the pool, without the pool, and the very first one that also
 starts the fork server) against ``bwrap ... python -c pass`` and a raw ipykernel start (jupyter_client
@@ -175,6 +177,85 @@ def floor_bwrap_true(n: int) -> list[float] | None:
     return timed(lambda: subprocess.run(cmd, check=True), n)
 
 
+def bench_template(n: int) -> tuple[float, float, list[float], list[float]]:
+    """Template build (first, cached), then ``n`` times: a sandbox from the template's warm pool -> first result,
+    and the hand-out alone (``tpl.sandbox()``), each taken with a ready sandbox in the pool."""
+    from burstlab.sandbox import SandboxTemplate
+
+    kw = dict(setup="import numpy as np\nw = np.ones(1000)", memory="512MiB", timeout=60)
+    tpl = SandboxTemplate(**kw)
+    t = time.perf_counter()
+    tpl.build()
+    build = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    SandboxTemplate(**kw).build()
+    cached = (time.perf_counter() - t) * 1000
+    firsts, handouts = [], []
+    tpool = tpl.pool(2)
+    tpool.start(wait=True)
+    try:
+        for _ in range(n):
+            deadline = time.monotonic() + 60
+            while tpool.ready < tpool.size:  # none filling: nothing else runs meanwhile
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the template's pool made no sandbox within 60 s")
+                time.sleep(0.01)
+            t = time.perf_counter()
+            s = tpl.sandbox(meter=None)
+            handouts.append((time.perf_counter() - t) * 1000)
+            ex = s.run("float(w.sum())")
+            assert ex.text == "1000.0", ex
+            firsts.append((time.perf_counter() - t) * 1000)
+            s.close()
+    finally:
+        tpl.close()
+    return build, cached, firsts, handouts
+
+
+def bench_snapshot_sizes(sizes_mb: list[int], n: int) -> None:
+    """Namespace snapshot and restore of a kernel holding ``size`` MB of numpy state: time to snapshot, its size,
+    restore -> first result (a new sandbox), and from a warm pool."""
+    import tempfile
+
+    from burstlab.sandbox import Sandbox, SandboxPool
+
+    os.environ["BURSTLAB_HOME"] = tempfile.mkdtemp(prefix="bench-snap-")
+    print("| state | snapshot ms | size MiB | restore -> first result ms | from a warm pool -> first result ms |")
+    print("|---:|---:|---:|---:|---:|")
+    for mb in sizes_mb:
+        memory = f"{max(1024, 3 * mb + 512)}MiB"
+        snaps, firsts, pooled, size = [], [], [], 0
+        with Sandbox(timeout=300, memory=memory, meter=None) as sb, \
+                SandboxPool(size=1, memory=memory, timeout=300) as pool:
+            sb.run(f"import numpy as np\nstate = np.random.default_rng(0).random({mb} * 2**20 // 8)")
+            want = sb.run("float(state[-3:].sum())").text
+            pool.start(wait=True)
+            for _ in range(n):
+                t = time.perf_counter()
+                snap = sb.snapshot(mode="namespace")
+                snaps.append((time.perf_counter() - t) * 1000)
+                size = snap.size_bytes
+                t = time.perf_counter()
+                with Sandbox.restore(snap, meter=None) as r:
+                    assert r.run("float(state[-3:].sum())").text == want
+                    firsts.append((time.perf_counter() - t) * 1000)
+                deadline = time.monotonic() + 120
+                while pool.ready < 1:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the pool made no sandbox within 120 s")
+                    time.sleep(0.02)
+                t = time.perf_counter()
+                with Sandbox.restore(snap, pool=pool, meter=None) as r:
+                    assert r.run("float(state[-3:].sum())").text == want
+                    pooled.append((time.perf_counter() - t) * 1000)
+                snap.delete()
+
+        def cell(xs):
+            return f"{statistics.median(xs):.0f} (max {max(xs):.0f})"
+
+        print(f"| {mb} MB | {cell(snaps)} | {size / 2**20:.1f} | {cell(firsts)} | {cell(pooled)} |", flush=True)
+
+
 def bench_agent(n: int) -> None:
     import tempfile
 
@@ -225,27 +306,7 @@ def bench_agent(n: int) -> None:
             for f in forks:
                 f.close()
 
-    from burstlab.sandbox import SandboxTemplate
-
-    tpl = SandboxTemplate(setup="import numpy as np\nw = np.ones(1000)", memory="512MiB", timeout=60)
-    t = time.perf_counter()
-    tpl.build()
-    tpl_build = (time.perf_counter() - t) * 1000
-    t = time.perf_counter()
-    SandboxTemplate(setup="import numpy as np\nw = np.ones(1000)", memory="512MiB", timeout=60).build()
-    tpl_cached = (time.perf_counter() - t) * 1000
-    tpl_firsts = []
-    tpool = tpl.pool(2)
-    tpool.start(wait=True)
-    for _ in range(n):
-        while tpool.ready < 1:
-            time.sleep(0.01)
-        t = time.perf_counter()
-        s = tpl.sandbox(meter=None)
-        s.run("w.sum()")
-        tpl_firsts.append((time.perf_counter() - t) * 1000)
-        s.close()
-    tpl.close()
+    tpl_build, tpl_cached, tpl_firsts, _ = bench_template(n)
 
     def cell(xs):
         m, p = stats(xs)
@@ -273,7 +334,29 @@ def main() -> None:
     ap.add_argument("--doors", action="store_true",
                     help="only create -> first result through each front door against the pool itself (_doors.py)")
     ap.add_argument("--agent", action="store_true", help="only exec, snapshot, restore and fork (issue 18)")
+    ap.add_argument("--template", action="store_true", help="only a template's sandbox from its pool -> first result")
+    ap.add_argument("--snapshot-sizes", metavar="MB,MB", default=None,
+                    help="only namespace snapshot / restore of a kernel holding this much numpy state, e.g. 100,500")
     args = ap.parse_args()
+    if (args.template or args.snapshot_sizes) and os.geteuid() != 0:
+        sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")
+    if args.template:
+        import tempfile
+
+        os.environ["BURSTLAB_HOME"] = tempfile.mkdtemp(prefix="bench-tpl-")
+        print(f"# template from its pool; {os.cpu_count()} cpus, loadavg {os.getloadavg()[0]:.2f}\n", flush=True)
+        build, cached, firsts, handouts = bench_template(5 if args.quick else 40)
+        (m, p), (hm, hp) = stats(firsts), stats(handouts)
+        print(f"template build {build:.0f} ms, cached {cached:.1f} ms; template sandbox from its pool -> first result "
+              f"p50 {m:.1f} ms (p95 {p:.1f}); the hand-out alone p50 {hm:.1f} ms (p95 {hp:.1f}); goal <= 20 ms p50; "
+              f"loadavg now {os.getloadavg()[0]:.2f}")
+        return
+    if args.snapshot_sizes:
+        print(f"# namespace snapshots by state size; {os.cpu_count()} cpus, loadavg {os.getloadavg()[0]:.2f}\n",
+              flush=True)
+        bench_snapshot_sizes([int(x) for x in args.snapshot_sizes.split(",")], 2 if args.quick else 3)
+        print(f"\nloadavg now {os.getloadavg()[0]:.2f}")
+        return
     if args.agent:
         if os.geteuid() != 0:
             sys.exit("The sandbox needs root (cgroups, mounts, a per-sandbox uid); run this as root.")

@@ -3,20 +3,25 @@
 ``acquire()`` hands out a ready sandbox (re-applying the caller's timeout/memory/pids/cpus limits,
 which are cgroup and supervisor settings and can change on a live sandbox) and starts a
 replacement in the background. Network access and the sizes of /tmp and the work dir are fixed
-when a sandbox starts, so a pool serves one choice of those.
+when a sandbox starts, so a pool serves one choice of those. ``prepare`` (a coroutine function) readies each
+sandbox before it waits in the pool (a template's pool restores the template's state there, so that taking one
+is only the hand-out). The replacement for a sandbox handed out starts ``REFILL_DELAY`` seconds later (at once
+when the pool is empty), so that starting it does not compete with the caller's first run for the CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from burstlab._sync import run_sync, submit
 from burstlab.errors import SandboxError
 
 from . import _reaper
 from ._sandbox import DEFAULT_IDLE_TIMEOUT, Sandbox
+
+REFILL_DELAY = 0.2  # seconds: a first run from the pool takes ~10 ms; starting the next sandbox meanwhile doubled it
 
 
 class SandboxPool:
@@ -26,7 +31,8 @@ class SandboxPool:
     seconds (the ones waiting in the pool are not)."""
 
     def __init__(self, size: int = 4, *, network: Any = False,
-                 sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT, **sandbox_kwargs: Any) -> None:
+                 sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+                 prepare: Callable[[Sandbox], Awaitable[Any]] | None = None, **sandbox_kwargs: Any) -> None:
         if not isinstance(size, int) or size < 1:
             raise SandboxError(f"size={size!r}: a pool holds at least 1 sandbox, e.g. SandboxPool(size=4).")
         # validated now, with the same rules as a Sandbox's (an error here, not in a background task)
@@ -35,8 +41,10 @@ class SandboxPool:
         self.network = probe.network
         self.idle_timeout = sandbox_idle_timeout
         self._kwargs = sandbox_kwargs
+        self._prepare = prepare
         self._ready: asyncio.Queue | None = None
         self._filling: set[asyncio.Task] = set()
+        self._deferred: list[asyncio.TimerHandle] = []  # refills to start after REFILL_DELAY
         self._closed = False
 
     # -- sync twins ---------------------------------------------------------------------------
@@ -84,8 +92,14 @@ class SandboxPool:
 
     async def _make(self) -> None:
         sb = Sandbox(network=self.network, sandbox_idle_timeout=None, meter=None, **self._kwargs)  # metered when taken
-        await sb.astart()
-        await sb.arun("None")  # warm the shell's first-run paths
+        try:
+            await sb.astart()
+            if self._prepare is not None:
+                await self._prepare(sb)
+            await sb.arun("None")  # warm the shell's first-run paths
+        except BaseException:
+            await sb.aclose()
+            raise
         if self._closed or self._ready is None:
             await sb.aclose()
         else:
@@ -99,10 +113,22 @@ class SandboxPool:
             raise SandboxError("This pool is closed; create a new SandboxPool().")
         await self.astart(wait=False)
         assert self._ready is not None
-        if self._ready.empty() and not self._filling:
-            self._refill()
+        if self._ready.empty():  # none ready: what is deferred starts now, and one more if none is filling
+            while self._deferred:
+                self._deferred.pop().cancel()
+                self._refill()
+            if not self._filling:
+                self._refill()
         sb: Sandbox = await self._ready.get()
-        self._refill()
+        handle: list[asyncio.TimerHandle] = []
+
+        def refill_later() -> None:
+            self._deferred.remove(handle[0])
+            if not self._closed:
+                self._refill()
+
+        handle.append(asyncio.get_running_loop().call_later(REFILL_DELAY, refill_later))
+        self._deferred.append(handle[0])
         sb.reconfigure(timeout=timeout, memory=memory, pids=pids, cpus=cpus)
         if self.idle_timeout is not None:
             sb.idle_timeout, sb.last_active = self.idle_timeout, time.monotonic()
@@ -118,6 +144,8 @@ class SandboxPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        while self._deferred:
+            self._deferred.pop().cancel()
         for task in list(self._filling):
             await asyncio.gather(task, return_exceptions=True)
         if self._ready is not None:

@@ -366,15 +366,21 @@ async def arestore_from(cls, tar: Path, limits: dict, network: Any, user: str, p
         sb = cls(timeout=lim.timeout, memory=lim.memory, limits=lim, user=user, **kwargs)
     try:
         await sb.astart()
-        await asyncio.get_running_loop().run_in_executor(
-            None, _unpack, str(tar), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
-        ex = await sb.arun(_RESTORE % ("/home/user/" + PICKLE_NAME), timeout=max(sb.limits.timeout, 60.0))
-        if ex.error is not None:
-            raise SandboxError(f"Could not load {what}'s variables: {ex.error.ename}: {ex.error.evalue}")
+        await aload_state(sb, tar, what)
     except BaseException:
         await sb.aclose()
         raise
     return sb
+
+
+async def aload_state(sb, tar: Path, what: str) -> None:
+    """Put the state tar ``tar`` into the started sandbox ``sb``, which no user code has touched yet: its work dir,
+    then its variables (a template's pool readies its sandboxes this way)."""
+    await asyncio.get_running_loop().run_in_executor(
+        None, _unpack, str(tar), os.path.join(sb.state_dir, "fs", "home"), sb.uid)
+    ex = await sb.arun(_RESTORE % ("/home/user/" + PICKLE_NAME), timeout=max(sb.limits.timeout, 60.0))
+    if ex.error is not None:
+        raise SandboxError(f"Could not load {what}'s variables: {ex.error.ename}: {ex.error.evalue}")
 
 
 def drop(snap: Snapshot) -> None:

@@ -9,7 +9,8 @@ the packages from the wheel directory inside the jail (``pip install --no-index 
 namespace snapshot of the result (``_snapshot.py``: what the cell left in picklable variables, and the work dir)
 there. Without ``wheels``, each package must already be importable in the sandbox (the notebook's environment is
 visible read-only), which the build checks. ``sandbox()`` starts a sandbox in the template's state, from the
-template's own ``SandboxPool`` once ``pool(size)`` made one.
+template's own ``SandboxPool`` once ``pool(size)`` made one: the pool restores the template's state into each of
+its sandboxes while they wait, so taking one is the pool's hand-out alone.
 """
 
 from __future__ import annotations
@@ -114,27 +115,41 @@ class SandboxTemplate:
         return self
 
     def pool(self, size: int = 4):
-        """This template's warm pool (sandboxes of its limits, filling in the background)."""
+        """This template's warm pool: sandboxes of its limits, each already in the template's state (its files,
+        packages and the set-up cell's variables restored while it waits), filling in the background."""
         from ._pool import SandboxPool
 
         if self._pool is None:
             lim = self.limits
-            self._pool = SandboxPool(size, timeout=lim.timeout, memory=lim.memory)
+            self._pool = SandboxPool(size, timeout=lim.timeout, memory=lim.memory, prepare=self._prepare)
             self._pool.start(wait=False)
         return self._pool
+
+    async def _prepare(self, sb) -> None:
+        await self.abuild()
+        await _snapshot.aload_state(sb, self.path / "state.tar", f"template {self.id}")
 
     def sandbox(self, **kwargs: Any):
         """A started sandbox in this template's state (built first if it is not), from its pool if it has one."""
         return run_sync(self.asandbox(**kwargs))
 
     async def asandbox(self, **kwargs: Any):
+        """``meter``, ``user`` and ``notebook`` as for a Sandbox; a sandbox ready in the pool is handed out as it
+        is (its state was restored while it waited), otherwise a new one is started and restored."""
         from ._sandbox import Sandbox
 
         await self.abuild()
         meta = json.loads((self.path / "meta.json").read_text())
-        return await _snapshot.arestore_from(Sandbox, self.path / "state.tar", meta["limits"], meta["network"],
-                                             kwargs.pop("user", "") or _snapshot._default_user(), self._pool,
-                                             f"template {self.id}", **kwargs)
+        user = kwargs.pop("user", "") or _snapshot._default_user()
+        pool = self._pool
+        if pool is not None and pool.ready > 0 and set(kwargs) <= {"meter", "notebook"} and pool.network == meta["network"]:
+            lim = self.limits
+            sb = await pool.aacquire(timeout=lim.timeout, memory=lim.memory, pids=lim.pids, cpus=lim.cpus,
+                                     meter=kwargs.get("meter"), user=user, notebook=kwargs.get("notebook", ""))
+            sb.user, sb.notebook = user, kwargs.get("notebook", sb.notebook)
+            return sb
+        return await _snapshot.arestore_from(Sandbox, self.path / "state.tar", meta["limits"], meta["network"], user,
+                                             None, f"template {self.id}", **kwargs)
 
     def close(self) -> None:
         if self._pool is not None:
