@@ -179,6 +179,7 @@ class MapRun(MapStatus):
         self._done_q: queue.Queue = queue.Queue()
         self._per_item_s: float | None = None
         self._rate_n = 0  # inputs in the chunk that last set _per_item_s
+        self._first_size: int | None = None  # inputs per first chunk (one per worker, before the first result)
         self._last_size = 1
         self._seq = itertools.count()
         self.done = self.failed = self.retried = self.reused = 0
@@ -247,7 +248,12 @@ class MapRun(MapStatus):
             return Chunk([p[2] for p in picked], [p[3] for p in picked], [p[4] for p in picked])
         while not self._exhausted:
             remaining = None if self.total is None else self.total - self._next_index
-            size = min(room, _policy.chunk_size(self._per_item_s, self._last_size, self.slots, remaining))
+            if self._per_item_s is None:
+                if self._first_size is None:
+                    self._first_size = self._plan_first(remaining)
+                size = min(room, self._first_size)
+            else:
+                size = min(room, _policy.chunk_size(self._per_item_s, self._last_size, self.slots, remaining))
             start = self._next_index
             values = list(itertools.islice(self._source, size))
             self._next_index += len(values)
@@ -260,6 +266,18 @@ class MapRun(MapStatus):
             if chunk is not None:
                 return chunk
         return self._front.popleft() if self._front else None
+
+    def _plan_first(self, remaining: int | None) -> int:
+        """The first chunks' size, from the pickled size of the next input (peeked, then put back)."""
+        head = list(itertools.islice(self._source, 1))
+        if not head:
+            return 1
+        self._source = itertools.chain(head, self._source)
+        try:
+            item_bytes = len(pickle.dumps(head[0], protocol=5))
+        except Exception:  # noqa: BLE001 - cloudpickle's or the named error comes from pickle_items below
+            return 1
+        return _policy.first_chunk_size(remaining, self.slots, item_bytes)
 
     def _screen(self, start: int, values: list) -> Chunk | None:
         """Resume: drop the inputs whose results a matching checkpoint row holds (queued as ready batches)."""
@@ -288,7 +306,8 @@ class MapRun(MapStatus):
     def _submit(self, chunk: Chunk) -> None:
         if chunk.blob is None:
             chunk.blob = pickle_items(chunk.indices, chunk.values)
-        budget = _policy.CHUNK_BUDGET_S if len(chunk.indices) > 1 else 1e9
+        budget = (1e9 if len(chunk.indices) == 1 else
+                  _policy.FIRST_BUDGET_S if self._per_item_s is None else _policy.CHUNK_BUDGET_S)
         future = self.client.submit(
             run_chunk, self.fn_blob, chunk.blob, self.mode, self.timeout, budget,
             key=self._key(next(self._seq)), pure=False,
@@ -323,9 +342,10 @@ class MapRun(MapStatus):
             self._submit(first)
         elif len(self._inflight) < self.window:
             self._placements()
-        # One chunk until the first result has timed the function: before that every chunk is one input, and
-        # for a fast function those would be pure overhead (the next chunk holds thousands).
-        while len(self._inflight) < (self.window if self._per_item_s is not None else 1):
+        # Until the first result has timed the function: one chunk per worker if the first chunks hold many
+        # inputs (each stops after FIRST_BUDGET_S, see _policy.first_chunk_size), else a single one-input probe.
+        before = self.slots if (self._first_size or 1) > 1 else 1
+        while len(self._inflight) < (self.window if self._per_item_s is not None else before):
             chunk = self._take()
             if chunk is None:
                 return
@@ -366,6 +386,7 @@ class MapRun(MapStatus):
                 self._check_stop()
                 if not ready:
                     self._check_workers()
+                self._check_hosts()  # the only host of its kind lost: end with an error, not wait forever
                 self._fill()
                 self._tick()
         finally:
@@ -530,7 +551,7 @@ class MapRun(MapStatus):
         keys = [f.key for f in futures]
         try:
             self.client.cancel(futures, force=True)
-            if self.resource != CPU:
+            if self.resource != CPU and not self._hosts_lost:  # lost hosts run nothing to stop
                 time.sleep(0.3)
                 self.client.run(_stop_if_executing, keys, on_error="ignore")
         except Exception:  # noqa: BLE001 - the cluster is out of reach: its tasks die with it, nothing to stop

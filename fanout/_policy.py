@@ -15,6 +15,8 @@ CHUNK_BUDGET_S = 1.0  # a worker stops a chunk after this long and hands back th
 MAX_CHUNK = 50_000  # never more inputs than this in one task (one results buffer stays a few MB)
 MAX_CHUNK_STREAM = 2_000  # ... when the inputs are a generator of unknown length (read-ahead stays bounded)
 GROWTH = 65_536  # a chunk is at most this many times bigger than the one before (the budget bounds a misjudgement)
+FIRST_BUDGET_S = 0.1  # before the function is timed, a chunk stops after this long and hands back the rest
+FIRST_BYTES = 1 << 20  # ... and is that large only while all of them pickle to at most this many bytes
 
 
 def chunk_size(per_item_s: float | None, previous: int, slots: int, remaining: int | None,
@@ -52,6 +54,18 @@ class Retries:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before the attempt after failed attempt number ``attempt`` (1-based)."""
         return min(self.max_delay, self.initial * self.backoff ** max(0, attempt - 1))
+
+
+def first_chunk_size(remaining: int | None, slots: int, item_bytes: int) -> int:
+    """Inputs in each of the first chunks, one per worker, sent before the function has been timed.
+
+    Each holds an even share of the inputs and stops after ``FIRST_BUDGET_S``, handing back what it did not
+    reach: a trivial function finishes the whole map in one round trip per worker (no one-input probe first),
+    a slow one runs one input per worker, as a probe would. Large inputs (``item_bytes``, one pickled) or a
+    generator of unknown length: one input."""
+    if remaining is None or remaining <= 1 or item_bytes * remaining > FIRST_BYTES:
+        return 1
+    return max(1, min(MAX_CHUNK, -(-remaining // max(1, slots))))
 
 
 def window(slots: int) -> int:
@@ -98,5 +112,5 @@ def spans_cost_microusd(spans: dict[str, Span], rate_nusd_per_s: int, quantity: 
     return sum(cost_microusd(billed_seconds(s.start_ns, s.stop_ns), rate_nusd_per_s, quantity) for s in spans.values())
 
 
-__all__ = ["CHUNK_BUDGET_S", "MAX_CHUNK", "TARGET_CHUNK_S", "Retries", "Span", "chunk_size", "should_retry", "spans_cost_microusd",
+__all__ = ["CHUNK_BUDGET_S", "FIRST_BUDGET_S", "MAX_CHUNK", "first_chunk_size", "TARGET_CHUNK_S", "Retries", "Span", "chunk_size", "should_retry", "spans_cost_microusd",
            "update_rate", "window"]

@@ -6,6 +6,16 @@ from burstlab.fanout import _policy
 from burstlab.fanout._progress import Progress, summary
 
 
+def test_first_chunks_split_small_inputs_evenly_and_probe_with_one_otherwise():
+    assert _policy.first_chunk_size(100_000, 2, 5) == 50_000  # cheap to send: the whole map in one round trip each
+    assert _policy.first_chunk_size(10**9, 2, 1) == 1  # more than FIRST_BYTES in all: a one-input probe
+    assert _policy.first_chunk_size(1_000_000, 4, 1) == _policy.MAX_CHUNK
+    assert _policy.first_chunk_size(11, 2, 100) == 6
+    assert _policy.first_chunk_size(1000, 2, 10 << 20) == 1  # large inputs: one input first
+    assert _policy.first_chunk_size(None, 2, 5) == 1  # a generator: one input first
+    assert _policy.first_chunk_size(1, 2, 5) == 1
+
+
 def test_chunk_size_starts_at_one_and_grows_to_the_target():
     assert _policy.chunk_size(None, 1, 2, 10_000) == 1
     assert _policy.chunk_size(1e-6, 1, 2, 10**9) == _policy.MAX_CHUNK  # a worker's budget bounds a misjudgement
