@@ -70,35 +70,58 @@ def _stat(data: dict, buffers: list) -> tuple[dict, list]:
     return {"kind": "file", "size": os.path.getsize(path), "sha256": file_sha256(path) if data.get("hash") else ""}, []
 
 
-_parts: dict = {}  # part file -> the hash of what was written to it so far
+_parts: dict = {}  # part file -> (the hash of what was written to it so far, the open file)
+_hasher = None  # one thread that hashes a chunk while the kernel's thread writes it
+
+
+def _hash_pool():
+    global _hasher
+    if _hasher is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _hasher = ThreadPoolExecutor(1, thread_name_prefix="burstlab-hash")
+    return _hasher
+
+
+def _update(h, buffers: list) -> None:
+    for b in buffers:
+        h.update(b)  # releases the GIL for large buffers: runs beside the write
 
 
 def _write(data: dict, buffers: list) -> tuple[dict, list]:
-    """Append one chunk to a part file (hashing as it goes); the last one checks the hash and puts the file
-    in place."""
+    """Append one chunk to a part file (hashing it on another thread as it is written); the last one checks
+    the hash and puts the file in place."""
     import hashlib
     import os
 
     path = data["path"]
     part = path + ".burstlab-part"
     if data["offset"] == 0:
+        old = _parts.pop(part, None)
+        if old is not None:  # a restarted upload: the earlier one's file is abandoned
+            old[1].close()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _parts[part] = hashlib.sha256()
-        mode = "wb"
+        _parts[part] = (hashlib.sha256(), open(part, "wb"))
     elif part not in _parts:
         raise OSError(f"{path}: the upload was interrupted; send it again")
-    else:
-        mode = "ab"
-    with open(part, mode) as f:
+    h, f = _parts[part]
+    try:
+        hashing = _hash_pool().submit(_update, h, buffers)
         for b in buffers:
             f.write(b)
-            _parts[part].update(b)
-    if data.get("final"):
-        digest = _parts.pop(part).hexdigest()
-        if digest != data["sha256"]:
-            os.unlink(part)
-            raise OSError(f"{path} arrived damaged (content hash differs); send it again")
-        os.replace(part, path)
+        hashing.result()
+        if data.get("final"):
+            del _parts[part]
+            f.close()
+            if h.hexdigest() != data["sha256"]:
+                os.unlink(part)
+                raise OSError(f"{path} arrived damaged (content hash differs); send it again")
+            os.replace(part, path)
+    except BaseException:
+        if _parts.get(part, (None, None))[1] is f:
+            del _parts[part]
+        f.close()
+        raise
     return {"written": sum(len(b) for b in buffers)}, []
 
 

@@ -258,6 +258,56 @@ class RemoteKernel:
             reply = await self._comm_request({"op": op, "req": uuid.uuid4().hex, **args}, list(buffers or []), timeout)
         return reply["content"]["data"], [memoryview(b) for b in reply.get("buffers") or []]
 
+    async def file_ops(self, requests, window: int = 4, timeout: float = 300.0):
+        """File operations from the async iterator ``requests`` (``(op, args, buffers)``), with up to
+        ``window`` sent ahead of their replies (a transfer pays no round trip per chunk). An async generator of
+        each reply's ``(fields, buffers)``, in order; the first error raises TransferError (use it inside
+        ``contextlib.aclosing``)."""
+        async with self._lock:
+            comm_id = await self._comm()
+            ahead: dict[str, str] = {}  # msg id -> req, in the order sent
+            replies: dict[str, dict] = {}
+            source = requests.__aiter__()
+            more = True
+            while True:
+                while more and len(ahead) < window:
+                    try:
+                        op, args, buffers = await source.__anext__()
+                    except StopAsyncIteration:
+                        more = False
+                        break
+                    req = uuid.uuid4().hex
+                    msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"op": op, "req": req, **args}})
+                    self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=list(buffers or []))
+                    ahead[msg["header"]["msg_id"]] = req
+                if not ahead:
+                    return
+                first = next(iter(ahead))
+                deadline = time.monotonic() + timeout
+                while first not in replies:
+                    try:
+                        msg = await self.kc.get_iopub_msg(timeout=max(0.01, min(self._liveness_s,
+                                                                                deadline - time.monotonic())))
+                    except queue.Empty:
+                        if time.monotonic() >= deadline:
+                            raise TransferError(f"The remote kernel did not answer the transfer within {timeout:.0f} s "
+                                                "(is a cell still running there? interrupt it first).") from None
+                        if not self._is_alive():
+                            raise SessionLostError("The remote kernel died; its state is gone.") from None
+                        continue
+                    except zmq.ZMQError as exc:
+                        raise SessionLostError(f"Lost the connection to the remote kernel: {exc}") from exc
+                    parent = msg["parent_header"].get("msg_id")
+                    if parent in ahead and msg["header"]["msg_type"] == "comm_msg" \
+                            and msg["content"]["data"].get("req") == ahead[parent]:
+                        replies[parent] = msg
+                del ahead[first]
+                reply = replies.pop(first)
+                content = reply["content"]["data"]
+                if content["op"] == "error":
+                    raise TransferError(f"{content['ename']}: {content['evalue']}")
+                yield content, [memoryview(b) for b in reply.get("buffers") or []]
+
     async def aclose(self) -> None:
         """Close the channels once no request is in flight (an in-flight one notices the death first)."""
         async with self._lock:

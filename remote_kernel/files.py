@@ -9,8 +9,10 @@ relative to the session's work directory (the kernel's current directory).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +22,7 @@ from burstlab.errors import TransferError
 from ._kernel_side import file_sha256
 
 CHUNK = 8 << 20
+WINDOW = 4  # chunks sent ahead of their acknowledgements (a round trip per window, not per chunk)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,43 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _read_hashed(f, h) -> bytes:
+    chunk = f.read(CHUNK)
+    h.update(chunk)
+    return chunk
+
+
+def _write_hashed(f, h, chunk) -> None:
+    f.write(chunk)
+    h.update(chunk)
+
+
+async def _chunks(loop, local: str, remote: str, size: int):
+    """``write`` requests for one file: each chunk read and hashed off the loop while the one before travels."""
+    h = hashlib.sha256()
+    with open(local, "rb") as f:
+        offset = 0
+        ahead = loop.run_in_executor(None, _read_hashed, f, h)
+        try:
+            while True:
+                chunk = await ahead
+                final = len(chunk) < CHUNK or offset + len(chunk) >= size
+                digest = h.hexdigest() if final else ""
+                ahead = None if final else loop.run_in_executor(None, _read_hashed, f, h)
+                yield "write", {"path": remote, "offset": offset, "final": final, "sha256": digest}, [chunk]
+                offset += len(chunk)
+                if final:
+                    return
+        finally:
+            if ahead is not None:  # stopped early: the read ahead ends before the file closes
+                await asyncio.wait([ahead])
+
+
+async def _reads(remote: str, size: int):
+    for offset in range(0, size, CHUNK):
+        yield "read", {"path": remote, "offset": offset, "size": CHUNK}, []
+
+
 def _pairs_up(local: str, remote: str) -> list[tuple[str, str]]:
     if os.path.isdir(local):
         return [(os.path.join(d, f), os.path.join(remote, os.path.relpath(os.path.join(d, f), local)))
@@ -57,6 +97,7 @@ async def aupload(session, path: str, to: str | None = None, *,
                   progress: Callable[[int, int], None] | None = None) -> Transfer:
     """Put ``path`` (a file or a folder) into the session's work directory, as ``to`` (default: its name)."""
     kernel = session.kernel
+    loop = asyncio.get_running_loop()
     name = os.path.basename(os.path.normpath(path))
     remote_root = os.path.join(to, name) if to and to.endswith("/") else (to or name)
     pairs = _pairs_up(path, remote_root)
@@ -67,24 +108,15 @@ async def aupload(session, path: str, to: str | None = None, *,
         info, _ = await kernel.file_op("stat", {"path": remote})
         if info.get("kind") == "file" and info.get("size") == size:  # the same size: compare content hashes
             theirs, _ = await kernel.file_op("stat", {"path": remote, "hash": True})
-            if theirs.get("sha256") == file_sha256(local):
+            if theirs.get("sha256") == await loop.run_in_executor(None, file_sha256, local):
                 total -= size
                 continue
-        h = hashlib.sha256()
-        with open(local, "rb") as f:
-            offset = 0
-            while True:
-                chunk = f.read(CHUNK)
-                h.update(chunk)
-                final = len(chunk) < CHUNK or offset + len(chunk) == size
-                await kernel.file_op("write", {"path": remote, "offset": offset, "final": final,
-                                               "sha256": h.hexdigest() if final else ""}, [chunk])
-                offset += len(chunk)
-                done += len(chunk)
+        async with aclosing(_chunks(loop, local, remote, size)) as source, \
+                aclosing(kernel.file_ops(source, window=WINDOW)) as replies:
+            async for reply, _ in replies:
+                done += reply["written"]
                 if progress is not None:
                     progress(done, total)
-                if final:
-                    break
         sent += 1
     return Transfer(files=len(pairs), sent=sent, bytes=done)
 
@@ -93,6 +125,7 @@ async def adownload(session, path: str, to: str | None = None, *,
                     progress: Callable[[int, int], None] | None = None) -> Transfer:
     """Fetch ``path`` (a file or a folder in the session's work directory) to ``to`` here (default: its name)."""
     kernel = session.kernel
+    loop = asyncio.get_running_loop()
     local_root = to or os.path.basename(os.path.normpath(path))
     info, _ = await kernel.file_op("stat", {"path": path})
     if info["kind"] == "absent":
@@ -104,25 +137,33 @@ async def adownload(session, path: str, to: str | None = None, *,
     total = sum(s["size"] for s in stats)
     done = sent = 0
     for (remote, local), st in zip(names, stats):
-        if os.path.isfile(local) and os.path.getsize(local) == st["size"] and file_sha256(local) == st["sha256"]:
+        if os.path.isfile(local) and os.path.getsize(local) == st["size"] \
+                and await loop.run_in_executor(None, file_sha256, local) == st["sha256"]:
             total -= st["size"]
             continue
         os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
         part = local + ".burstlab-part"
         h = hashlib.sha256()
+        reads = _reads(remote, st["size"])
         with open(part, "wb") as f:
-            offset = 0
-            while offset < st["size"]:
-                _, buffers = await kernel.file_op("read", {"path": remote, "offset": offset, "size": CHUNK})
-                chunk = buffers[0]
-                if not len(chunk):
-                    break
-                f.write(chunk)
-                h.update(chunk)
-                offset += len(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+            behind = None
+            try:
+                async with aclosing(kernel.file_ops(reads, window=WINDOW)) as replies:
+                    async for _, buffers in replies:
+                        chunk = buffers[0]
+                        if not len(chunk):
+                            break
+                        if behind is not None:
+                            await behind
+                        behind = loop.run_in_executor(None, _write_hashed, f, h, chunk)  # beside the next reads
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+            finally:
+                if behind is not None:
+                    await asyncio.wait([behind])
+            if behind is not None:
+                behind.result()
         if h.hexdigest() != st["sha256"]:
             os.unlink(part)
             raise TransferError(f"{remote} changed on {session.host} while it was downloaded; download it again.")
