@@ -223,10 +223,11 @@ def bench_snapshot_sizes(sizes_mb: list[int], n: int) -> None:
     print("| state | snapshot ms | size MiB | restore -> first result ms | from a warm pool -> first result ms |")
     print("|---:|---:|---:|---:|---:|")
     for mb in sizes_mb:
-        memory = f"{max(1024, 3 * mb + 512)}MiB"
+        # the variables are pickled into the work dir (a tmpfs charged to the sandbox's memory) before the copy out
+        memory, work = f"{max(1024, 3 * mb + 512)}MiB", f"{max(256, mb + 128)}MiB"
         snaps, firsts, pooled, size = [], [], [], 0
-        with Sandbox(timeout=300, memory=memory, meter=None) as sb, \
-                SandboxPool(size=1, memory=memory, timeout=300) as pool:
+        with Sandbox(timeout=300, memory=memory, work_size=work, meter=None) as sb, \
+                SandboxPool(size=1, memory=memory, work_size=work, timeout=300) as pool:
             sb.run(f"import numpy as np\nstate = np.random.default_rng(0).random({mb} * 2**20 // 8)")
             want = sb.run("float(state[-3:].sum())").text
             pool.start(wait=True)

@@ -53,11 +53,14 @@ def _burstlab_capture(path):
     ip = get_ipython()
     skip = set(ip.user_ns_hidden) | {"In", "Out", "get_ipython", "exit", "quit"}
     kept, missed = {}, {}
+    class Null:  # the trial pickles write nowhere: no copy of a large array is made, and little time spent
+        def write(self, b):
+            return memoryview(b).nbytes
     for name, value in list(ip.user_ns.items()):
         if name.startswith("_") or name in skip:
             continue
         try:
-            cloudpickle.dumps(value, protocol=5)
+            cloudpickle.CloudPickler(Null(), protocol=5).dump(value)
         except Exception as exc:
             missed[name] = f"{type(value).__name__}: {type(exc).__name__}: {exc}"[:300]
         else:
@@ -254,7 +257,11 @@ async def asnapshot(sb, mode: str | None = None) -> Snapshot:
     await sb.astart()
     ex = await sb.arun(_CAPTURE % ("/home/user/" + PICKLE_NAME), timeout=max(sb.limits.timeout, 60.0))
     if ex.error is not None:
-        raise SandboxError(f"Could not capture the sandbox's variables: {ex.error.ename}: {ex.error.evalue}")
+        full = "File too large" in ex.error.evalue or "No space left" in ex.error.evalue
+        raise SandboxError(f"Could not capture the sandbox's variables: {ex.error.ename}: {ex.error.evalue}" + (
+            f". They are pickled into the work dir first, which holds {format_size(sb.limits.work_size)}: create the "
+            "sandbox with a larger work_size (e.g. Sandbox(work_size=\"2GiB\")), or hold less in variables."
+            if full else ""))
     try:
         found = json.loads(ex.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-from typing import Iterator
+from typing import Callable, Iterator
 
 from burstlab import _sync
 from burstlab.errors import SandboxError
-from burstlab.wire import Output
+from burstlab.wire import ExecResult, Output
 
 from ._exec import run_command
 
@@ -90,6 +90,27 @@ while True:
 '''
 
 
+async def astream(sb, template, path: str, timeout: float | None, on_event: Callable[[dict], None],
+                  stop: asyncio.Event) -> ExecResult:
+    """Watch ``path`` of ``sb``'s work dir until ``stop`` is set or ``timeout`` seconds pass (None: no end), calling
+    ``on_event`` (on burstlab's loop) with ``{"event": "ready", "path": path, "dir": True}`` once the watch is in
+    place, then with each event. Returns the watcher's ExecResult (its stderr says why it did not start)."""
+    if not isinstance(path, str) or "\0" in path:
+        raise SandboxError("files.watch(path) takes a path relative to the work dir, e.g. \".\" or \"data\".")
+    buf = [""]
+
+    def on_output(o: Output) -> None:
+        if o.name != "stdout":
+            return
+        buf[0] += o.text
+        *lines, buf[0] = buf[0].split("\n")
+        for line in lines:
+            on_event({"event": "ready", "path": path, "dir": True} if line == "ready" else json.loads(line))
+
+    return await run_command(sb, template, ["python", "-S", "-c", _WATCHER, path], timeout or 10 * 365 * 86400,
+                             on_output, stop=stop, limit=1 << 62, keep=False)
+
+
 class Watch:
     """An iterator of event dicts; ``close()`` (or leaving a ``for`` over it) stops the watcher."""
 
@@ -97,7 +118,6 @@ class Watch:
         if not isinstance(path, str) or "\0" in path:
             raise SandboxError("files.watch(path) takes a path relative to the work dir, e.g. \".\" or \"data\".")
         self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._buf = ""
         self._n = 0
         self._stop: asyncio.Event | None = None
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
@@ -112,21 +132,15 @@ class Watch:
     async def _run(self, sb, template, path: str, timeout: float | None):
         self._stop = asyncio.Event()
 
-        def on_output(o: Output) -> None:
-            if o.name != "stdout":
-                return
-            self._buf += o.text
-            *lines, self._buf = self._buf.split("\n")
-            for line in lines:
-                if line == "ready":
-                    self._ready.put(True)
-                elif self._n < MAX_QUEUE:
-                    self._n += 1
-                    self._q.put(json.loads(line))
+        def on_event(event: dict) -> None:
+            if event["event"] == "ready":
+                self._ready.put(True)
+            elif self._n < MAX_QUEUE:
+                self._n += 1
+                self._q.put(event)
 
         try:
-            r = await run_command(sb, template, ["python", "-S", "-c", _WATCHER, path], timeout or 10 * 365 * 86400,
-                                  on_output, stop=self._stop, limit=1 << 62, keep=False)
+            r = await astream(sb, template, path, timeout, on_event, self._stop)
             self.result = r
             self._ready.put(r.stderr.strip() or f"exit code {r.exit_code}")
         except BaseException as exc:
