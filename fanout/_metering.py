@@ -23,11 +23,19 @@ from . import _policy
 GAP_NS = 2_000_000_000  # idle time on a worker after which the map's next chunk there opens a new interval
 
 
+SILENT_S = 2.0  # a worker the scheduler has not heard from for this long is not asked (its host may be cut off)
+ASK_TIMEOUT_S = 2.0  # a poll of the workers never holds the map longer than this
+
+
 def _processing_workers(prefix: str, dask_scheduler=None) -> list[str]:
     """Runs on the scheduler: addresses of the workers with one of this map's tasks assigned (running
-    there, or only waiting there for a resource a session's lease holds)."""
+    there, or only waiting there for a resource a session's lease holds) that were heard from lately:
+    dialling a host whose network is down would wait for the connect timeout."""
+    from distributed.metrics import time as now
+
+    t = now()
     return [addr for addr, ws in dask_scheduler.workers.items()
-            if any(str(ts.key).startswith(prefix) for ts in ws.processing)]
+            if t - ws.last_seen < SILENT_S and any(str(ts.key).startswith(prefix) for ts in ws.processing)]
 
 
 def _executing_here(prefix: str, dask_worker=None) -> tuple[str, int | None]:
@@ -89,8 +97,9 @@ class MapMeter:
             return
         self._polled = now
         try:
-            workers = client.run_on_scheduler(_processing_workers, self.key_prefix)
-            running = client.run(_executing_here, self.key_prefix, workers=workers, on_error="return") if workers else {}
+            workers = client.run_on_scheduler(_processing_workers, self.key_prefix, callback_timeout=ASK_TIMEOUT_S)
+            running = client.run(_executing_here, self.key_prefix, workers=workers, on_error="return",
+                                 callback_timeout=ASK_TIMEOUT_S) if workers else {}
         except Exception:  # the scheduler is busy or gone: the reports still open intervals
             return
         for answer in running.values():
@@ -117,6 +126,13 @@ class MapMeter:
             record = self.meter.record(interval)
             total += record.cost_microusd if record is not None else 0
         return total
+
+    def lost(self, worker: str, last_heard_ns: int) -> None:
+        """``worker``'s host was lost: its interval ends at its last heartbeat, and nothing after is billed."""
+        if worker in self.intervals:
+            record = self.meter.record(self.intervals[worker])
+            start = record.start_ns if record is not None else last_heard_ns
+            self._close(worker, max(start, last_heard_ns), {"lost": True})
 
     def close(self, clean: bool, inputs: int) -> None:
         """Close every interval: at the worker's last chunk's end after a clean finish, else now."""

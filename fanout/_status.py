@@ -16,11 +16,34 @@ def _scheduler_start_errors(since: float, dask_scheduler=None) -> dict[str, str]
     return {name: error for name, (when, error) in errors.items() if when >= since}
 
 
+def _scheduler_hosts(resource: str | None, dask_scheduler=None) -> tuple[list, bool]:
+    """Runs on the scheduler: ``(name, address, seconds since last heard)`` of each worker that carries
+    ``resource`` (every worker when None), and whether a cluster manager can start one (its catalogue)."""
+    from distributed.metrics import time as now
+
+    t = now()
+    rows = [(str(ws.name), ws.address, max(0.0, t - ws.last_seen)) for ws in dask_scheduler.workers.values()
+            if resource is None or resource in ws.resources]
+    catalogue = dask_scheduler.plugins.get("burstlab-catalogue")
+    startable = catalogue is not None and any(resource is None or resource in r for r in catalogue.workers.values())
+    return rows, startable
+
+
+def _host(name: str) -> str:
+    """The host label in a burstlab worker name (``burstlab/HOST/TYPE/INDEX/SOURCE``), else the name."""
+    parts = name.split("/")
+    return parts[1] if len(parts) == 5 else name
+
+
+HOSTS_EVERY_S = 1.0  # how often a map with work in flight asks the scheduler whether its hosts are alive
 FIRST_LOOK_S = 0.3  # a map this young is not yet polled or listed: a short map costs no scheduler calls for it
 
 
 class MapStatus:
     """Progress, money and visibility of a map (``self`` is a ``MapRun``)."""
+
+    _hosts_checked = 0.0  # when _check_hosts last asked the scheduler
+    _hosts_lost = False  # every host of the map's kind was lost: nothing is left to stop there
 
     def cost_microusd(self) -> int:
         """What the map has cost so far (its workers' open intervals priced up to now)."""
@@ -76,6 +99,68 @@ class MapStatus:
                 f"start: {error}. Fix what its start-up runs (a worker preload, the environment, an installed "
                 "package) and run the map again; the cluster retries the worker on the next demand."
             )
+
+    def _check_hosts(self) -> None:
+        """Raise once no host that can run this map's inputs has been heard from for ``host_lost_timeout``
+        seconds (the only host of its type died, or its network is down), when no cluster manager can start
+        another: Dask would wait for one forever. The lost hosts' intervals close at their last heartbeat."""
+        lost_after = float(getattr(self.ws.config, "host_lost_timeout", 0) or 0)
+        now = time.monotonic()
+        if lost_after <= 0 or not self._inflight or now - self._hosts_checked < HOSTS_EVERY_S:
+            return
+        self._hosts_checked = now
+        try:
+            rows, startable = self.client.run_on_scheduler(
+                _scheduler_hosts, self.resource if self.resources else None, callback_timeout=5)
+        except Exception:  # noqa: BLE001 - the scheduler itself is away: the workspace reports that on its next call
+            return
+        if startable:  # the embedded cluster or a cluster manager starts a worker on demand
+            return
+        wall = time.time_ns()
+        heard = self.__dict__.setdefault("_hosts_heard", {})  # worker name -> (address, last heard, ns)
+        for name, address, age in rows:
+            heard[name] = (address, max(heard.get(name, ("", 0))[1], wall - int(age * 1e9)))
+        for name, span in self.metering.spans.items():  # a chunk that came back: its worker was alive then
+            address, at = heard.get(name, ("", 0))
+            heard[name] = (address, max(at, span.stop_ns))
+        if any(age < lost_after for _, _, age in rows):
+            return
+        last = max((at for _, at in heard.values()), default=0)
+        last = max(last, int(self.started_wall * 1e9))
+        if wall - last < lost_after * 1e9:
+            return
+        alive = {name for name, _, _ in rows}
+        gone = {name: v for name, v in heard.items() if name not in alive}
+        stale = {name: v for name, v in heard.items() if name in alive}
+        self._hosts_lost = True
+        for name, (_, at) in heard.items():
+            if name in self.metering.intervals:
+                self.metering.lost(name, at)
+        what = []
+        if gone:
+            what.append(", ".join(f"{_host(n)} ({a.split('://')[-1].rsplit(':', 1)[0] or '?'})"
+                                  for n, (a, _) in sorted(gone.items()))
+                        + " left the scheduler (the host died, or its worker stopped)")
+        if stale:
+            what.append(", ".join(f"{_host(n)} ({a.split('://')[-1].rsplit(':', 1)[0]})" for n, (a, _) in
+                                  sorted(stale.items()))
+                        + f" has not been heard from for {(wall - max(at for _, at in stale.values())) / 1e9:.0f} s "
+                          "(its network is down, or it hangs)")
+        kind = f"{self.resource} " if self.resources else ""
+        self._stop_reason = f"its only {kind}host was lost"
+        self.cancel()
+        total = self.total if self.total is not None else "?"
+        kept = (f"their results are in {self.store.path} (rerun the same call to compute only the rest)"
+                if self.store is not None else
+                "their results are in this error's .partial ({index: result}); pass checkpoint='runs/NAME' to keep "
+                "them across runs")
+        raise FanoutError(
+            f"The map {self.name} ({self.id}) lost every {kind}host it could run on: {'; '.join(what) or 'none is up'}. "
+            f"No other host has {'an ' + self.resource if self.resources else 'a worker'}. {self.done} of {total} "
+            f"inputs had finished; {kept}. Start `burstlab worker` on that host again (or another host with "
+            f"{'an ' + self.resource if self.resources else 'workers'}), or ask for another GPU type "
+            "(gpu=[...] with fallbacks), then run the map again."
+        )
 
     def _publish(self, final: bool = False) -> None:
         """Keep this map's record on the scheduler current (at most once a second), so the lab and
