@@ -85,10 +85,17 @@ class BurstLab(Configurable):
         "on top. Used with c.BurstLab.cluster."
     ).tag(config=True)
 
+    min_idle = Dict(
+        help="Per GPU type, workers kept up and idle beyond what sessions and maps use, so the next one starts "
+        "at once: {'H100': 1}. For the embedded cluster and c.BurstLab.cluster. A warm worker's up-time is "
+        "metered as 'provisioned' (the operator's cost), never billed to a user.",
+    ).tag(config=True)
+
     host_lost_timeout = Float(
         10.0, help="Seconds a GPU session's kernel may go without answering its heartbeat before the session is "
         "declared lost (its host died or its network is down): the running cell fails naming the host, the GPUs "
-        "are released and the meter closes at the last answer. 0 disables the check."
+        "are released and the meter closes at the last answer. A map whose only host of its type goes as long "
+        "unheard ends with an error naming the host, its finished results kept. 0 disables the check."
     ).tag(config=True)
 
     environment = Unicode(

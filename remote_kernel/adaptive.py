@@ -7,7 +7,9 @@ catalogue. Work declares what it needs through Dask resource restrictions: a fan
 :class:`SlotAdaptive` is a ``distributed.deploy.Adaptive`` whose ``target`` asks ``decide`` and whose
 scale-up starts exactly those workers. Scale-down is Dask's: an idle worker is retired after
 ``wait_count`` consecutive idle checks (the idle window), never while it runs a task or holds data,
-so a worker holding a session's lease is never retired.
+so a worker holding a session's lease is never retired. ``min_idle`` (``c.BurstLab.min_idle``) keeps
+that many workers of a type up beyond the demand: warm, so the next session starts at once. Their
+up-time is metered as ``provisioned`` (no user's: the operator's cost), like any worker's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from distributed.deploy.adaptive import Adaptive
+
+from burstlab.errors import BurstlabError
 
 SLOT_PREFIX = "slot:"
 
@@ -29,15 +33,19 @@ class CatalogueEntry:
     resources: Mapping[str, float] = field(default_factory=dict)
 
 
-def decide(catalogue: Iterable[CatalogueEntry], demand: Mapping[str, int], running: Mapping[str, bool]) -> set[str]:
+def decide(catalogue: Iterable[CatalogueEntry], demand: Mapping[str, int], running: Mapping[str, bool],
+           min_idle: Mapping[str, int] | None = None) -> set[str]:
     """Names of the workers that should be up.
 
     ``demand``: resource name -> number of tasks (waiting or running) that ask for it.
     ``running``: name -> busy (runs a task or holds data) for each worker up now.
+    ``min_idle``: resource name -> units kept up beyond the demand (warm workers, ready for the next
+    session or map), as far as the catalogue has them.
     Busy workers stay; a worker whose slot resource is asked for comes up; for each other resource,
     workers are added (idle running ones first, then stopped ones, in name order) until their
-    supply covers the demand. Everything else is idle and may be retired.
+    supply covers the demand plus ``min_idle``. Everything else is idle and may be retired.
     """
+    min_idle = min_idle or {}
     catalogue = list(catalogue)
     desired = {name for name, busy in running.items() if busy}
     for entry in catalogue:
@@ -45,7 +53,7 @@ def decide(catalogue: Iterable[CatalogueEntry], demand: Mapping[str, int], runni
             desired.add(entry.name)
     kinds = sorted({r for e in catalogue for r in e.resources if not r.startswith(SLOT_PREFIX)})
     for kind in kinds:
-        need = demand.get(kind, 0)
+        need = demand.get(kind, 0) + max(0, int(min_idle.get(kind, 0)))
         have = sum(e.resources[kind] for e in catalogue if e.name in desired and kind in e.resources)
         spare = sorted((e for e in catalogue if kind in e.resources and e.name not in desired),
                        key=lambda e: (e.name not in running, e.name))
@@ -55,6 +63,17 @@ def decide(catalogue: Iterable[CatalogueEntry], demand: Mapping[str, int], runni
             desired.add(entry.name)
             have += entry.resources[kind]
     return desired
+
+
+def check_min_idle(min_idle: dict | None, carries: dict[str, dict]) -> None:
+    """Refuse a ``min_idle`` that names a type no worker carries, or is not a count (before anything starts)."""
+    kinds = sorted({r for res in carries.values() for r in res if not r.startswith(SLOT_PREFIX)})
+    for kind, n in (min_idle or {}).items():
+        if kind not in kinds:
+            raise BurstlabError(f"c.BurstLab.min_idle names {kind!r}, which no worker of this cluster carries "
+                                f"(it has {kinds}). Name one of those, e.g. {{{kinds[0] if kinds else 'H100'!r}: 1}}.")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise BurstlabError(f"c.BurstLab.min_idle[{kind!r}] = {n!r}: give a number of warm workers, 0 or more.")
 
 
 def scheduler_demand(scheduler) -> tuple[Counter, dict[str, bool]]:
@@ -82,15 +101,16 @@ def scheduler_demand(scheduler) -> tuple[Counter, dict[str, bool]]:
 class SlotAdaptive(Adaptive):
     """Dask's adaptive loop, scaling the embedded cluster's named workers by resource demand."""
 
-    def __init__(self, cluster, catalogue: dict[str, dict], **kwargs):
+    def __init__(self, cluster, catalogue: dict[str, dict], min_idle: Mapping[str, int] | None = None, **kwargs):
         self.catalogue = catalogue  # name -> worker spec; spec["options"]["resources"] is what it carries
+        self.min_idle = dict(min_idle or {})  # GPU type -> warm workers kept up beyond the demand
         self._desired: set[str] = set()
         super().__init__(cluster, minimum=0, **kwargs)
 
     async def target(self) -> int:
         demand, running = scheduler_demand(self.cluster.scheduler)
         entries = [CatalogueEntry(n, s["options"].get("resources", {})) for n, s in self.catalogue.items()]
-        self._desired = decide(entries, demand, running)
+        self._desired = decide(entries, demand, running, self.min_idle)
         return len(self._desired)
 
     async def recommendations(self, target: int) -> dict:
@@ -147,4 +167,4 @@ def start_errors(scheduler) -> dict[str, tuple[float, str]]:
     return errors
 
 
-__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "decide", "scheduler_demand", "start_errors"]
+__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "check_min_idle", "decide", "scheduler_demand", "start_errors"]

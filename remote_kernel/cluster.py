@@ -99,7 +99,8 @@ class Catalogue(SchedulerPlugin):
 
 
 def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 60.0, interval: float = 0.1,
-                   cpu_threads: int | None = None, home: str | None = None, security=None):
+                   cpu_threads: int | None = None, home: str | None = None, security=None,
+                   min_idle: dict[str, int] | None = None):
     """A SpecCluster on this machine that can run one worker per GPU and one CPU worker.
 
     Workers start when work asks for them and stop after ``idle_timeout`` seconds idle (Dask's
@@ -117,7 +118,7 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 
     from distributed import Scheduler, SpecCluster
     from distributed.utils import get_mp_context
 
-    from .adaptive import SlotAdaptive
+    from .adaptive import SlotAdaptive, check_min_idle
 
     # Worker processes fork from a clean server process that already imported distributed: a
     # worker is up in ~0.1 s instead of ~0.4 s for spawn, and no notebook state is inherited.
@@ -143,11 +144,12 @@ def start_embedded(gpus: list[Gpu], nthreads: int = 2, *, idle_timeout: float = 
     host = gpus[0].host if gpus else socket.gethostname()
     cpu_name, cpu_spec = cpu_worker_spec(host, cpu_threads, security=security)
     catalogue[cpu_name] = cpu_spec
+    check_min_idle(min_idle, {n: s["options"].get("resources", {}) for n, s in catalogue.items()})
     cluster = SpecCluster(workers={}, scheduler=scheduler, silence_logs=40, name="burstlab-embedded",
                           security=security)
     cluster.scheduler.add_plugin(Catalogue(catalogue))
     wait_count = max(1, math.ceil(idle_timeout / interval))
-    cluster._adaptive = SlotAdaptive(cluster, catalogue, interval=interval, wait_count=wait_count)
+    cluster._adaptive = SlotAdaptive(cluster, catalogue, min_idle=min_idle, interval=interval, wait_count=wait_count)
     return cluster
 
 

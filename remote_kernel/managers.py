@@ -25,7 +25,7 @@ from typing import Any
 
 from burstlab.errors import BurstlabError
 
-from .adaptive import CatalogueEntry, SlotAdaptive, decide, scheduler_demand
+from .adaptive import CatalogueEntry, SlotAdaptive, check_min_idle, decide, scheduler_demand
 from .cluster import NAME_PREFIX, Catalogue, slot_resource
 
 SOURCE = "managed"
@@ -133,12 +133,13 @@ class ManagedAdaptive(SlotAdaptive):
 
     async def target(self) -> int:
         demand, running = scheduler_demand(self.cluster.scheduler)
-        self._desired = decide([CatalogueEntry(n, r) for n, r in self.carries.items()], demand, running)
+        self._desired = decide([CatalogueEntry(n, r) for n, r in self.carries.items()], demand, running,
+                               self.min_idle)
         return len(self._desired)
 
 
 def start_managed(spec: dict, templates: dict[str, dict], *, idle_timeout: float = 60.0, interval: float = 0.5,
-                  security=None):
+                  security=None, min_idle: dict[str, int] | None = None):
     """Start the configured cluster manager with no workers, and burstlab's adaptive policy over it."""
     if not templates:
         raise BurstlabError("c.BurstLab.cluster is set but c.BurstLab.worker_templates is empty: name the GPU "
@@ -152,7 +153,8 @@ def start_managed(spec: dict, templates: dict[str, dict], *, idle_timeout: float
         entries = catalogue(cluster.new_spec, templates)
         carries = {name: resources_of(spec) for name, spec in entries.items()}
         cluster.scheduler.add_plugin(Catalogue({n: {"options": {"resources": r}} for n, r in carries.items()}))
-        cluster._adaptive = ManagedAdaptive(cluster, entries, carries, interval=interval,
+        check_min_idle(min_idle, carries)
+        cluster._adaptive = ManagedAdaptive(cluster, entries, carries, min_idle=min_idle, interval=interval,
                                             wait_count=max(1, math.ceil(idle_timeout / interval)))
     except BaseException:
         cluster.close()

@@ -121,13 +121,14 @@ class Workspace:
                     from burstlab.remote_kernel.managers import start_managed
 
                     self._cluster = start_managed(self.config.cluster, self.config.worker_templates,
-                                                  idle_timeout=self.config.worker_idle_timeout)
+                                                  idle_timeout=self.config.worker_idle_timeout,
+                                                  min_idle=self.config.min_idle)
                     self._client = Client(self._cluster, set_as_default=False)
                 else:
                     self._cluster = start_embedded(
                         discover(self.config.declared_gpus), self.config.worker_threads,
                         idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
-                        home=self.config.home,
+                        home=self.config.home, min_idle=self.config.min_idle,
                     )
                     self._client = Client(self._cluster, set_as_default=False)
                     self.watcher.start()  # records the embedded cluster's GPU up-time from now on
