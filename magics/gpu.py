@@ -26,7 +26,7 @@ from burstlab.errors import BurstlabError, RemoteError, SessionLostError, Transf
 from burstlab.gpus import parse_gpu_spec
 from burstlab.workspace import get_workspace, no_gpu_message, write_csv
 
-from .render import CELL_MIME, Publisher, Report, bill_section, cell_record, money, table
+from .render import CELL_MIME, Publisher, Report, bill_section, cell_footer, cell_record, cell_share, money, table
 
 USAGE = __doc__
 
@@ -149,6 +149,7 @@ class GpuMagics(Magics):
         except UsageError as exc:
             raise BurstlabError(f"%%gpu: {exc}.\n{self.gpu.parser.format_usage()}") from None
         ws = self.workspace
+        since_ns = ws.meter.clock.now_ns()  # the cell's own share of its session is billed from here (_footer)
         spec = args.spec or self._default_spec()
         key = str(parse_gpu_spec(spec))
         note = ws.pop_ended(key)
@@ -197,7 +198,7 @@ class GpuMagics(Magics):
         if execution.error is None and args.pull:
             self.shell.user_ns.update(session.pull_sync(_names(args.pull)))
         if not args.quiet:
-            self._footer(session)
+            self._footer(session, since_ns)
         if execution.error is not None:
             e = execution.error
             raise RemoteError(e.ename, e.evalue, e.traceback)
@@ -211,20 +212,23 @@ class GpuMagics(Magics):
         """
         return session.execute_sync(code, on_output=publish)
 
-    def _footer(self, session) -> None:
-        """Where the cell ran and what its session has cost: text in a terminal; in a notebook, a display whose
+    def _footer(self, session, since_ns: int) -> None:
+        """Where the cell ran, what the cell itself cost (the seconds its session was billed since ``since_ns``,
+        at the ledger's rate) and its session so far: text in a terminal; in a notebook, a display whose
         ``CELL_MIME`` part the lab extension shows as a label under the cell and saves in the cell's metadata
         (``burstlab.ran``), with the same text as ``text/plain`` for every other frontend."""
         record = self.workspace.session_usage(session)
         if record is None:
             return
-        text = f"[{session.label} on {session.host} · {record.billed_s} s held · {money(record.cost_microusd)} so far]"
+        until_ns = self.workspace.meter.clock.now_ns()
+        ns, cost = cell_share(record, since_ns, until_ns)
+        text = cell_footer(session, record, ns, cost)
         if getattr(self.shell, "kernel", None) is None:
             print(text)
             return
         from IPython.display import publish_display_data
 
-        publish_display_data({"text/plain": text, CELL_MIME: cell_record(session, record)})
+        publish_display_data({"text/plain": text, CELL_MIME: cell_record(session, record, since_ns, until_ns)})
 
     # -- %gpu -----------------------------------------------------------------------------------
 
@@ -246,6 +250,11 @@ class GpuMagics(Magics):
             return
         print(table(["type", "host", "count", "free", "source"],
                     [[e.type, e.host, e.count, e.free, e.source] for e in entries]))
+        iso = self.workspace.session_isolation()  # whether session kernels run in the session jail, and why
+        print(f"Session kernels: {'isolated (session jail)' if iso.enabled else 'NOT isolated'}: {iso.reason}.")
+        for s in list(self.workspace.sessions.values()):
+            if s.state == "running" and s.lease.isolation:
+                print(f"  {s.label} on {s.host}: {s.lease.isolation}")
 
     def _cmd_status(self, rest):
         ws = self.workspace

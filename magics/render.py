@@ -72,19 +72,50 @@ money = usd  # the one money formatter, burstlab.wire.usd
 CELL_MIME = "application/vnd.burstlab.cell+json"  # a %%gpu cell's "ran on" record (labextension/src/ranlabel.ts)
 
 
-def cell_record(session, record: UsageRecord) -> dict[str, Any]:
-    """What a ``%%gpu`` cell's label shows and its metadata keeps: where it ran and what its session cost so far."""
+def cell_share(record: UsageRecord, since_ns: int, until_ns: int) -> tuple[int, int]:
+    """A cell's own share of its session: the nanoseconds the session was billed while the cell ran (from the
+    later of the cell's start and the session's, to ``until_ns``) and their cost in micro-dollars at the
+    interval's per-second rate (the ledger's, for all its GPUs), rounded up as billing rounds."""
+    ns = max(0, int(until_ns) - max(int(since_ns), record.start_ns))
+    return ns, -(-ns * record.rate_nusd_per_s * record.quantity // 10**12)
+
+
+def seconds(ns: int) -> str:
+    """A cell's duration for people: ``0.4 s``, ``12 s``, ``3m05s``."""
+    s = ns / 1e9
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{int(s) // 60}m{int(s) % 60:02d}s"
+
+
+def cell_footer(session, record: UsageRecord, ns: int, cost: int) -> str:
+    """The text footer a terminal prints (and every frontend but the lab shows) under a ``%%gpu`` cell."""
+    return (f"[{session.label} on {session.host} · this cell {seconds(ns)}, {money(cost)} · "
+            f"session {record.billed_s} s held, {money(record.cost_microusd)} so far]")
+
+
+def cell_record(session, record: UsageRecord, since_ns: int, until_ns: int) -> dict[str, Any]:
+    """What a ``%%gpu`` cell's label shows and its metadata keeps: where it ran, the cell's own time and cost
+    (``cell_ms``, ``cell_cost_microusd``: :func:`cell_share`) and, secondary, its session's so far (``held_s``,
+    ``cost_microusd``, as the ledger prices the interval up to now)."""
     from datetime import datetime, timezone
 
+    ns, cost = cell_share(record, since_ns, until_ns)
     return {
         "gpu": session.label,
         "spec": session.key,
         "host": session.host,
+        "cell_ms": ns // 1_000_000,
+        "cell_cost_microusd": cost,
+        "rate_nusd_per_s": record.rate_nusd_per_s * record.quantity,
         "held_s": record.billed_s,
         "cost_microusd": record.cost_microusd,
+        "interval_id": record.id,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "text": f"ran on {session.label} @ {session.host} · {record.billed_s} s held · "
-                f"{money(record.cost_microusd)} so far",
+        "text": f"ran on {session.label} @ {session.host} · {seconds(ns)} · {money(cost)}",
+        "session_text": f"session {session.key}: {record.billed_s} s held, {money(record.cost_microusd)} so far",
     }
 
 
@@ -149,4 +180,4 @@ def bill_table(records: list[UsageRecord], title: str) -> str:
     return bill_section(Report(), records, title, ("kind", "resource")).text
 
 
-__all__ = ["CELL_MIME", "Publisher", "RemoteValue", "Report", "bill_section", "bill_table", "cell_record", "money", "table"]
+__all__ = ["CELL_MIME", "Publisher", "RemoteValue", "Report", "bill_section", "bill_table", "cell_footer", "cell_record", "cell_share", "money", "table"]
