@@ -18,6 +18,8 @@ from typing import Callable
 
 import zmq
 
+from . import _curve
+
 
 class HostWatch:
     """Pings one kernel's heartbeat port until closed or until it stops answering."""
@@ -27,6 +29,7 @@ class HostWatch:
         self.address = f"{connection.get('transport', 'tcp')}://{connection['ip']}:{connection['hb_port']}"
         self.host = host
         self.ip = connection["ip"]
+        self._curve = _curve.client_options(connection)  # the kernel's heartbeat speaks Curve only (_curve.py)
         self.lost_after = float(lost_after)
         self.interval = float(interval)
         self.on_lost = on_lost
@@ -45,6 +48,8 @@ class HostWatch:
     def _socket(self, ctx):
         sock = ctx.socket(zmq.REQ)
         sock.linger = 0
+        for option, value in self._curve:
+            sock.setsockopt(option, value)
         sock.connect(self.address)
         return sock
 

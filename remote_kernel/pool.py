@@ -25,6 +25,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from . import _curve
+
 BOOTSTRAP = "__import__('burstlab.remote_kernel._kernel_side', fromlist=['install']).install()"
 
 
@@ -50,13 +52,22 @@ class KernelProcess:
     """One ipykernel process on this host, and its connection info."""
 
     def __init__(self, ip: str, env: dict[str, str] | None = None):
+        encrypt = _curve.wanted()
+        if encrypt:
+            _curve.check_support()  # a host that cannot says so (and how to fix it) before starting anything
         self.dir = tempfile.mkdtemp(prefix="burstlab-kernel-")
         with _starting_lock:
             _starting_dirs.add(self.dir)
         conn_file = os.path.join(self.dir, "kernel.json")
         _, info = write_connection_file(conn_file, ip=ip, key=uuid.uuid4().hex.encode(), transport="tcp")
+        if encrypt:  # this kernel's own Curve key pair: its five ports speak only to holders of it (_curve.py)
+            keys = _curve.new_keys()
+            _curve.add_to_connection_file(conn_file, keys)
+            info.update(keys)
         self.connection_info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
-        full_env = dict(os.environ)
+        from .secrets import base_environ
+
+        full_env = base_environ()  # the worker's own: never what a map's running chunk set (fanout/_env.py)
         for name in [k for k in full_env if k.startswith("DASK_DISTRIBUTED__COMM__")]:
             del full_env[name]  # users' code never gets the cluster's certificate (the worker has it in memory)
         for name in ("BURSTLAB_TOKEN", "JUPYTER_TOKEN"):  # the service's credentials never reach users' code
@@ -83,6 +94,7 @@ class KernelProcess:
     def run(self, code: str, timeout: float = 60.0) -> None:
         """Execute ``code`` silently and wait for its reply (used for readiness and set-up)."""
         kc = BlockingKernelClient()
+        _curve.secure_context(kc.context, self.connection_info)
         kc.load_connection_info(self.connection_info)
         kc.start_channels(iopub=False, stdin=False, hb=False)
         try:

@@ -1,0 +1,118 @@
+"""CurveZMQ for a remote kernel's five channels: its traffic is encrypted and only key holders connect.
+
+A GPU session's kernel listens on five TCP ports of its host (shell, iopub, stdin, control, hb), which
+the notebook dials directly. Jupyter's HMAC key signs messages but hides nothing, and iopub (a PUB
+socket) serves anyone who subscribes. So every pool kernel gets its own Curve key pair, made on the
+host when the kernel is made (one kernel serves one session: the keys are per session):
+
+- the kernel side: the pair is written into the kernel's connection file (a 0700 directory, the file
+  0600, removed as soon as the kernel has read it: ``pool.KernelProcess.drop_files``); ipykernel
+  (7.3 and later, the Jupyter transport-encryption proposal) then makes each of its five sockets a
+  ``CURVE_SERVER`` before binding it. Its internal inproc sockets are left alone;
+- the hand-over: the pair travels in the lease's connection info, over the Dask channel, which is TLS
+  with mutual authentication (``_tls.py``), and is held in memory only on the notebook side;
+- the notebook side: every socket a client makes gets ``CURVE_SERVERKEY``/``PUBLICKEY``/``SECRETKEY``
+  (:func:`secure_context` sets them as its zmq Context's defaults; jupyter_client 8.9 and later does the
+  same from the connection info by itself).
+
+Curve's handshake starts with a box only the holder of the server's public key can make, so a client
+without the session's keys never completes it: the kernel never sees its messages, and it sees none of
+the kernel's (each connection has its own short-term keys: forward secrecy). ``BURSTLAB_ENCRYPT_KERNELS=0``
+in a GPU worker's environment starts its kernels in the clear (benchmarks only; docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import zmq
+
+from burstlab.errors import BurstlabError
+
+ENV = "BURSTLAB_ENCRYPT_KERNELS"
+PUBLIC, SECRET = "curve_publickey", "curve_secretkey"  # the connection-info fields (Jupyter's names)
+
+
+def wanted() -> bool:
+    """Whether this host starts its kernels encrypted (default yes; ``BURSTLAB_ENCRYPT_KERNELS=0`` says no)."""
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@functools.lru_cache(maxsize=1)
+def check_support() -> None:
+    """Raise a clear error if this host cannot run Curve kernels (pyzmq without libsodium, or an
+    ipykernel / jupyter_client too old to read Curve keys from a connection file)."""
+    fix = (f"or, on a network you trust, start the GPU worker with {ENV}=0 (its kernels' traffic is then "
+           "readable by anyone on the path)")
+    if not zmq.has("curve"):
+        raise BurstlabError(f"Encrypted kernels need CurveZMQ, which this pyzmq lacks (libzmq built without "
+                            f"libsodium): `pip install --force-reinstall pyzmq` (its wheels include it), {fix}.")
+    from ipykernel.kernelapp import IPKernelApp
+    from jupyter_client.connect import ConnectionFileMixin
+
+    if not hasattr(IPKernelApp, "_apply_curve_server_options") or PUBLIC not in ConnectionFileMixin.class_traits():
+        import ipykernel
+        import jupyter_client
+
+        raise BurstlabError(
+            f"Encrypted kernels need ipykernel>=7.3 and jupyter_client>=8.9 on the GPU host (found ipykernel "
+            f"{ipykernel.__version__}, jupyter_client {jupyter_client.__version__}): "
+            f"`pip install -U 'ipykernel>=7.3' 'jupyter_client>=8.9'`, {fix}.")
+
+
+def new_keys() -> dict[str, str]:
+    """A fresh Curve key pair for one kernel, as connection-info fields (Z85 text)."""
+    public, secret = zmq.curve_keypair()
+    return {PUBLIC: public.decode("ascii"), SECRET: secret.decode("ascii")}
+
+
+def add_to_connection_file(path: str, keys: dict[str, str]) -> None:
+    """Add ``keys`` to the connection file at ``path`` (rewritten in place: 0600, never readable by others)."""
+    with open(path) as f:
+        info = json.load(f)
+    info.update(keys)
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=1)
+    except BaseException:
+        os.unlink(path + ".new")
+        raise
+    os.replace(path + ".new", path)
+
+
+def encrypted(info: dict) -> bool:
+    """Whether the kernel of connection info ``info`` speaks Curve."""
+    return bool(info.get(PUBLIC)) and bool(info.get(SECRET))
+
+
+def client_options(info: dict) -> list[tuple[int, bytes]]:
+    """The socket options that make a client socket of ``info``'s kernel a Curve client ([] if in the clear)."""
+    if not encrypted(info):
+        return []
+    public, secret = (_bytes(info[k]) for k in (PUBLIC, SECRET))
+    return [(zmq.CURVE_SERVERKEY, public), (zmq.CURVE_PUBLICKEY, public), (zmq.CURVE_SECRETKEY, secret)]
+
+
+def secure_context(context: zmq.Context, info: dict) -> None:
+    """Make every socket ``context`` creates from now on a Curve client of ``info``'s kernel (the context
+    must be this kernel's client's own: pyzmq applies a Context's options to all its new sockets)."""
+    for option, value in client_options(info):
+        context.setsockopt(option, value)
+
+
+def secure_socket(socket: zmq.Socket, info: dict) -> None:
+    """Make one socket (before it connects) a Curve client of ``info``'s kernel."""
+    for option, value in client_options(info):
+        socket.setsockopt(option, value)
+
+
+def _bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("ascii")
+
+
+__all__ = ["ENV", "PUBLIC", "SECRET", "add_to_connection_file", "check_support", "client_options", "encrypted",
+           "new_keys", "secure_context", "secure_socket", "wanted"]
