@@ -162,10 +162,79 @@ def start_managed(spec: dict, templates: dict[str, dict], *, idle_timeout: float
     return cluster
 
 
+TLS_DIR = "/etc/burstlab/tls"  # where the Kubernetes secret with the cluster's certificates is mounted
+
+
+def _tls_env(tls_dir: str = TLS_DIR) -> dict[str, str]:
+    """Dask's TLS settings as variables, for certificates mounted at ``tls_dir`` (ca.pem, node.pem, node-key.pem)."""
+    env = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true",
+           "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{tls_dir}/ca.pem"}
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = f"{tls_dir}/node.pem"
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = f"{tls_dir}/node-key.pem"
+    return env
+
+
+def _mount_tls(pod: dict, secret: str, tls_dir: str = TLS_DIR) -> None:
+    pod.setdefault("volumes", []).append({"name": "burstlab-tls", "secret": {"secretName": secret,
+                                                                             "defaultMode": 0o400}})
+    for container in pod["containers"]:
+        container.setdefault("volumeMounts", []).append({"name": "burstlab-tls", "mountPath": tls_dir,
+                                                         "readOnly": True})
+
+
+def kubernetes_spec(name: str, templates: dict[str, dict], *, image: str, tls_secret: str,
+                    namespace: str = "default", nthreads: int = 2) -> dict:
+    """What burstlab hands dask-kubernetes' operator: a ``DaskCluster`` (TLS scheduler, no default workers)
+    and one ``DaskWorkerGroup`` per GPU type, whose pods ask for ``nvidia.com/gpu`` and run ``burstlab
+    worker`` (which serves the pod's GPUs through NVML) against the scheduler over TLS, with the cluster's
+    certificates from the Kubernetes secret ``tls_secret`` (files ca.pem, node.pem, node-key.pem).
+
+    ``templates``: ``{"H100": {"gpus": 1, "max": 4, "node_selector": {...}, "resources": {...}}}``.
+    Returns ``{"cluster": DaskCluster, "worker_groups": {type: DaskWorkerGroup}}``, plain dicts for
+    ``KubeCluster(custom_cluster_spec=...)`` and ``kubectl apply``.
+    """
+    from dask_kubernetes.operator import make_cluster_spec, make_worker_spec
+
+    env = _tls_env()
+    address = f"tls://{name}-scheduler.{namespace}.svc.cluster.local:8786"
+    cluster = make_cluster_spec(name, image=image, n_workers=0, env=env)
+    scheduler_pod = cluster["spec"]["scheduler"]["spec"]
+    scheduler_pod["containers"][0]["args"] = ["dask", "scheduler", "--protocol", "tls", "--host", "0.0.0.0",
+                                              "--port", "8786"]
+    _mount_tls(scheduler_pod, tls_secret)
+    worker_env = {**env, "DASK_SCHEDULER_ADDRESS": address}  # the operator's own default is tcp://
+
+    def worker(gpu_type: str, template: dict, replicas: int) -> dict:
+        gpus = int(template.get("gpus", 1))
+        limits = {"nvidia.com/gpu": gpus, **(template.get("resources") or {})}
+        spec = make_worker_spec(image=image, n_workers=replicas, env=worker_env,
+                                resources={"limits": limits, "requests": dict(limits)})
+        pod = spec["spec"]
+        container = pod["containers"][0]
+        # The operator appends Dask's --name/--dashboard options; `burstlab worker` names its workers itself.
+        container["args"] = ["burstlab", "worker", "$(DASK_SCHEDULER_ADDRESS)", "--nthreads", str(nthreads)]
+        if template.get("node_selector"):
+            pod["nodeSelector"] = dict(template["node_selector"])
+        _mount_tls(pod, tls_secret)
+        return spec
+
+    first = sorted(templates)[0] if templates else "GPU"
+    cluster["spec"]["worker"] = worker(first, templates.get(first, {}), 0)  # the default group: none
+    groups = {}
+    for gpu_type, template in sorted(templates.items()):
+        groups[gpu_type] = {
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskWorkerGroup",
+            "metadata": {"name": f"{name}-{gpu_type.lower()}", "namespace": namespace},
+            "spec": {"cluster": name, "worker": worker(gpu_type, template, 0)},
+        }
+    return {"cluster": cluster, "worker_groups": groups}
+
+
 def describe(cluster) -> str:
     """How a message names the manager: its class."""
     return type(cluster).__name__
 
 
-__all__ = ["ManagedAdaptive", "catalogue", "cluster_class", "describe", "resources_of", "start_managed",
+__all__ = ["ManagedAdaptive", "catalogue", "kubernetes_spec", "cluster_class", "describe", "resources_of", "start_managed",
            "worker_options"]
