@@ -8,7 +8,6 @@ translated into burstlab's here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import threading
 import time
@@ -18,8 +17,9 @@ from typing import Any, Callable
 import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 
+from burstlab._collect import OutputCollector, limit_marker, output_size
 from burstlab.errors import SessionLostError, TransferError
-from burstlab.wire import OUTPUT_KINDS, Execution, ExecutionError, Output
+from burstlab.wire import OUTPUT_KINDS, Execution, Output
 
 from . import _curve
 from ._kernel_side import TARGET, dumps
@@ -31,98 +31,26 @@ OUTPUT_LIMIT = 16 * 1024**2  # bytes of output one execution keeps (data, metada
 RECEIVE_QUEUE = 32
 
 
-def output_size(out: Output) -> int:
-    """What an output costs: its text, each mime value (a str's length, anything else as JSON), its metadata."""
-    size = len(out.text.encode("utf-8", "surrogatepass")) + len(out.name)
-    for key, value in out.data.items():
-        size += len(key) + (len(value) if isinstance(value, str) else _json_size(value))
-    if out.metadata:
-        size += _json_size(out.metadata)
-    return size
-
-
-def _json_size(value: Any) -> int:
-    try:
-        return len(json.dumps(value, default=str))
-    except (ValueError, TypeError, RecursionError):
-        return len(repr(value))
-
-
-def limit_marker(limit: int) -> Output:
-    return Output(kind="stream", name="stderr",
-                  text=f"\n[burstlab: output limit of {limit / 2**20:g} MiB per run reached; the rest of this run's "
-                       "output was dropped]\n")
-
-
 def to_output(msg: dict) -> Output | None:
     """An iopub message as an :class:`Output`, or None if it is not an output."""
     return Output.from_message(msg["header"]["msg_type"], msg["content"])
 
 
-class _Collector:
-    """Turns one execution's iopub messages into an :class:`Execution` (shared by both clients)."""
+class _Collector(OutputCollector):
+    """burstlab's one iopub collector (``burstlab._collect``) over jupyter_client's message dicts: outputs measured
+    by their content, the one that crosses the limit cut and followed by one marker."""
 
     def __init__(self, on_output: Callable[[Output], Any] | None, limit: int = OUTPUT_LIMIT):
-        self.on_output = on_output
-        self.limit = limit
-        self.used = 0
-        self.dropped = 0
-        self.outputs: list[Output] = []
-        self.error: ExecutionError | None = None
-        self.count: int | None = None
-        self.started = time.perf_counter()
+        super().__init__(limit, on_output)
 
-    def feed(self, msg: dict) -> bool:
-        """Take one message of this execution; True once the kernel is idle again."""
-        kind = msg["header"]["msg_type"]
-        if kind == "status":
-            return msg["content"]["execution_state"] == "idle"
-        if kind == "error":
-            c = msg["content"]
-            self.error = ExecutionError(ename=c["ename"], evalue=c["evalue"], traceback=tuple(c["traceback"]))
-        elif kind == "execute_input":
-            self.count = msg["content"].get("execution_count")
-        else:
-            out = to_output(msg)
-            if out is not None:
-                self._keep(out)
-        return False
-
-    def _keep(self, out: Output) -> None:
-        """Keep ``out`` while the run's output is within the limit; past it, drop it (one marker says so)."""
-        if self.dropped:  # past the limit: dropped unseen (no need to measure what is not kept)
-            return
-        size = output_size(out)
-        if self.used + size <= self.limit:
-            self.used += size
-        elif out.kind == "stream" and self.limit - self.used > 0:
-            keep = out.text.encode("utf-8", "surrogatepass")[: self.limit - self.used].decode("utf-8", "ignore")
-            self.dropped += max(1, size - len(keep))
-            self.used = self.limit
-            self._deliver(Output(kind="stream", name=out.name, text=keep))
-            self._deliver(limit_marker(self.limit))
-            return
-        else:
-            self._deliver(limit_marker(self.limit))
-            self.dropped += max(1, size)
-            return
-        self._deliver(out)
-
-    def _deliver(self, out: Output) -> None:
-        self.outputs.append(out)
-        if self.on_output is not None:
-            self.on_output(out)
+    def feed(self, msg: dict) -> bool:  # type: ignore[override]
+        """Take one iopub message of this execution; True once the kernel is idle again."""
+        return super().feed(msg["header"]["msg_type"], msg["content"])
 
     def finish(self, reply: dict | None) -> Execution:
-        error, count = self.error, self.count
-        if reply and reply["content"].get("status") == "error" and error is None:
-            c = reply["content"]
-            error = ExecutionError(ename=c.get("ename", "Error"), evalue=c.get("evalue", ""),
-                                   traceback=tuple(c.get("traceback", ())))
         if reply:
-            count = reply["content"].get("execution_count", count)
-        return Execution(outputs=tuple(self.outputs), error=error, execution_count=count,
-                         duration_s=time.perf_counter() - self.started)
+            self.take_reply(reply["content"])
+        return self.execution()
 
 
 class RemoteKernel:
@@ -364,4 +292,4 @@ class HereClient:
         self.kc.stop_channels()
 
 
-__all__ = ["OUTPUT_LIMIT", "HereClient", "RemoteKernel", "output_size", "to_output"]
+__all__ = ["OUTPUT_LIMIT", "HereClient", "RemoteKernel", "limit_marker", "output_size", "to_output"]

@@ -20,19 +20,16 @@ import os
 import stat
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Callable
 
 import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from burstlab._collect import OutputCollector
 from burstlab.errors import SandboxError
-from burstlab.wire import ExecutionError, Output
+from burstlab.wire import OUTPUT_KINDS, Output
 
-_RICH = ("display_data", "execute_result", "update_display_data")
-MAX_TRACEBACK_LINES = 200
-MAX_ERROR_CHARS = 64 * 1024
 _OVERHEAD = 600  # the signature, header and parent header of a message: not counted against the output cap
 # What iopub may queue on our side, in bytes (as messages of the largest size allowed): past it ZMQ drops
 # new messages (a flood is dropped, not buffered in the supervisor's memory). The kernel's own send queue
@@ -62,40 +59,13 @@ def connection_info(ip: str, key: str) -> dict:
     }
 
 
-@dataclass
-class Collected:
-    """What one execute gathered so far (the supervisor's bounded buffer)."""
+class Collected(OutputCollector):
+    """What one execute gathered so far (the supervisor's bounded buffer): burstlab's one iopub collector, with
+    every message counted by its size as received; an output past the cap is dropped and counted in ``dropped``,
+    and the sandbox says so after the run."""
 
-    limit: int
-    outputs: list[Output] = field(default_factory=list)
-    used: int = 0
-    dropped: int = 0
-    error: ExecutionError | None = None
-    execution_count: int | None = None
-    reply: bool = False
-    idle: bool = False
-    on_output: Callable[[Output], None] | None = None  # told each output kept, as it arrives (streaming)
-
-    def count_other(self, size: int) -> None:
-        """A message that is not kept (a comm message, another cell's output) still uses the budget."""
-        if self.used + size > self.limit:
-            self.dropped += size
-        else:
-            self.used += size
-
-    def add(self, out: Output, size: int) -> None:
-        size = max(size, 0)
-        if self.used + size > self.limit:
-            self.dropped += size
-            return
-        self.used += size
-        if self.on_output is not None:
-            self.on_output(out)
-        last = self.outputs[-1] if self.outputs else None
-        if out.kind == "stream" and last is not None and last.kind == "stream" and last.name == out.name:
-            self.outputs[-1] = Output(kind="stream", name=out.name, text=last.text + out.text)
-        else:
-            self.outputs.append(out)
+    def __init__(self, limit: int, on_output: Callable[[Output], None] | None = None) -> None:
+        super().__init__(limit, on_output, inline_marker=False)
 
 
 class KernelClient:
@@ -309,40 +279,22 @@ class KernelClient:
                         break
                     if rep["parent_header"].get("msg_id") != msg_id:
                         continue
-                    col.reply = True
+                    col.take_reply(rep["content"])
                     reply_at = time.monotonic()
-                    c = rep["content"]
-                    col.execution_count = c.get("execution_count")
-                    if c.get("status") == "error" and col.error is None:
-                        col.error = _error(c)
         return "done"
 
     @staticmethod
     def _take(m: dict, col: Collected) -> None:
-        t = m["header"].get("msg_type")
-        c = m["content"]
-        if t == "stream":
-            text = c.get("text", "")
-            text = text if isinstance(text, str) else str(text)
-            name = c.get("name", "stdout")
-            col.add(Output(kind="stream", name=name if name in ("stdout", "stderr") else "stdout", text=text),
-                    max(len(text), m["size"] - _OVERHEAD))
-        elif t in _RICH or t == "clear_output":  # every kind of burstlab.wire.OUTPUT_KINDS, kept as sent
-            col.add(Output.from_message(t, c), m["size"] - _OVERHEAD)
-        elif t == "error":
-            col.error = _error(c)
-        elif t == "status" and c.get("execution_state") == "idle":
-            col.idle = True
-        elif t not in ("status", "execute_input"):  # comm messages, clear_output, anything else: counted, not kept
-            col.count_other(m["size"])
-
-
-def _error(c: dict) -> ExecutionError:
-    """An ExecutionError from an error message's content, whatever the kernel put there."""
-    ename, evalue, tb = c.get("ename", ""), c.get("evalue", ""), c.get("traceback", ())
-    tb = tb if isinstance(tb, (list, tuple)) else ()
-    return ExecutionError(str(ename)[:200], str(evalue)[:MAX_ERROR_CHARS],
-                          tuple(str(x)[:MAX_ERROR_CHARS] for x in tb[:MAX_TRACEBACK_LINES]))
+        """One iopub message of this run into ``col``: an output costs its message's size less the envelope's (a
+        stream at least its text), anything else not kept (a comm message) its whole size."""
+        t, c = m["header"].get("msg_type"), m["content"]
+        size = m["size"]
+        if t in OUTPUT_KINDS:
+            size -= _OVERHEAD
+            if t == "stream":
+                text = c.get("text", "")
+                size = max(len(text if isinstance(text, str) else str(text)), size)
+        col.feed(t, c, size)
 
 
 def new_key() -> str:
