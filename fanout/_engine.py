@@ -31,6 +31,7 @@ from burstlab.gpus import CPU, SPEC_FORMS, impossible_count_message, parse_gpu_s
 
 from . import _policy
 from ._checkpoint import Checkpoint, Resume, chunk_digest, dumps, function_digest
+from ._env import NEED_ENV, MapEnv
 from ._metering import MapMeter
 from ._progress import Progress
 from ._runner import ONE, run_chunk
@@ -137,7 +138,8 @@ class MapRun(MapStatus):
     def __init__(self, workspace, fn: Any, items: Iterable[Any], *, gpu: Any = None, retries: Any = 0,
                  retry_on: tuple = (), timeout: float | None = None, max_workers: int | None = None,
                  max_inputs: int | None = None, return_exceptions: bool = False, progress: Any = None,
-                 mode: int = ONE, name: str | None = None, checkpoint: Any = None, map_id: str | None = None):
+                 mode: int = ONE, name: str | None = None, checkpoint: Any = None, map_id: str | None = None,
+                 env: Any = None, secrets: Any = None, sync: bool = False):
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         self.backoff: _policy.Retries | None = None
@@ -164,6 +166,7 @@ class MapRun(MapStatus):
         self.slots = max(1, min(cluster_slots, max_workers or cluster_slots))
         self.window = _policy.window(self.slots)
         self.id = map_id or uuid.uuid4().hex[:12]
+        self.env = MapEnv.make(self.id, env, secrets, sync)  # values stay here and on its workers (_env)
         try:
             self.total: int | None = len(items)  # type: ignore[arg-type]
         except TypeError:
@@ -309,7 +312,7 @@ class MapRun(MapStatus):
         budget = (1e9 if len(chunk.indices) == 1 else
                   _policy.FIRST_BUDGET_S if self._per_item_s is None else _policy.CHUNK_BUDGET_S)
         future = self.client.submit(
-            run_chunk, self.fn_blob, chunk.blob, self.mode, self.timeout, budget,
+            run_chunk, self.fn_blob, chunk.blob, self.mode, self.timeout, budget, self.env.key if self.env else "",
             key=self._key(next(self._seq)), pure=False,
             resources=self.resources if self._slot_cycle is None else {**self.resources, next(self._slot_cycle): 1},
         )
@@ -467,6 +470,12 @@ class MapRun(MapStatus):
 
     def _chunk_results(self, chunk: Chunk, report: tuple) -> tuple[Any, list] | None:
         worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error, work_s = report
+        if setup_error is not None and setup_error[0] == NEED_ENV and self.env is not None:
+            self.env.prepare(self.client, setup_error[1])  # that worker had not got the map's environment yet
+            again = Chunk(chunk.indices, chunk.values, chunk.attempts)
+            again.blob = chunk.blob
+            self._front.appendleft(again)
+            return None
         self.metering.report(worker, start_ns, stop_ns)
         self.setup_s += setup_s
         if self._first_result_at is None:
@@ -565,6 +574,8 @@ class MapRun(MapStatus):
         self.cancel()
         clean = not self._cut_short
         try:
+            if self.env is not None:
+                self.env.close(self.client)
             self.metering.close(clean, self.done + self.failed)
         finally:
             if self._watcher is not None:

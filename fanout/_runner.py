@@ -22,6 +22,8 @@ from collections import OrderedDict
 
 import cloudpickle
 
+from . import _env
+
 _functions: OrderedDict[bytes, object] = OrderedDict()
 _functions_lock = threading.Lock()
 
@@ -72,8 +74,8 @@ class _Setup(threading.local):
 setup_clock = _Setup()
 
 
-def _function(blob: bytes):
-    digest = hashlib.sha1(blob).digest()
+def _function(blob: bytes, scope: str = ""):
+    digest = hashlib.sha1(blob).digest() + scope.encode()  # scope: a map's overlay may hold other modules
     with _functions_lock:
         fn = _functions.get(digest)
         if fn is not None:
@@ -99,6 +101,12 @@ def pack_error(exc: BaseException, skip_frames: int = 1) -> tuple:
     except Exception:
         blob = None
     return ("err", blob, type(exc).__qualname__, str(exc), text)
+
+
+def _worker_address() -> str:
+    from distributed import get_worker
+
+    return get_worker().address
 
 
 def _worker_name() -> str:
@@ -185,14 +193,37 @@ def _pack_results(out: list, errors: list) -> bytes:
     return cloudpickle.dumps(out, protocol=5)
 
 
-def run_chunk(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | None, budget_s: float = 1e9) -> tuple:
+def run_chunk(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | None, budget_s: float = 1e9,
+              env_key: str = "") -> tuple:
     """Run ``fn`` over a chunk. Returns ``(worker, start_ns, stop_ns, ran, results_blob, errors, setup_s,
     setup_error, work_s)``: ``ran`` inputs were run (the rest were not reached within ``budget_s``); ``work_s``
-    is the loop's and the results' pickling time less the set-up (what the next chunk's size is based on)."""
+    is the loop's and the results' pickling time less the set-up (what the next chunk's size is based on).
+
+    ``env_key`` names the map's environment (``_env``): a worker that has not got it yet answers
+    ``setup_error=("env", its address)`` having run nothing; a chunk that could not pass the worker's gate
+    (another map's chunks held it) answers ``ran=0``."""
     start_ns = time.time_ns()
+    env = None
+    if env_key:
+        env = _env.installed(env_key)
+        if env is None:
+            return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, (_env.NEED_ENV, _worker_address()), 0.0)
+    if not _env.gate.enter(env_key, env):
+        return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, None, 0.0)
+    try:
+        report = _run(fn_blob, items_blob, mode, timeout, budget_s, env_key, start_ns)
+    finally:
+        _env.gate.leave()
+    if env is not None and env.redactor:
+        report = _redacted(report, env)
+    return report
+
+
+def _run(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | None, budget_s: float, scope: str,
+         start_ns: int) -> tuple:
     setup_clock.seconds = 0.0
     try:
-        fn = _function(fn_blob)
+        fn = _function(fn_blob, scope)
         items = pickle.loads(items_blob)
     except Exception as exc:  # the function or its inputs cannot be loaded here (a module missing on the worker)
         return (_worker_name(), start_ns, time.time_ns(), 0, b"", [], 0.0, pack_error(exc, skip_frames=0), 0.0)
@@ -206,6 +237,33 @@ def run_chunk(fn_blob: bytes, items_blob: bytes, mode: int, timeout: float | Non
     blob = _pack_results(out, errors)
     return (_worker_name(), start_ns, time.time_ns(), len(out), blob, errors, setup_clock.seconds, None,
             time.perf_counter() - t0 - setup_clock.seconds if len(out) > 1 else loop_s)
+
+
+def secrets_found(env, name: str, data: bytes) -> bool:
+    value = env.values[name]
+    return len(value) >= 4 and value.encode("utf-8", "surrogatepass") in data
+
+
+def _redacted(report: tuple, env) -> tuple:
+    """The report with no secret's value in its errors or results (``_env``'s rules)."""
+    redactor = env.redactor
+    worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error, work_s = report
+    if setup_error is not None:
+        setup_error = _env.redact_errors(redactor, [(0, setup_error)])[0][1]
+    errors = _env.redact_errors(redactor, errors)
+    if ran and redactor.found_in(blob):
+        out = [_env.redact_value(redactor, v) for v in cloudpickle.loads(blob)]
+        bad = {pos for pos, _ in errors}
+        for pos, value in enumerate(out):
+            held = cloudpickle.dumps(value) if pos not in bad else b""
+            if redactor.found_in(held):
+                names = [n for n in env.secret_names if secrets_found(env, n, held)]
+                out[pos] = None
+                errors.append((pos, pack_error(ValueError(
+                    f"its result holds the value of the secret {', '.join(names)} (in something other than a "
+                    "string, which burstlab cannot redact): return it without the secret"), 0)))
+        blob = cloudpickle.dumps(out, protocol=5)
+    return (worker, start_ns, stop_ns, ran, blob, errors, setup_s, setup_error, work_s)
 
 
 __all__ = ["CALL", "ONE", "STAR", "ItemTimeout", "pack_error", "run_chunk", "setup_clock"]

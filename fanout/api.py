@@ -196,8 +196,12 @@ class Function:
     """
 
     def __init__(self, fn: Callable, *, gpu: Any = None, retries: Any = 0, retry_on: tuple = (),
-                 timeout: float | None = None, max_workers: int | None = None, workspace=None):
+                 timeout: float | None = None, max_workers: int | None = None, workspace=None,
+                 env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False):
         self.fn = fn
+        self.env = env
+        self.secrets = secrets
+        self.sync = sync
         self.gpu = gpu
         self.retries = retries
         self.retry_on = retry_on
@@ -219,6 +223,7 @@ class Function:
             _workspace(self.workspace), self.fn, items, gpu=self.gpu, retries=self.retries, retry_on=self.retry_on,
             timeout=self.timeout, max_workers=max_workers or self.max_workers, return_exceptions=return_exceptions,
             progress=progress, mode=mode, max_inputs=max_inputs, checkpoint=checkpoint, map_id=map_id,
+            env=self.env, secrets=self.secrets, sync=self.sync,
         )
 
     def map(self, items: Iterable[Any], *, ordered: bool = True, order_outputs: bool | None = None,
@@ -298,7 +303,8 @@ class Function:
 
 
 def function(fn: Callable | None = None, *, gpu: Any = None, retries: Any = 0, retry_on: tuple = (),
-             timeout: float | None = None, max_workers: int | None = None, workspace=None):
+             timeout: float | None = None, max_workers: int | None = None, workspace=None,
+             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False):
     """Decorator: ``@burstlab.function(gpu="H100", retries=2, timeout=600)`` (or bare ``@burstlab.function``).
 
     ``gpu``: a spec as ``%%gpu`` takes it (``"H100"``, ``["H100", "A100"]``: the first type with a GPU no
@@ -306,49 +312,61 @@ def function(fn: Callable | None = None, *, gpu: Any = None, retries: Any = 0, r
     infrastructure failure (a worker died or was lost); the function's own exceptions are retried only if
     ``retry_on`` names their type. ``retries=burstlab.Retries(3, backoff=2.0, initial=1.0)`` waits
     1, 2, 4 s between attempts and retries any ``Exception``. ``timeout``: seconds one input may run (it
-    then fails with TimeoutError). ``max_workers``: most workers at once.
+    then fails with TimeoutError). ``max_workers``: most workers at once. ``env={"WANDB_MODE": "offline"}``,
+    ``secrets=["OPENAI_API_KEY"]`` (read here, from the environment or ``BURSTLAB_HOME/secrets.env``) and
+    ``sync=True`` (ship the notebook's pure packages and modules) apply to this function's tasks only
+    (docs/environment.md).
     """
     def wrap(f: Callable) -> Function:
         return Function(f, gpu=gpu, retries=retries, retry_on=retry_on, timeout=timeout, max_workers=max_workers,
-                        workspace=workspace)
+                        workspace=workspace, env=env, secrets=secrets, sync=sync)
 
     return wrap(fn) if fn is not None else wrap
 
 
-def _function_of(fn: Callable, gpu, retries, retry_on, timeout, max_workers, workspace) -> Function:
+def _function_of(fn: Callable, gpu, retries, retry_on, timeout, max_workers, workspace, env=None, secrets=None,
+                 sync=False) -> Function:
     return Function(fn, gpu=gpu, retries=retries, retry_on=retry_on, timeout=timeout, max_workers=max_workers,
-                    workspace=workspace)
+                    workspace=workspace, env=env, secrets=secrets, sync=sync)
 
 
 def map(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int | None = None, retries: Any = 0,
         retry_on: tuple = (), timeout: float | None = None, ordered: bool = True, order_outputs: bool | None = None,
         return_exceptions: bool = False, progress: Any = None, max_inputs: int | None = None, checkpoint: Any = None,
-        keep_results: bool = True, workspace=None) -> list | Iterator:
-    """``fn`` over ``items`` on the workspace's workers, in one call: ``Function(fn, ...).map(items)``."""
-    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace).map(
+        keep_results: bool = True, workspace=None, env: dict | None = None, secrets: Iterable[str] | None = None,
+        sync: bool = False) -> list | Iterator:
+    """``fn`` over ``items`` on the workspace's workers, in one call: ``Function(fn, ...).map(items)``.
+    ``env``, ``secrets`` and ``sync`` as ``@burstlab.function`` takes them."""
+    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets, sync).map(
         items, ordered=ordered, order_outputs=order_outputs, return_exceptions=return_exceptions, progress=progress,
         max_inputs=max_inputs, checkpoint=checkpoint, keep_results=keep_results)
 
 
 def starmap(fn: Callable, items: Iterable[Iterable[Any]], *, gpu: Any = None, max_workers: int | None = None,
             retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
+            env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
             **options: Any) -> list | Iterator:
     """``fn(*args)`` for each tuple in ``items``; options as ``burstlab.map``."""
-    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace).starmap(items, **options)
+    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets,
+                        sync).starmap(items, **options)
 
 
 def for_each(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int | None = None,
              retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
+             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
              **options: Any) -> None:
     """``fn(item)`` for each input, keeping no results; options as ``burstlab.map``."""
-    _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace).for_each(items, **options)
+    _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets, sync).for_each(
+        items, **options)
 
 
 def spawn_map(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int | None = None,
               retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
+              env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
               **options: Any) -> MapHandle:
     """Start ``fn`` over ``items`` and return a :class:`MapHandle` at once (see ``Function.spawn_map``)."""
-    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace).spawn_map(items, **options)
+    return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets,
+                        sync).spawn_map(items, **options)
 
 
 __all__ = ["Call", "Function", "MapHandle", "Retries", "for_each", "function", "map", "spawn_map", "starmap"]

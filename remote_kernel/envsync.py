@@ -28,7 +28,9 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,17 +367,26 @@ def install(wheels: Mapping[str, bytes], order: Iterable[str], env_hash: str, ho
         tmp.write_bytes(data)
         os.replace(tmp, cache / f"{sha}.whl")
     overlay = root / f"overlay-{env_hash}"
-    done = overlay / ".complete"
-    if not done.exists():
-        overlay.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for sha in order:
-            with zipfile.ZipFile(cache / f"{sha}.whl") as z:
-                for member in z.infolist():
-                    target = (overlay / member.filename).resolve()
-                    if not str(target).startswith(str(overlay.resolve()) + os.sep):
-                        raise ValueError(f"wheel {sha[:12]} names a path outside the overlay: {member.filename}")
-                    z.extract(member, overlay)
-        done.write_text("\n".join(order))
+    if not (overlay / ".complete").exists():  # unpacked aside, then renamed: workers of one host may race
+        building = Path(tempfile.mkdtemp(prefix=f".overlay-{env_hash}-", dir=root))
+        try:
+            for sha in order:
+                with zipfile.ZipFile(cache / f"{sha}.whl") as z:
+                    for member in z.infolist():
+                        target = (building / member.filename).resolve()
+                        if not str(target).startswith(str(building.resolve()) + os.sep):
+                            raise ValueError(f"wheel {sha[:12]} names a path outside the overlay: {member.filename}")
+                        z.extract(member, building)
+            (building / ".complete").write_text("\n".join(order))
+            if overlay.exists():  # an earlier, unfinished one (its process died): replace it
+                shutil.rmtree(overlay, ignore_errors=True)
+            try:
+                os.rename(building, overlay)
+            except OSError:  # another process put it in place first: the same content
+                if not (overlay / ".complete").exists():
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
     return str(overlay)
 
 

@@ -65,7 +65,9 @@ class KernelProcess:
             _curve.add_to_connection_file(conn_file, keys)
             info.update(keys)
         self.connection_info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
-        full_env = dict(os.environ)
+        from .secrets import base_environ
+
+        full_env = base_environ()  # the worker's own: never what a map's running chunk set (fanout/_env.py)
         for name in [k for k in full_env if k.startswith("DASK_DISTRIBUTED__COMM__")]:
             del full_env[name]  # users' code never gets the cluster's certificate (the worker has it in memory)
         for name in ("BURSTLAB_TOKEN", "JUPYTER_TOKEN"):  # the service's credentials never reach users' code

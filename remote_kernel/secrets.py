@@ -23,24 +23,78 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Variables that belong to burstlab or to the GPU pinning: a user's env= must not move them.
 RESERVED = ("CUDA_VISIBLE_DEVICES", "BURSTLAB_", "JPY_", "DASK_")
 REDACTED = "[redacted]"
+# Names a map's running chunk set in this process's os.environ -> the value they had before (None: unset).
+# Written only by burstlab.fanout's gate; read by base_environ().
+applied: dict[str, str | None] = {}
+
+
+def base_environ() -> dict[str, str]:
+    """``os.environ`` as it is without what a running map's chunk set: what a process started now (a session's
+    kernel on a worker that also runs map tasks) inherits, so no map's secret reaches it."""
+    env = dict(os.environ)
+    for name, before in list(applied.items()):
+        if before is None:
+            env.pop(name, None)
+        else:
+            env[name] = before
+    return env
 
 
 def secrets_file(home: str | None = None) -> Path:
     return Path(home or os.environ.get("BURSTLAB_HOME") or Path.home() / ".burstlab") / "secrets.env"
 
 
+MAX_VALUE = 32 * 1024  # bytes of one value (Linux refuses a single variable past 128 KiB)
+MAX_TOTAL = 256 * 1024  # bytes of all of env= and secrets= together
+MAX_NAME = 256
+
+
 def check_env(env: Mapping[str, object] | None) -> dict[str, str]:
-    """``env`` as ``{str: str}``, refusing names that are not variable names or that burstlab owns."""
+    """``env`` as ``{str: str}``, refusing names that are not variable names or that burstlab owns, and values
+    that no environment can hold (a NUL character, more than ``MAX_VALUE`` bytes)."""
+    if env is not None and not isinstance(env, Mapping):
+        raise ConfigError(f"env= takes a mapping of names to values ({{'WANDB_MODE': 'offline'}}), "
+                          f"not {type(env).__name__}.")
     out: dict[str, str] = {}
     for name, value in (env or {}).items():
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(f"env: {name!r} is not an environment variable name (letters, digits, _).")
-        if any(name == r or (r.endswith("_") and name.startswith(r)) for r in RESERVED):
-            raise ConfigError(f"env: {name} is set by burstlab itself and cannot be overridden.")
+        if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME.match(name):
+            raise ConfigError(f"env: {_short(name)} is not an environment variable name (letters, digits, _; "
+                              "not starting with a digit).")
+        check_name(name, "env")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"env: the value of {name} must be a string (or a number), not {type(value).__name__}.")
         out[name] = str(value)
+        check_value(name, out[name], "env")
+    check_total(out)
     return out
+
+
+def check_name(name: str, what: str) -> None:
+    if any(name == r or (r.endswith("_") and name.startswith(r)) for r in RESERVED):
+        raise ConfigError(f"{what}: {name} is set by burstlab itself and cannot be overridden.")
+
+
+def check_value(name: str, value: str, what: str) -> None:
+    """Refuse a value an environment cannot hold (never quoting it: it may be a secret)."""
+    if "\0" in value:
+        raise ConfigError(f"{what}: the value of {name} contains a NUL character, which no environment variable "
+                          "can hold.")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_VALUE:
+        raise ConfigError(f"{what}: the value of {name} is {size} bytes; at most {MAX_VALUE} fit in one variable. "
+                          "Put large values in a file (upload it) and pass its path.")
+
+
+def check_total(values: Mapping[str, str]) -> None:
+    size = sum(len(k) + len(v.encode("utf-8", "surrogatepass")) + 2 for k, v in values.items())
+    if size > MAX_TOTAL:
+        raise ConfigError(f"env and secrets come to {size} bytes; at most {MAX_TOTAL} are passed. Put large values "
+                          "in a file and pass its path.")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _read_file(path: Path) -> dict[str, str]:
@@ -70,6 +124,8 @@ def _read_file(path: Path) -> dict[str, str]:
 def resolve(names: Iterable[str] | None, *, home: str | None = None,
             environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The values of the secrets ``names``: the notebook's environment first, then the secrets file."""
+    if isinstance(names, (str, bytes)):
+        raise ConfigError(f"secrets= takes a list of names (['OPENAI_API_KEY']), not one {type(names).__name__}.")
     names = list(names or [])
     if not names:
         return {}
@@ -77,10 +133,12 @@ def resolve(names: Iterable[str] | None, *, home: str | None = None,
     from_file: dict[str, str] | None = None
     out: dict[str, str] = {}
     for name in names:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(f"secrets: {name!r} is not an environment variable name.")
+        if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME.match(name):
+            raise ConfigError(f"secrets: {_short(name)} is not an environment variable name.")
+        check_name(name, "secrets")
         if name in environ:
             out[name] = environ[name]
+            check_value(name, out[name], "secrets")
             continue
         if from_file is None:
             from_file = _read_file(secrets_file(home))
@@ -88,6 +146,8 @@ def resolve(names: Iterable[str] | None, *, home: str | None = None,
             raise ConfigError(f"The secret {name} is not set: export {name}=... in the notebook's environment, "
                               f"or add a line {name}=... to {secrets_file(home)} (mode 600).")
         out[name] = from_file[name]
+        check_value(name, out[name], "secrets")
+    check_total(out)
     return out
 
 
@@ -98,6 +158,7 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()):
         kept = sorted({v for v in values if isinstance(v, str) and len(v) >= 4}, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, kept))) if kept else None
+        self._encoded = tuple(v.encode("utf-8", "surrogatepass") for v in kept)
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -106,6 +167,10 @@ class Redactor:
         if self._pattern is None or not isinstance(text, str):
             return text
         return self._pattern.sub(REDACTED, text)
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether any value appears in ``data`` (a pickle holds a string as its UTF-8 bytes)."""
+        return any(v in data for v in self._encoded)
 
     def output(self, output: Output) -> Output:
         """``output`` with the secrets replaced in its text and its string mime values."""
@@ -125,4 +190,4 @@ class Redactor:
         return dataclasses.replace(execution, outputs=tuple(self.output(o) for o in execution.outputs), error=error)
 
 
-__all__ = ["REDACTED", "Redactor", "check_env", "resolve", "secrets_file"]
+__all__ = ["REDACTED", "Redactor", "applied", "base_environ", "check_env", "resolve", "secrets_file"]
