@@ -250,6 +250,23 @@ class ExecResult(_Wire):
         return self.to_json()
 
 
+FILE_EVENTS = ("ready", "create", "modify", "delete", "overflow", "end")
+
+
+@dataclass(frozen=True)
+class FileEvent(_Wire):
+    """One line of a watch of a sandbox's work dir (``GET sandboxes/{id}/files/watch``; ``sb.files.watch`` yields the
+    same fields as dicts). ``ready``: the watch is in place (``path`` is what is watched); ``create``/``modify``/
+    ``delete``: ``path`` (relative to the work dir) changed, ``dir`` says whether it is a directory; ``overflow``:
+    inotify dropped events; ``end``: the stream's last line, ``reason`` saying why (``timeout``, ``output``: the
+    service's output cap, ``closed``: the sandbox closed, ``stopped``)."""
+
+    event: str = field(metadata={"enum": FILE_EVENTS})
+    path: str = ""
+    dir: bool = False
+    reason: str | None = None
+
+
 SESSION_STATES = ("running", "stopped", "lost")
 
 
@@ -385,6 +402,8 @@ __all__ = [
     "ExecResult",
     "Execution",
     "ExecutionError",
+    "FILE_EVENTS",
+    "FileEvent",
     "GpuInventoryEntry",
     "GpuRequest",
     "GpuSpec",

@@ -33,6 +33,7 @@ from burstlab.wire import Execution, Output, SandboxRecord
 
 from .bounds import bound_execution
 from .errors import BadRequest, Conflict, NotFound
+from .manager_agent import AgentRequests
 from .maxima import Maxima
 from .openapi import validate
 
@@ -58,8 +59,8 @@ async def _on_burstlab_loop(coro: Awaitable[T]) -> T:
 CLOSE_DEADLINE_S = 5.0  # seconds closing the service waits for one sandbox's close
 
 
-class Manager:
-    """One Workspace for the whole server, and per-user views of it."""
+class Manager(AgentRequests):
+    """One Workspace for the whole server, and per-user views of it (file watches and templates: manager_agent.py)."""
 
     def __init__(self, workspace, maxima: Maxima | None = None, default_notebook: str = "api"):
         self.ws = workspace
@@ -302,10 +303,16 @@ class Manager:
         if self._closing:
             raise Conflict("The server is shutting down; no new sandboxes.")
         snap = self._snapshot(user, from_snapshot) if from_snapshot is not None else None
+        template = body.get("template")
+        if template is not None and (snap is not None or set(body) - {"template", "lifetime", "notebook"}):
+            raise BadRequest("A sandbox from a template has the template's limits: give template with lifetime and "
+                             "notebook only (and no ?from=).")
         try:
             memory = self.ws.check_sandbox(**kwargs).memory  # a bad setting is the caller's: 400, nothing reserved
         except SandboxError as exc:
             raise BadRequest(str(exc)) from None
+        if template is not None:
+            memory = self.template_memory(user, template)  # 404 for an unknown id, or another user's
         if snap is not None:  # its own limits, within this service's maxima
             m, lim = self.maxima, snap.limits
             if lim["memory"] > m.memory or lim["timeout"] > m.timeout or lim["pids"] > m.pids or lim["cpus"] > m.cpus:
@@ -316,7 +323,9 @@ class Manager:
             # A spent budget refuses a sandbox as it refuses a GPU session (402, with the numbers).
             await self._blocking(self.ws.admit_sandbox, user, notebook)
             # From the workspace's warm pool (or started, if the pool cannot serve it): metered as the caller.
-            if snap is None:
+            if template is not None:  # from the template's warm pool when one is ready
+                sandbox = await self.sandbox_from_template(user, template, notebook)
+            elif snap is None:
                 sandbox = await _on_burstlab_loop(self.ws.asandbox(**kwargs, user=user, notebook=notebook))
             else:  # a new sandbox in the snapshot's state, metered and budgeted as the workspace's own
                 sandbox = await _on_burstlab_loop(self.ws.arestore_sandbox(snap.id, user=user, notebook=notebook))
@@ -430,8 +439,10 @@ class Manager:
         """``Sandbox.metrics()``: the sandbox's cgroup readings as a time series."""
         return self._entry(user, id).sandbox.metrics()
 
-    async def exec_sandbox(self, user: str, id: str, body: Any) -> dict:
-        """Run a command in the sandbox's jail (``Sandbox.exec``): its exit code, stdout and stderr."""
+    async def exec_sandbox(self, user: str, id: str, body: Any,
+                           on_output: Callable[[Output], None] | None = None) -> dict:
+        """Run a command in the sandbox's jail (``Sandbox.exec``): its exit code, stdout and stderr (and each
+        output to ``on_output`` as it comes, for a stream)."""
         body = validate("ExecRequest", body, self.maxima)
         shell = bool(body.get("shell", False))
         if isinstance(body["cmd"], str) != shell:
@@ -439,7 +450,8 @@ class Manager:
         entry = self._entry(user, id)
         timeout = self._run_timeout(body.get("timeout"), None)
         try:
-            result = await _on_burstlab_loop(entry.sandbox.aexec(body["cmd"], shell=shell, timeout=timeout))
+            result = await _on_burstlab_loop(entry.sandbox.aexec(body["cmd"], shell=shell, timeout=timeout,
+                                                                 on_output=on_output))
         except SandboxError as exc:
             if entry.state != "running":
                 raise NotFound(f"Sandbox {id!r} was closed during the command.") from None
@@ -588,6 +600,7 @@ class Manager:
                 import logging
 
                 logging.getLogger("burstlab").warning("closing sandbox %s failed: %r", e.id, r)
+        await self._close_templates()
         await asyncio.to_thread(self.ws.close)
         for pool in (self._api_pool, self._wait_pool, self._ledger_pool):
             pool.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,7 @@ from burstlab.wire import (
     ExecResult,
     Execution,
     ExecutionError,
+    FileEvent,
     MapRecord,
     Output,
     SandboxRecord,
@@ -83,6 +84,24 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "lifetime": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9,
                          "description": "seconds: the sandbox closes at this age (default: none)"},
             "notebook": _NOTEBOOK,
+            "template": {"type": "string", "maxLength": 64,
+                         "description": "a template id of yours (POST templates): the sandbox starts in its state, "
+                                        "with its limits (then only lifetime and notebook may be given)"},
+        }, required=[]),
+        "TemplateCreate": _obj({
+            "files": {"type": "object", "maxProperties": 1000,
+                      "additionalProperties": {"type": "string", "maxLength": m.body},
+                      "description": "text files by path relative to the work dir (UTF-8)"},
+            "packages": {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                         "description": "modules that must import in the sandbox (from the service's environment)"},
+            "setup": {"type": "string", "description": "a cell run once, at build; its variables are in every sandbox"},
+            "timeout": {**timeout, "description": f"seconds per run (and for the build), at most {m.timeout:g}"},
+            "memory": {"anyOf": [{"type": "integer", "minimum": MIN_MEMORY, "maximum": m.memory},
+                                 {"type": "string", "minLength": 1, "maxLength": 64}],
+                       "description": f'bytes, or a size such as "512MiB"; from 64 MiB to {m.memory} bytes'},
+            "warm": {"type": "integer", "minimum": 0, "maximum": 2,
+                     "description": "sandboxes kept ready in the template's state (default 1)"},
+            "notebook": _NOTEBOOK,
         }, required=[]),
         "ExecuteRequest": _obj({"code": {"type": "string"},
                                 "timeout": {"anyOf": [timeout, {"type": "null"}],
@@ -96,6 +115,8 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "shell": {"type": "boolean", "description": "run cmd (a string) with /bin/sh -c (default false)"},
             "timeout": {"anyOf": [timeout, {"type": "null"}],
                         "description": "seconds; null: the sandbox's own timeout"},
+            "stream": {"type": "boolean", "description": "true: answer application/x-ndjson ExecEvents as output "
+                                                         "arrives (as does Accept: application/x-ndjson)"},
         }, required=["cmd"]),
         "SnapshotRequest": _obj({"mode": {"type": "string", "enum": ["criu", "namespace"],
                                           "description": "criu (the default: refused with 409 where CRIU cannot run) "
@@ -139,6 +160,17 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "ExecutionError": ExecutionError.json_schema(),
     "Execution": Execution.json_schema(),
     "ExecResult": ExecResult.json_schema(),
+    # One line of an NDJSON stream (application/x-ndjson): execute's and exec's, and a watch's.
+    "ExecEvent": {"oneOf": [
+        _obj({"event": {"type": "string", "enum": ["output"]}, "output": _ref("Output")}),
+        _obj({"event": {"type": "string", "enum": ["done"]}, "execution": _ref("Execution")}),
+        _obj({"event": {"type": "string", "enum": ["done"]}, "result": _ref("ExecResult")}),
+        _obj({"event": {"type": "string", "enum": ["error"]}, "message": _STR})]},
+    "FileEvent": FileEvent.json_schema(),
+    "Template": _obj({"id": _STR, "user": _STR, "files": {"type": "object", "additionalProperties": _INT},
+                      "packages": {"type": "array", "items": _STR}, "setup": _STR,
+                      "limits": _obj({"timeout": _NUM, "memory": _INT}), "created": _NUM, "warm": _INT}),
+    "Templates": _obj({"templates": {"type": "array", "items": _ref("Template")}}),
     "FileEntry": _obj({"name": _STR, "type": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
                        "size": _INT}),
     "Directory": _obj({"entries": {"type": "array", "items": _ref("FileEntry")}}),
@@ -195,6 +227,11 @@ def _errors(*codes: int) -> dict[str, Any]:
             402: "a budget refuses", 403: "no valid token", 404: "unknown id, or another user's",
             409: "no capacity", 413: "body too large"}
     return {str(c): _json(_ref("Error"), text[c]) for c in (403, *codes)}
+
+
+def _NDJSON_OF(name: str) -> dict[str, Any]:  # noqa: N802 - reads as the media type it describes
+    """An application/x-ndjson body: a string to OpenAPI 3.1, each of its lines a ``name`` (``x-item-schema``)."""
+    return {"schema": {"type": "string", "description": f"one JSON {name} per line"}, "x-item-schema": _ref(name)}
 
 
 def _body(name: str, required: bool = True) -> dict[str, Any]:
@@ -259,7 +296,36 @@ def _paths() -> dict[str, Any]:
             "parameters": _ID,
             "post": {"summary": "Run a command in the sandbox's jail (exit code, stdout, stderr)",
                      "requestBody": _body("ExecRequest"),
-                     "responses": {"200": ok(_ref("ExecResult")), **_errors(400, 404, 413)}},
+                     "responses": {"200": {"description": "The command's result; with stream=true (or Accept: "
+                                                          "application/x-ndjson) one ExecEvent per line as output "
+                                                          "arrives, the last one done with the result",
+                                           "content": {"application/json": {"schema": _ref("ExecResult")},
+                                                       "application/x-ndjson": _NDJSON_OF("ExecEvent")}},
+                                   **_errors(400, 404, 413)}},
+        },
+        "/sandboxes/{id}/files/watch": {
+            "parameters": _ID + [
+                {"name": "path", "in": "query", "required": True, "schema": {"type": "string"},
+                 "description": "a directory relative to the work dir (\".\": all of it)"},
+                {"name": "timeout", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "seconds the watch lasts (default and most: the service's max_wait)"}],
+            "get": {"summary": "File events of the work dir (inotify inside the jail), streamed",
+                    "responses": {"200": {"description": "one FileEvent per line: ready, then create/modify/delete "
+                                                         "as they happen, then end (with its reason)",
+                                          "content": {"application/x-ndjson": _NDJSON_OF("FileEvent")}},
+                                  **_errors(400, 404)}},
+        },
+        "/templates": {
+            "get": {"summary": "The caller's templates", "responses": {"200": ok(_ref("Templates")), **_errors()}},
+            "post": {"summary": "Build a template (files, packages, a set-up cell run once) as the caller's; "
+                                "instant when built before",
+                     "requestBody": _body("TemplateCreate", required=False),
+                     "responses": {"201": ok(_ref("Template"), "Created"), **_errors(400, 402, 409, 413)}},
+        },
+        "/templates/{id}": {
+            "parameters": _ID,
+            "delete": {"summary": "Delete a template (its build and its warm sandboxes)",
+                       "responses": {"200": ok(_ref("Template")), **_errors(404)}},
         },
         "/sandboxes/{id}/snapshot": {
             "parameters": _ID,

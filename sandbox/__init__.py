@@ -12,7 +12,7 @@ from ._pool import SandboxPool
 from ._sandbox import Sandbox
 from ._session import SessionKernel, start_session_kernel
 from ._snapshot import Snapshot, delete_snapshot, list_snapshots
-from ._templates import SandboxTemplate
+from ._templates import SandboxTemplate, list_templates
 
 __all__ = ["MIN_CPUS", "ExecResult", "Limits", "Sandbox", "SandboxFiles", "SandboxPool", "SandboxTemplate", "SessionKernel", "Snapshot", "delete_snapshot",
-           "list_snapshots", "parse_size", "start_session_kernel"]
+           "list_snapshots", "list_templates", "parse_size", "start_session_kernel"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any, Callable
@@ -111,6 +112,15 @@ class AgentFeatures:
 
     async def afork(self, n: int, mode: str | None = "namespace", pool: Any = None) -> "list[Sandbox]":
         return await _snapshot.afork(self, n, mode, pool)
+
+    async def awatch(self, path: str, on_event: Callable[[dict], None], *, timeout: float | None = None,
+                     stop: "asyncio.Event | None" = None) -> ExecResult:
+        """Watch ``path`` of the work dir (``files.watch``'s events, as a callback on burstlab's loop; the first is
+        ``{"event": "ready", ...}`` once the watch is in place) until ``stop`` is set or ``timeout`` seconds pass.
+        Returns the watcher's ExecResult: its ``stderr`` says why a watch did not start."""
+        from ._watch import astream
+
+        return await astream(self, self._fork_server(), path, timeout, on_event, stop or asyncio.Event())
 
     # -- commands ---------------------------------------------------------------------------------
     def exec(self, cmd: "list[str] | str", *, shell: bool = False, timeout: float | None = None,

@@ -18,17 +18,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from burstlab._sync import run_sync
-from burstlab.errors import SandboxError
+from burstlab.errors import NotFoundError, SandboxError
 
 from . import _snapshot
 from ._limits import make_limits
+
+
+_ID = re.compile(r"^tpl-[0-9a-f]{24}$")
 
 
 def templates_root() -> Path:
@@ -39,7 +44,11 @@ class SandboxTemplate:
     """An environment built once and cached by content (see the module's doc)."""
 
     def __init__(self, *, files: dict[str, bytes | str] | None = None, packages: list[str] | tuple = (),
-                 wheels: str | None = None, setup: str = "", timeout: float = 300, memory: int | str = "1GiB") -> None:
+                 wheels: str | None = None, setup: str = "", timeout: float = 300, memory: int | str = "1GiB",
+                 user: str | None = None) -> None:
+        if user is not None:
+            _snapshot._user_dir(user)  # a name that can own files under BURSTLAB_HOME, or a SandboxError
+        self.user = user
         self.files = {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (files or {}).items()}
         self.packages = [str(p) for p in packages]
         self.wheels = wheels
@@ -49,7 +58,7 @@ class SandboxTemplate:
             raise SandboxError(f"wheels={wheels!r} is not a directory of .whl files.")
         h = hashlib.sha256()
         for part in (json.dumps(sorted(self.files)), setup, json.dumps(self.packages), sys.version,
-                     json.dumps(asdict(self.limits), sort_keys=True)):
+                     json.dumps(asdict(self.limits), sort_keys=True), *(() if user is None else ("user", user))):
             h.update(part.encode() + b"\0")
         for name in sorted(self.files):
             h.update(self.files[name])
@@ -57,6 +66,8 @@ class SandboxTemplate:
             h.update(whl.name.encode())
             h.update(whl.read_bytes())
         self.id = "tpl-" + h.hexdigest()[:24]
+        self.created = 0.0  # when it was built (from its record once built)
+        self._sizes: dict[str, int] | None = None
         self._pool = None
         self.builds = 0  # builds this object ran (0 when the cache had it)
 
@@ -65,7 +76,37 @@ class SandboxTemplate:
 
     @property
     def path(self) -> Path:
-        return templates_root() / self.id
+        """Where the build is kept: ``templates/<id>``, or ``templates/<user>/<id>`` for a user's own template."""
+        return (templates_root() if self.user is None else templates_root() / self.user) / self.id
+
+    def to_dict(self) -> dict:
+        """What a template is, without its files' bytes (the record REST and MCP show)."""
+        if not self.created and self.built:  # built before (a cache hit): when, from its record
+            try:
+                self.created = json.loads((self.path / "template.json").read_text())["created"]
+            except (OSError, ValueError, KeyError):
+                pass
+        files = self._sizes if self._sizes is not None else {k: len(v) for k, v in sorted(self.files.items())}
+        return {"id": self.id, "user": self.user or "", "files": files, "packages": list(self.packages),
+                "setup": self.setup, "limits": {"timeout": self.limits.timeout, "memory": self.limits.memory},
+                "created": self.created}
+
+    @classmethod
+    def load(cls, template_id: str, user: str) -> "SandboxTemplate":
+        """``user``'s built template ``template_id`` (as ``to_dict`` recorded it); another user's id is not found,
+        exactly as an unknown one."""
+        if not isinstance(template_id, str) or not _ID.match(template_id):
+            raise NotFoundError(f"{template_id!r} is not a template id (tpl- and 24 hex digits).")
+        path = templates_root() / user / template_id
+        try:
+            rec = json.loads((path / "template.json").read_text())
+        except (OSError, ValueError):
+            raise NotFoundError(f"No template {template_id!r} of {user!r}'s; list_templates() lists them.") from None
+        t = cls.__new__(cls)
+        t.user, t.id, t.files, t.packages, t.wheels, t.setup = user, template_id, {}, rec["packages"], None, rec["setup"]
+        t.limits = make_limits(timeout=rec["limits"]["timeout"], memory=rec["limits"]["memory"])
+        t.created, t.builds, t._pool, t._sizes = rec["created"], 0, None, rec["files"]
+        return t
 
     @property
     def built(self) -> bool:
@@ -75,13 +116,15 @@ class SandboxTemplate:
         run_sync(self.abuild())
         return self
 
-    async def abuild(self) -> "SandboxTemplate":
+    async def abuild(self, meter: Any = None, notebook: str = "") -> "SandboxTemplate":
+        """Build (unless built): ``meter`` (a burstlab.billing.Meter) bills the build's sandbox to the template's
+        user and ``notebook``."""
         if self.built:
             return self
         from ._sandbox import Sandbox
 
-        async with Sandbox(timeout=self.limits.timeout, memory=self.limits.memory, meter=None,
-                           sandbox_idle_timeout=None) as sb:
+        async with Sandbox(timeout=self.limits.timeout, memory=self.limits.memory, meter=meter,
+                           user=self.user or "", notebook=notebook, sandbox_idle_timeout=None) as sb:
             for name, data in self.files.items():
                 sb.files.write(name, data)
             if self.packages and self.wheels:
@@ -107,6 +150,11 @@ class SandboxTemplate:
                     raise SandboxError(f"Template {self.id}: the set-up cell failed: {ex.error.ename}: {ex.error.evalue}")
             snap = await sb.asnapshot("namespace")
         os.makedirs(templates_root(), mode=0o700, exist_ok=True)
+        os.makedirs(self.path.parent, mode=0o700, exist_ok=True)
+        self.created = time.time()
+        fd = os.open(snap.path / "template.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f)
         try:
             os.rename(snap.path, self.path)  # another build of the same content may have won: keep that one
         except OSError:
@@ -123,6 +171,16 @@ class SandboxTemplate:
             lim = self.limits
             self._pool = SandboxPool(size, timeout=lim.timeout, memory=lim.memory, prepare=self._prepare)
             self._pool.start(wait=False)
+        return self._pool
+
+    async def apool(self, size: int = 4):
+        """``pool(size)`` on burstlab's loop."""
+        from ._pool import SandboxPool
+
+        if self._pool is None:
+            lim = self.limits
+            self._pool = SandboxPool(size, timeout=lim.timeout, memory=lim.memory, prepare=self._prepare)
+            await self._pool.astart(wait=False)
         return self._pool
 
     async def _prepare(self, sb) -> None:
@@ -156,5 +214,29 @@ class SandboxTemplate:
             self._pool.close()
             self._pool = None
 
+    async def aclose(self) -> None:
+        """Close this template's pool (its build stays cached)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
 
-__all__ = ["SandboxTemplate", "templates_root"]
+    def delete(self) -> None:
+        """Remove the build (its pool is closed first); the next ``build()`` builds it again."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def list_templates(user: str) -> list[dict]:
+    """``user``'s built templates (``to_dict`` records), oldest first."""
+    d = templates_root() / user
+    _snapshot._user_dir(user)
+    out = []
+    for name in sorted(os.listdir(d)) if d.is_dir() else ():
+        try:
+            out.append(SandboxTemplate.load(name, user).to_dict())
+        except NotFoundError:
+            continue
+    return sorted(out, key=lambda r: r["created"])
+
+
+__all__ = ["SandboxTemplate", "list_templates", "templates_root"]

@@ -10,10 +10,11 @@ from .files import FilesHandler
 from .hosts import HostsHandler
 from .maps import MapHandler, MapsHandler
 from .sandboxes import (SandboxesHandler, SandboxExecHandler, SandboxExecuteHandler, SandboxHandler,
-                        SandboxInterruptHandler, SandboxMetricsHandler, SandboxSnapshotHandler, SnapshotHandler,
-                        SnapshotsHandler)
+                        SandboxInterruptHandler, SandboxMetricsHandler, SandboxSnapshotHandler, SandboxWatchHandler,
+                        SnapshotHandler, SnapshotsHandler)
 from .sessions import SessionExecuteHandler, SessionHandler, SessionsHandler
 from .spec import OpenApiHandler
+from .templates import TemplateHandler, TemplatesHandler
 from .usage import UsageHandler
 from .workspace import WorkspaceHandler
 
@@ -33,7 +34,10 @@ ROUTES = [
     (rf"sandboxes/{_ID}/metrics", SandboxMetricsHandler),
     (rf"sandboxes/{_ID}/snapshot", SandboxSnapshotHandler),
     (r"snapshots", SnapshotsHandler),
+    (r"templates", TemplatesHandler),
+    (rf"templates/{_ID}", TemplateHandler),
     (rf"snapshots/{_ID}", SnapshotHandler),
+    (rf"sandboxes/{_ID}/files/watch", SandboxWatchHandler),  # the file named "watch" without ?path=
     (rf"sandboxes/{_ID}/files(?:/(?P<path>.*))?", FilesHandler),
     (r"maps", MapsHandler),
     (rf"maps/{_ID}", MapHandler),

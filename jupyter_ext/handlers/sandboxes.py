@@ -1,20 +1,20 @@
-"""Sandboxes: ``GET/POST sandboxes``, ``GET/DELETE sandboxes/{id}``, ``POST sandboxes/{id}/execute[?stream=1]``, ``POST sandboxes/{id}/exec``.
+"""Sandboxes: ``GET/POST sandboxes``, ``GET/DELETE sandboxes/{id}``, ``POST sandboxes/{id}/execute[?stream=1]``,
+``POST sandboxes/{id}/exec``.
 
 With ``?stream=1`` the execute answers ``application/x-ndjson``: ``{"event": "output", "output": ...}``
-per output as the kernel produces it, then ``{"event": "done", "execution": ...}``. A request that is
-refused (bad body, unknown id) is refused before the stream starts, with an ordinary JSON error.
+per output as the kernel produces it, then ``{"event": "done", "execution": ...}``; an exec with ``"stream": true``
+(or ``Accept: application/x-ndjson``) the same, ending with ``{"event": "done", "result": ExecResult}``. A request
+that is refused (bad body, unknown id) is refused before the stream starts, with an ordinary JSON error
+(``streams.py``).
 """
-
-import asyncio
-import json
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.iostream import StreamClosedError
 
-from ..bounds import OutputBudget, marker_output
 from ..errors import BadRequest
 from .base import BurstLabHandler, api_errors
+from .files import FilesHandler
+from .streams import stream_run, stream_watch, wants_stream
 
 
 class SandboxesHandler(BurstLabHandler):
@@ -90,7 +90,12 @@ class SandboxExecHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def post(self, id):
-        self.reply(await self.manager.exec_sandbox(self.user, id, self.json_body()))
+        body = self.json_body()
+        if not wants_stream(self, body):
+            self.reply(await self.manager.exec_sandbox(self.user, id, body))
+            return
+        await stream_run(self, lambda on_output: self.manager.exec_sandbox(self.user, id, body, on_output), "result",
+                         self.manager.maxima.output)
 
 
 class SandboxExecuteHandler(BurstLabHandler):
@@ -105,63 +110,37 @@ class SandboxExecuteHandler(BurstLabHandler):
         if stream == "0":
             self.reply(await self.manager.execute_sandbox(self.user, id, body))
             return
-        await self._stream(id, body)
+        await stream_run(self, lambda on_output: self.manager.execute_sandbox(self.user, id, body, on_output),
+                         "execution", self.manager.maxima.output)
 
-    async def _stream(self, id, body):
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
 
-        def on_output(output):  # called on burstlab's loop
-            loop.call_soon_threadsafe(queue.put_nowait, output)
+class SandboxWatchHandler(FilesHandler):
+    """``GET sandboxes/{id}/files/watch?path=P[&timeout=S]``: the work dir's file events as NDJSON ``FileEvent``s.
+    Without ``path`` (and for PUT/DELETE) it is the file named ``watch`` in the work dir, as any other file."""
 
-        task = asyncio.ensure_future(self.manager.execute_sandbox(self.user, id, body, on_output))
-        budget = OutputBudget(self.manager.maxima.output)  # the outputs streamed; "done" is bounded apart
-        started = connected = False
+    @web.authenticated
+    @authorized
+    @api_errors
+    async def get(self, id, path=None):
+        where = self.get_argument("path", None)
+        if where is None:
+            return await super().get(id, "watch")
+        timeout = self.get_argument("timeout", None)
         try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                if not started:  # the first output: the run was accepted, the stream begins
-                    started = connected = True
-                    self.set_header("Content-Type", "application/x-ndjson")
-                    self.set_header("Cache-Control", "no-cache")
-                    self.set_header("X-Accel-Buffering", "no")
-                if connected:
-                    connected = await self._send_output(budget, getter.result())
-            if not started:
-                execution = await task  # refused before any output: an ordinary error response
-                self.set_header("Content-Type", "application/x-ndjson")
-                connected = True
-            else:
-                while not queue.empty() and connected:
-                    connected = await self._send_output(budget, queue.get_nowait())
-                if budget.dropped and connected:
-                    connected = await self._send({"event": "output", "output": marker_output(budget.limit, budget.dropped)})
-                try:
-                    execution = task.result()
-                except Exception as exc:  # the stream has begun: the failure is its last event
-                    if connected:
-                        await self._send({"event": "error", "message": str(exc)})
-                        self.finish(set_content_type="application/x-ndjson")
-                    return
-            if connected:
-                await self._send({"event": "done", "execution": execution})
-                self.finish(set_content_type="application/x-ndjson")
-        finally:
-            if not task.done():  # the client went away: let the run finish, quietly
-                task.add_done_callback(lambda t: t.exception())
+            seconds = None if timeout is None else float(timeout)
+        except ValueError:
+            raise BadRequest(f"timeout={timeout!r}: give a number of seconds.") from None
+        await stream_watch(self, lambda on_event, set_stop: self.manager.watch_files(
+            self.user, id, where, seconds, on_event, set_stop), self.manager.maxima.output)
 
-    async def _send_output(self, budget: OutputBudget, output) -> bool:
-        kept = budget.take(output.to_json())
-        return True if kept is None else await self._send({"event": "output", "output": kept})
+    async def put(self, id, path=None):
+        return await super().put(id, "watch")
 
-    async def _send(self, event) -> bool:
-        self.write(json.dumps(event) + "\n")
-        try:
-            await self.flush()
-            return True
-        except StreamClosedError:
-            return False
+    async def delete(self, id, path=None):
+        return await super().delete(id, "watch")
+
+    def on_connection_close(self):
+        stop = getattr(self, "stream_stop", None)
+        if stop is not None:
+            stop()
+        super().on_connection_close()
