@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from burstlab import _sync
 from burstlab.errors import NotFoundError, SandboxError, SandboxLimitError
 from burstlab.workspace import Limits, format_size, parse_size
-from burstlab.wire import Execution, Output, SandboxRecord
+from burstlab.wire import Execution, Output
 
 from .bounds import bound_execution
 from .errors import BadRequest, Conflict, NotFound
@@ -227,23 +226,12 @@ class Manager(AgentRequests):
         return entry
 
     def _sandbox_json(self, e: _SandboxEntry) -> dict:
-        sb = e.sandbox
         if e.state == "running":
             try:
-                e.last_usage = sb.usage()
+                e.last_usage = e.sandbox.usage()
             except OSError:  # the cgroup went away under us (closing)
                 pass
-        u = e.last_usage
-        lim = sb.limits
-        return SandboxRecord(
-            id=e.id, user=e.user, notebook=e.notebook, state=e.state, created=e.created, network=sb.network,
-            limits={"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
-                    "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
-                    "max_upload": lim.max_upload, "max_download": lim.max_download,
-                    "lifetime": sb.lifetime, "expires_in": sb.expires_in},
-            usage={"cpu_s": float(u.get("cpu_s", 0.0)), "wall_s": float(u.get("wall_s", 0.0)),
-                   "memory_peak": int(u.get("memory_peak_bytes", 0))},
-        ).to_json()
+        return self.ws.sandbox_record(e.sandbox, state=e.state, usage=e.last_usage).to_json()  # its id, everywhere
 
     def list_sandboxes(self, user: str) -> dict:
         self._forget_ended()
@@ -334,7 +322,7 @@ class Manager(AgentRequests):
             self._reserved_memory -= memory
         if body.get("lifetime") is not None:
             sandbox.set_lifetime(body["lifetime"])
-        entry = _SandboxEntry(id="sb-" + secrets.token_hex(8), user=user, notebook=notebook, sandbox=sandbox,
+        entry = _SandboxEntry(id=self.ws.sandbox_id(sandbox), user=user, notebook=notebook, sandbox=sandbox,
                               created=time.time())
         self._sandboxes[entry.id] = entry
         if self._closing:  # shut down while we were starting: do not leave it behind

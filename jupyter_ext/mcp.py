@@ -29,7 +29,6 @@ import argparse
 import base64
 import os
 import re
-import secrets
 import sys
 from typing import Any, Literal
 
@@ -145,8 +144,9 @@ class LocalBackend:
                                     f"{format_size(m.memory)}; ask for less.")
             kwargs["memory"] = size
         # From the process workspace's warm pool (a new one when it has none ready), metered to its user.
-        sb = _Bounded(get_workspace().sandbox(**kwargs, network=bool(network), notebook="mcp"), self)
-        sandbox_id = "sb-" + secrets.token_hex(6)
+        ws = get_workspace()
+        sb = _Bounded(ws.sandbox(**kwargs, network=bool(network), notebook="mcp"), self)
+        sandbox_id = ws.sandbox_id(sb.sandbox)  # the workspace's one id for it (the one the panel and REST show)
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb
 
@@ -187,7 +187,7 @@ class LocalBackend:
         if lim["memory"] > m.memory or lim["timeout"] > m.timeout:
             raise BurstlabError(f"Snapshot {snapshot_id}'s limits are above this server's maxima.")
         sb = _Bounded(ws.restore_sandbox(snapshot_id, notebook="mcp"), self)
-        sandbox_id = "sb-" + secrets.token_hex(6)
+        sandbox_id = ws.sandbox_id(sb.sandbox)
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb
 

@@ -18,8 +18,9 @@ from typing import Any, Awaitable, Callable
 from burstlab._sync import run_sync, submit
 from burstlab.errors import SandboxError
 
-from . import _reaper
+from . import _reaper, _sandbox
 from ._sandbox import DEFAULT_IDLE_TIMEOUT, Sandbox
+from ._watch import Watch
 
 REFILL_DELAY = 0.2  # seconds: a first run from the pool takes ~10 ms; starting the next sandbox meanwhile doubled it
 
@@ -39,6 +40,7 @@ class SandboxPool:
         probe = Sandbox(network=network, sandbox_idle_timeout=sandbox_idle_timeout, meter=None, **sandbox_kwargs)
         self.size = size
         self.network = probe.network
+        self._limits, self._policy = probe.limits, probe._policy  # what its sandboxes are started with
         self.idle_timeout = sandbox_idle_timeout
         self._kwargs = sandbox_kwargs
         self._prepare = prepare
@@ -120,15 +122,7 @@ class SandboxPool:
             if not self._filling:
                 self._refill()
         sb: Sandbox = await self._ready.get()
-        handle: list[asyncio.TimerHandle] = []
-
-        def refill_later() -> None:
-            self._deferred.remove(handle[0])
-            if not self._closed:
-                self._refill()
-
-        handle.append(asyncio.get_running_loop().call_later(REFILL_DELAY, refill_later))
-        self._deferred.append(handle[0])
+        self._refill_later()
         sb.reconfigure(timeout=timeout, memory=memory, pids=pids, cpus=cpus)
         if self.idle_timeout is not None:
             sb.idle_timeout, sb.last_active = self.idle_timeout, time.monotonic()
@@ -141,6 +135,49 @@ class SandboxPool:
                 detail={"sandbox": sb.uid, "memory": sb.limits.memory, "network": sb.network, "pooled": True},
             )
         return sb
+
+    def _refill_later(self) -> None:
+        """A sandbox was handed out: its replacement starts REFILL_DELAY seconds from now."""
+        handle: list[asyncio.TimerHandle] = []
+
+        def refill_later() -> None:
+            self._deferred.remove(handle[0])
+            if not self._closed:
+                self._refill()
+
+        handle.append(asyncio.get_running_loop().call_later(REFILL_DELAY, refill_later))
+        self._deferred.append(handle[0])
+
+    def serves(self, sb: Sandbox) -> bool:
+        """Whether this pool's sandboxes are what ``sb`` (a plain Sandbox, not started) would start as: the same
+        network policy and everything fixed at start (sizes, pids, open files, no GPU, no preparation); only the
+        timeout, memory and cpus, which change on a live sandbox, may differ."""
+        return (type(sb) is Sandbox and self._prepare is None and not self._kwargs.get("gpu") and not sb.gpu
+                and sb._policy == self._policy and not self._closed
+                and sb.limits.replace(timeout=self._limits.timeout, memory=self._limits.memory,
+                                      cpus=self._limits.cpus) == self._limits)
+
+    def take_into(self, sb: Sandbox) -> bool:
+        """Give ``sb`` (served, see ``serves``; not started) a ready sandbox's running kernel, jail and work dir, at
+        once (no await: called from ``sb``'s start on burstlab's loop); False if none is ready. ``sb`` keeps its own
+        limits (applied now), settings and metering; the pool refills as after ``acquire``."""
+        if self._ready is None or self._ready.empty() or not self.serves(sb):
+            return False
+        warm: Sandbox = self._ready.get_nowait()
+        self._refill_later()
+        # The started state moves over; ``warm`` is left an empty, closed shell (nothing of it is torn down).
+        for name in ("state_dir", "uid", "_record", "_cgroup", "_net", "_files", "_kernel", "_devices", "_gpu_env"):
+            setattr(sb, name, getattr(warm, name))
+            setattr(warm, name, None if name not in ("_devices", "_gpu_env") else type(getattr(warm, name))())
+        warm._closed = True
+        if warm._minder is not None:
+            warm._minder.cancel()
+        _sandbox._live.discard(warm)
+        _sandbox._live.add(sb)
+        assert sb._files is not None
+        sb._files._watcher = lambda path, timeout: Watch(sb, _sandbox.template(), path, timeout)
+        sb.reconfigure()  # its own timeout, memory and cpus on the cgroup
+        return True
 
     async def aclose(self) -> None:
         self._closed = True

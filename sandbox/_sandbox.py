@@ -314,6 +314,30 @@ class Sandbox(AgentFeatures):
                 "Sandboxes need root here (to mount the work dir, create cgroups and switch to an unprivileged uid). "
                 "Run the supervising process (the notebook server or script) as root, e.g. in its container."
             )
+        if self.meter is AUTO:  # the process's workspace adopts it (its meter, user, notebook and budgets), and
+            self.meter = None  # gives it a warm sandbox from its pool when the pool serves these settings
+            if _default.provided():
+                _default.default_workspace().adopt_sandbox(self)
+        warm = self._kernel is not None
+        if not warm:  # no warm one: a new jail and kernel
+            await self._start_jail()
+        self._started_at = self.last_active = time.monotonic()
+        if self.lifetime is not None:
+            self._deadline = self._started_at + self.lifetime
+        if self._minder is None or self._minder.done():
+            self._minder = _life.start(self)
+        if self.idle_timeout is not None:
+            _reaper.watch_idle(self)
+        if self.meter is not None:
+            self._meter_id = self.meter.start(
+                kind="sandbox", user=self.user, notebook=self.notebook, resource="CPU",
+                quantity=max(1, round(self.limits.cpus)),
+                detail={"sandbox": self.uid, "memory": self.limits.memory, "network": self.network, "gpu": self.gpu,
+                        **({"pooled": True} if warm else {})},
+            )
+
+    async def _start_jail(self) -> None:
+        """Claim a state dir and uid, mount the work dir, make the cgroup (and the network), spawn the kernel."""
         if self.gpu:
             self._devices, self._gpu_env = gpu_devices(self.gpu)
         self.state_dir, self.uid, self._record = self._claim()
@@ -347,23 +371,6 @@ class Sandbox(AgentFeatures):
         except BaseException:
             await self._teardown()
             raise
-        self._started_at = self.last_active = time.monotonic()
-        if self.lifetime is not None:
-            self._deadline = self._started_at + self.lifetime
-        if self._minder is None or self._minder.done():
-            self._minder = _life.start(self)
-        if self.idle_timeout is not None:
-            _reaper.watch_idle(self)
-        if self.meter is AUTO:
-            self.meter = None
-            if _default.provided():  # the workspace adopts it: its meter, user, notebook and budgets
-                _default.default_workspace().adopt_sandbox(self)
-        if self.meter is not None:
-            self._meter_id = self.meter.start(
-                kind="sandbox", user=self.user, notebook=self.notebook, resource="CPU",
-                quantity=max(1, round(self.limits.cpus)),
-                detail={"sandbox": self.uid, "memory": self.limits.memory, "network": self.network, "gpu": self.gpu},
-            )
 
     def _claim(self) -> tuple[str, int, dict]:
         """The state dir, host uid and owner record (a session kernel claims its user's uid instead)."""

@@ -1,10 +1,15 @@
-"""The workspace's sandboxes: one warm :class:`~burstlab.sandbox.SandboxPool`, and every sandbox taken from it.
+"""The workspace's sandboxes: one warm :class:`~burstlab.sandbox.SandboxPool`, and the registry of every sandbox it
+holds, each under one id.
 
 Every front door that makes a sandbox (``Workspace.sandbox()``, ``%%sandbox``, ``POST sandboxes``, MCP's local
 backend) takes it here. What the pool serves (no network, the default sizes of the work dir, /tmp, output and
 files) comes from the pool: a started, warmed sandbox with the caller's timeout, memory, pids and cpus applied,
 so create -> first result is one round trip. Anything else (network, other sizes, a GPU), or a request
-while the pool has none ready (the first one: the pool starts filling then), is a new sandbox, started here. Either way it is metered into the workspace's ledger as its user and notebook, and closed with
+while the pool has none ready (the first one: the pool starts filling then), is a new sandbox, started here.
+A sandbox made directly (``burstlab.Sandbox()``) is adopted as it starts (``adopt``): when the pool serves its
+settings it gets a ready sandbox's running kernel and jail (``SandboxPool.take_into``), else it starts its own.
+Either way it is metered into the workspace's ledger as its user and notebook, registered under an id
+(``sb-`` and 16 hex digits: the one REST, MCP, the panel and ``Workspace.sandboxes()`` show), and closed with
 the workspace if its holder has not closed it.
 
 Only the sandbox package's public API is used (``Sandbox``, ``SandboxPool``).
@@ -13,11 +18,14 @@ Only the sandbox package's public API is used (``Sandbox``, ``SandboxPool``).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
+import time
 import weakref
 from typing import Any
 
 from burstlab import _sync
+from burstlab.wire import SandboxRecord
 
 # Sandbox settings fixed when a sandbox starts: a request naming one of these gets a sandbox of its own.
 CLOSE_DEADLINE_S = 5.0  # how long closing the workspace waits for one sandbox's close
@@ -33,7 +41,9 @@ class Sandboxes:
         self.meter = meter
         self.pool_size = pool_size
         self._pool = None
-        self._held: weakref.WeakSet = weakref.WeakSet()
+        # The registry: every sandbox taken or adopted, by its one id (the one REST, MCP and the panel show).
+        self._by_id: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sandbox -> (id, created)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -90,7 +100,7 @@ class Sandboxes:
             except BaseException:
                 await sb.aclose()
                 raise
-        self._held.add(sb)
+        self._register(sb)
         return sb
 
     async def arestore(self, snapshot_id: str, *, user: str, notebook: str):
@@ -101,7 +111,7 @@ class Sandboxes:
         if self._closed:
             raise SandboxError("This workspace is closed; make a new one with burstlab.Workspace().")
         sb = await Sandbox.arestore(snapshot_id, user=user, meter=self.meter, notebook=notebook)
-        self._held.add(sb)
+        self._register(sb)
         return sb
 
     @staticmethod
@@ -116,13 +126,52 @@ class Sandboxes:
 
         delete_snapshot(snapshot_id, user=user)
 
-    def adopt(self, sb) -> None:
-        """Count a sandbox made elsewhere (``burstlab.Sandbox()``) as held: budgets and ``close()`` reach it."""
-        self._held.add(sb)
+    def adopt(self, sb) -> bool:
+        """Count a sandbox made elsewhere (``burstlab.Sandbox()``), as it starts, as held: budgets and ``close()``
+        reach it. When the pool serves its settings it gets a warm sandbox's kernel and jail now (True: it starts
+        as one taken from the pool would); when none is ready, the pool starts filling for the next. On burstlab's
+        loop (the sandbox's start)."""
+        self._register(sb)
+        pool = self.pool()
+        if pool is None or not pool.serves(sb):
+            return False
+        if pool.take_into(sb):
+            return True
+        asyncio.ensure_future(pool.astart(wait=False))
+        return False
+
+    def _register(self, sb) -> str:
+        with self._lock:
+            if sb not in self._ids:
+                sandbox_id = "sb-" + secrets.token_hex(8)
+                self._ids[sb] = (sandbox_id, time.time())
+                self._by_id[sandbox_id] = sb
+            return self._ids[sb][0]
+
+    def id_of(self, sb) -> str:
+        """``sb``'s id in this workspace (registered now if it was not)."""
+        return self._register(sb)
+
+    def get(self, sandbox_id: str):
+        """The running sandbox of that id, or None."""
+        sb = self._by_id.get(sandbox_id)
+        return sb if sb is not None and sb.started else None
 
     def held(self) -> list:
         """The sandboxes taken and not closed yet (the budget watcher closes them at a limit)."""
-        return [sb for sb in list(self._held) if sb.started]
+        return [sb for sb in list(self._by_id.values()) if sb.started]
+
+    def record_of(self, sb, state: str = "running", usage: dict | None = None) -> SandboxRecord:
+        """``sb``'s wire record under its id (registered now if it was not)."""
+        sandbox_id = self._register(sb)
+        return record(sb, sandbox_id, self._ids[sb][1], state, usage)
+
+    def records(self, user: str | None = None) -> list[SandboxRecord]:
+        """The running sandboxes (``user``'s, or everyone's), oldest first."""
+        with self._lock:
+            entries = [(sb, *self._ids.get(sb, ("", 0.0))) for sb in list(self._by_id.values())]
+        return sorted((record(sb, sid, created) for sb, sid, created in entries
+                       if sb.started and (user is None or sb.user == user)), key=lambda r: r.created)
 
     def close(self) -> None:
         """Close the pool and every sandbox still held (idempotent)."""
@@ -130,7 +179,7 @@ class Sandboxes:
             if self._closed:
                 return
             self._closed = True
-            pool, held = self._pool, list(self._held)
+            pool, held = self._pool, list(self._by_id.values())
 
         async def close_all() -> None:
             # A sandbox whose close waits on a run that never ends must not hold the workspace's close: after
@@ -144,4 +193,24 @@ class Sandboxes:
             _sync.run_sync(close_all())
 
 
-__all__ = ["FIXED_AT_START", "Sandboxes"]
+def record(sb, sandbox_id: str, created: float, state: str = "running", usage: dict | None = None) -> SandboxRecord:
+    """The wire record of a sandbox (``GET sandboxes``, ``Workspace.sandboxes()``, the panel); ``usage`` as
+    ``Sandbox.usage()`` gives it (read now when None)."""
+    if usage is None:
+        try:
+            usage = sb.usage()
+        except OSError:  # the cgroup went away under us (closing)
+            usage = {}
+    lim = sb.limits
+    return SandboxRecord(
+        id=sandbox_id, user=sb.user, notebook=sb.notebook, state=state, created=created, network=sb.network,
+        limits={"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
+                "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
+                "max_upload": lim.max_upload, "max_download": lim.max_download,
+                "lifetime": sb.lifetime, "expires_in": sb.expires_in},
+        usage={"cpu_s": float(usage.get("cpu_s", 0.0)), "wall_s": float(usage.get("wall_s", 0.0)),
+               "memory_peak": int(usage.get("memory_peak_bytes", 0))},
+    )
+
+
+__all__ = ["FIXED_AT_START", "Sandboxes", "record"]

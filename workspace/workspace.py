@@ -19,7 +19,8 @@ from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
 from burstlab.errors import BurstlabError, GpuSpecError, SessionLostError
 from burstlab.gpus import discover, parse_gpu_spec
-from burstlab.wire import BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SessionRecord, UsageRecord
+from burstlab.wire import (BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SandboxRecord, SessionRecord,
+                           UsageRecord)
 
 
 LOW_LEVEL_LOG_LENGTH = 32  # see Workspace.client
@@ -354,7 +355,8 @@ class Workspace:
     def adopt_sandbox(self, sandbox) -> None:
         """A sandbox made directly (``burstlab.Sandbox()``) as it starts: metered in this workspace's ledger as
         this process's user and notebook (unless it names others), refused if their budget is spent, closed by
-        a budget stop and with the workspace, like those ``sandbox()`` makes."""
+        a budget stop and with the workspace, like those ``sandbox()`` makes; given a warm sandbox from the pool when
+        the pool serves its settings. Called on burstlab's loop as it starts, before anything of it exists."""
         sandbox.user = sandbox.user if sandbox.user != os.environ.get("USER", "") else self.user
         sandbox.notebook = sandbox.notebook or self.notebook
         self.admit_sandbox(sandbox.user, sandbox.notebook)
@@ -515,6 +517,23 @@ class Workspace:
 
     def delete_snapshot(self, snapshot_id: str, user: str | None = None) -> None:
         self._sandboxes.delete_snapshot(snapshot_id, user or self.user)
+
+    def sandboxes(self, user: str | None = None) -> list[SandboxRecord]:
+        """The running sandboxes this workspace holds (``user``'s, or all), each by its one id: the id ``POST
+        sandboxes``, MCP and the panel give it, from whichever door it was made (``burstlab.Sandbox()`` included)."""
+        return self._sandboxes.records(user)
+
+    def sandbox_id(self, sandbox) -> str:
+        """``sandbox``'s id in this workspace's registry (a sandbox it does not hold yet is registered now)."""
+        return self._sandboxes.id_of(sandbox)
+
+    def sandbox_record(self, sandbox, state: str = "running", usage: dict | None = None) -> SandboxRecord:
+        """``sandbox``'s wire record, under its id here (``usage`` as ``Sandbox.usage()`` gives it; read now if None)."""
+        return self._sandboxes.record_of(sandbox, state, usage)
+
+    def get_sandbox(self, sandbox_id: str):
+        """The running sandbox of that id, or None."""
+        return self._sandboxes.get(sandbox_id)
 
     def prestart_sandboxes(self) -> None:
         """Start filling the sandbox pool now (returns at once): the first sandbox is then warm too."""
