@@ -11,7 +11,7 @@ import getpass
 import os
 from pathlib import Path
 
-from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, Union, default, validate
 from traitlets.config import Configurable
 
 
@@ -110,6 +110,16 @@ class BurstLab(Configurable):
         help="Per-second prices in US dollars, merged over the defaults in burstlab.billing.rates: per GPU-second "
         "by GPU type (e.g. {'H100': 0.001097}), 'CPU' per CPU-second and 'MEM' per GiB-second of a sandbox's "
         "memory limit. Each interval keeps the rate it opened with. Default: $BURSTLAB_RATES (JSON) or {}."
+    ).tag(config=True)
+
+    isolate_sessions = Union(
+        [Bool(), Enum(["auto"])], default_value="auto",
+        help="Whether a GPU session's kernel (%%gpu, POST sessions, a 'burstlab · GPU' notebook kernel) runs in the "
+        "session jail on its GPU host: its user's own uid and persistent work dir, exactly its leased GPUs' device "
+        "nodes, nothing of the service's or other users' (tokens, certificates, connection files, files). "
+        "'auto' (default): on when this workspace serves several users (`jupyter burstlab`, or API tokens), "
+        "falling back to a plain kernel, said in the session's record, on a host whose worker is not root. "
+        "True: always, and a session on such a host fails naming the fix. False: never.",
     ).tag(config=True)
 
     @default("environment")

@@ -296,6 +296,22 @@ class SessionRecord(_Wire):
     origin: str = field(default="kernel", metadata={"enum": ("server", "kernel")})
     idle_timeout: float = 0.0
     idle_since: float | None = None
+    isolated: bool = False  # its kernel runs in the session jail (SessionIsolation)
+    isolation: str = ""  # how (uid, work dir, device nodes), or why not
+
+
+@dataclass(frozen=True)
+class SessionIsolation(_Wire):
+    """Whether this workspace's GPU session kernels run in the session jail (``GET workspace``, ``%gpu hosts``).
+
+    ``setting`` is ``c.BurstLab.isolate_sessions`` (``auto``, ``on``, ``off``); ``enabled`` whether new sessions
+    ask for the jail; ``reason`` why (or why not). Each session's own record says what its host did
+    (``SessionRecord.isolated``/``isolation``): under ``auto`` a host whose worker is not root falls back.
+    """
+
+    setting: str = field(default="auto", metadata={"enum": ("auto", "on", "off")})
+    enabled: bool = False
+    reason: str = ""
 
 
 MAP_STATES = ("running", "done", "failed", "cancelled", "lost")
@@ -413,6 +429,7 @@ __all__ = [
     "Output",
     "SESSION_STATES",
     "SandboxRecord",
+    "SessionIsolation",
     "SessionRecord",
     "UsageRecord",
     "usd",

@@ -171,6 +171,9 @@ class BurstLabApp(ExtensionApp):
         if self.tokens_file:
             table.load_file(self.tokens_file)
         workspace = Workspace(config=self.serverapp.config, notebook="jupyter-server", serve=True)
+        # Several users: `jupyter burstlab` (its identity provider), or API tokens (c.BurstLab.isolate_sessions "auto")
+        workspace.multi_user = isinstance(self.serverapp.identity_provider, BurstLabIdentityProvider) or bool(
+            self.tokens or self.tokens_file)
         _private_home(workspace.config.home)
         self.manager = Manager(workspace, maxima, self.default_notebook)
         self.kernel_token = table.new_token(self.manager.owner)

@@ -95,7 +95,8 @@ class Manager(AgentRequests):
         url = self.ws.config.ledger_url
         return {"user": user, "version": __version__, "scheduler": address,
                 "ledger": "postgresql" if url.startswith("postgres") else "sqlite",
-                "idle_timeout": float(self.ws.config.idle_timeout)}
+                "idle_timeout": float(self.ws.config.idle_timeout),
+                "isolate_sessions": self.ws.session_isolation().to_json()}
 
     async def hosts(self, user: str) -> dict:
         entries = await self._blocking(self.ws.hosts)

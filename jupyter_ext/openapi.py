@@ -20,6 +20,7 @@ from burstlab.wire import (
     MapRecord,
     Output,
     SandboxRecord,
+    SessionIsolation,
     SessionRecord,
     UsageRecord,
 )
@@ -135,7 +136,9 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
 RESPONSES: dict[str, dict[str, Any]] = {
     "Error": _obj({"message": _STR, "reason": _nullable(_STR)}, required=["message"], extra=True),
     "Workspace": _obj({"user": _STR, "version": _STR, "scheduler": _nullable(_STR),
-                       "ledger": {"type": "string", "enum": ["sqlite", "postgresql"]}, "idle_timeout": _NUM}),
+                       "ledger": {"type": "string", "enum": ["sqlite", "postgresql"]}, "idle_timeout": _NUM,
+                       "isolate_sessions": _ref("SessionIsolation")}),
+    "SessionIsolation": SessionIsolation.json_schema(),
     "Host": _obj({"type": _STR, "host": _STR, "count": _INT, "free": _INT,
                   "source": {"type": "string", "enum": ["nvml", "declared", "dask"]}, "declared": _BOOL,
                   "microusd_per_hour": _INT}),

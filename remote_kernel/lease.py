@@ -35,12 +35,16 @@ def _queue_name(lease_id: str) -> str:
 
 
 def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_size: int,
-         not_after: float = 0.0) -> dict:
+         not_after: float = 0.0, isolation: dict | None = None, declared: bool = False) -> dict:
     """The lease task (runs on a GPU worker). Returns how the lease ended.
 
     A lease task that starts after ``not_after`` (wall clock) is a re-run: the scheduler re-queued it
     when its host went away and a host came back. Its session is over (the notebook gave up on it), so
-    it takes no GPU and no kernel, and returns at once."""
+    it takes no GPU and no kernel, and returns at once.
+
+    ``isolation`` (``_jailed.plan``): the kernel runs in the session jail as that user, with the lease's
+    GPUs only; where this host cannot build the jail (not root) a ``required`` plan fails the lease, and
+    otherwise the host's plain pool kernel serves it and the ready message says why."""
     from distributed import Queue, get_worker
     from distributed.worker import thread_state
 
@@ -54,14 +58,14 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
     held = None  # the lease's current kernel (a kernel provisioner's restart replaces it: _held.py)
     try:
         if primary:
-            pool = worker_pool(kernel_ip(worker), pool_size)
+            pool, setup, why_not = _kernel_source(worker, isolation, pool_size, gpu_type, cuda_visible, declared,
+                                                   lease_id)
             kernel, warm = pool.take()
-            setup = ("import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, "
-                     "BURSTLAB_LEASE=%r); del _o" % (cuda_visible, gpu_type, lease_id))
             kernel.run(setup)
             held = _held.register(lease_id, kernel, pool, setup)
             queue.put({"event": "ready", "connection": kernel.connection_info, "pid": kernel.pid,
-                       "host": worker.host, "warm": warm})
+                       "host": worker.host, "warm": warm,
+                       "isolated": why_not is None, "isolation": why_not or getattr(pool, "detail", "")})
         while True:
             ts = worker.state.tasks.get(key)
             if ts is None or ts.state != "executing":
@@ -87,6 +91,27 @@ def hold(lease_id: str, primary: bool, cuda_visible: str, gpu_type: str, pool_si
             pass
 
 
+def _kernel_source(worker, isolation: dict | None, pool_size: int, gpu_type: str, cuda_visible: str,
+                   declared: bool, lease_id: str) -> tuple:
+    """(where the lease's kernels come from, its set-up code, None if jailed else why not)."""
+    from . import _jailed
+
+    if isolation:
+        try:
+            jails = _jailed.JailedKernels(kernel_ip(worker), isolation, host=worker.host, gpu_type=gpu_type,
+                                          cuda_visible=cuda_visible, declared=declared, lease_id=lease_id)
+            return jails, jails.setup, None
+        except _jailed.IsolationUnavailable as exc:
+            if isolation.get("required"):
+                raise
+            why = f"not isolated: fell back to a plain kernel (auto). {exc}"
+    else:
+        why = "not isolated: the workspace did not ask for the session jail (c.BurstLab.isolate_sessions)"
+    setup = ("import os as _o; _o.environ.update(CUDA_VISIBLE_DEVICES=%r, BURSTLAB_GPU_TYPE=%r, "
+             "BURSTLAB_LEASE=%r); del _o" % (cuda_visible, gpu_type, lease_id))
+    return worker_pool(kernel_ip(worker), pool_size), setup, why
+
+
 @dataclass
 class Lease:
     """GPUs held for one session: the tasks holding them, and the primary kernel's connection."""
@@ -100,6 +125,8 @@ class Lease:
     warm: bool = False
     declared: bool = False
     outcome: dict | None = None
+    isolated: bool = False  # its kernel runs in the session jail (_jailed.py)
+    isolation: str = ""  # how (uid, work dir, devices), or why not
 
     @property
     def cuda_visible(self) -> str:
@@ -218,8 +245,11 @@ def no_gpu_message(client=None) -> str:
     )
 
 
-def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, start_timeout: float = 60.0) -> Lease:
+def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, start_timeout: float = 60.0,
+            isolation: dict | None = None) -> Lease:
     """Hold GPUs matching ``spec`` (its first choice that has enough free), or raise CapacityError.
+
+    ``isolation`` (``_jailed.plan``) starts the session's kernel in the session jail on the GPU host.
 
     With ``wait > 0`` keeps trying for that many seconds. Two notebooks racing for the last GPU get
     one lease and one CapacityError: the worker runs one ``{TYPE: 1}`` task at a time, and a lease
@@ -243,7 +273,7 @@ def acquire(client, spec: GpuSpec, *, wait: float = 0.0, pool_size: int = 1, sta
                 _wake(client, chosen, start_timeout)
                 break  # look again with the workers up
             if chosen is not None:
-                lease = _try_hold(client, request, chosen, pool_size, start_timeout)
+                lease = _try_hold(client, request, chosen, pool_size, start_timeout, isolation)
                 if lease is not None:
                     return lease
                 races += 1
@@ -285,7 +315,8 @@ def _pin(slot: Slot, gpu_type: str) -> dict:
     return {"resources": {gpu_type: 1}, "workers": [slot.address], "allow_other_workers": False}
 
 
-def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, start_timeout: float) -> Lease | None:
+def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, start_timeout: float,
+              isolation: dict | None = None) -> Lease | None:
     from distributed import Queue
 
     lease = Lease(id=uuid.uuid4().hex[:12], request=request, slots=chosen,
@@ -294,6 +325,7 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
     lease.futures = [
         client.submit(
             hold, lease.id, i == 0, lease.cuda_visible, request.type, pool_size, time.time() + START_S + CLOCK_SKEW_S,
+            isolation if i == 0 else None, lease.declared,
             key=f"burstlab-lease-{request.type}-{lease.id}-{i}", pure=False, **_pin(s, request.type),
         )
         for i, s in enumerate(chosen)
@@ -319,6 +351,7 @@ def _try_hold(client, request: GpuRequest, chosen: list[Slot], pool_size: int, s
         lease.connection = ready["connection"]
         lease.kernel_pid = ready["pid"]
         lease.warm = ready["warm"]
+        lease.isolated, lease.isolation = bool(ready.get("isolated")), str(ready.get("isolation", ""))
         return lease
     except (TimeoutError, BurstlabError) as exc:
         lease.release(client)

@@ -34,4 +34,13 @@ def gpu_devices(spec: str, indices: list[int] | None = None) -> tuple[list[str],
     have = ", ".join(sorted({g.type for g in found}))
     raise SandboxError(f"Sandbox(gpu={spec!r}): this host has no such GPU free (it has: {have}).")
 
-__all__ = ["gpu_devices"]
+def lease_devices(declared: bool, gpu_type: str, indices: list[int], cuda_visible: str) -> tuple[list[str], dict, str]:
+    """(device nodes, environment, a note saying which) for a session kernel holding a lease's GPUs ``indices``.
+    Declared GPUs have no device nodes: none are passed in, and the note says so."""
+    if declared:
+        return [], {"CUDA_VISIBLE_DEVICES": cuda_visible}, "declared GPUs: no device nodes to pass in"
+    nodes, env = gpu_devices(f"{gpu_type}:{len(indices)}", indices)
+    return nodes, env, "device nodes " + ", ".join(nodes)
+
+
+__all__ = ["gpu_devices", "lease_devices"]

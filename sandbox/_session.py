@@ -20,6 +20,8 @@ to the notebook, is the remote-kernel layer's part.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import re
 import stat
@@ -29,6 +31,7 @@ from burstlab._sync import run_sync
 from burstlab.errors import SandboxError
 
 from . import _reaper
+from ._jailspec import RUN_DIR, python_dirs
 from ._sandbox import STATE_BASE, Sandbox
 
 USER_UID_BASE, USER_UID_SPAN = 2_000_000, 1_000_000
@@ -36,6 +39,31 @@ DEFAULT_WORK_ROOT = "/var/lib/burstlab/users"
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 _FORBIDDEN_DEVICES = ("/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# What a GPU session's kernel imports of burstlab itself (the variables comm, the environment check): visible
+# read-only when burstlab is not installed under the Python dirs the jail already binds (an editable install).
+_OWN_PACKAGES = ("burstlab", "burstlab.remote_kernel")
+
+
+def work_name(user: str) -> str:
+    """``user`` as a work dir name: itself when it is one (letters, digits, _.@-), else a stable digest of it."""
+    if isinstance(user, str) and _USER.fullmatch(user) and user not in (".", ".."):
+        return user
+    return "u-" + hashlib.sha256(str(user).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def package_dirs() -> list[str]:
+    """burstlab's own package dirs that are outside the jail's Python dirs (bound read-only in a session jail)."""
+    inside = [os.path.realpath(p) for p in python_dirs()]
+    out: list[str] = []
+    for name in _OWN_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for d in (spec.submodule_search_locations or []) if spec else []:
+            d = os.path.realpath(d)
+            if not any(d == p or d.startswith(p + "/") for p in inside) and d not in out:
+                out.append(d)
+    return out
 
 
 def check_devices(devices: Any) -> list[str]:
@@ -133,6 +161,27 @@ class SessionKernel(Sandbox):
             return path, uid, rec
         raise SandboxError(f"Could not claim a state dir under {STATE_BASE}.")
 
+    def _extra_ro_binds(self) -> list[tuple[str, str]]:
+        return [(d, d) for d in package_dirs()]
+
+    def ipc_connection(self) -> dict:
+        """Where the running kernel's ipc sockets are on this host (``<base>-1`` .. ``-5``: shell, iopub, stdin,
+        control, hb) and its message key, for a forwarder that carries them to the notebook (remote_kernel)."""
+        k = self._kernel
+        if k is None or self.state_dir is None:
+            raise SandboxError("This session kernel is not running; start it first.")
+        conn = k.client.conn
+        return {"base": os.path.join(self.state_dir, "fs", "run", os.path.basename(conn["ip"])),
+                "key": conn["key"], "signature_scheme": conn["signature_scheme"], "inside": RUN_DIR}
+
+    def exit_status(self) -> int | None:
+        """The kernel's exit status (as its jail's outermost process reports it), or None while it runs; a
+        closed session kernel reports SIGKILL's 137 unless it had exited before."""
+        k = self._kernel
+        if k is None:
+            return 137 if self._closed else None
+        return k.exited.result() if k.exited.done() else None
+
     def _prepare_home(self, home: str) -> None:
         from . import _jail
 
@@ -160,5 +209,5 @@ def start_session_kernel(*, user: str, devices: Any = (), env: dict[str, str] | 
     return run_sync(astart_session_kernel(user=user, devices=devices, env=env, work_root=work_root, **kwargs))
 
 
-__all__ = ["DEFAULT_WORK_ROOT", "SessionKernel", "astart_session_kernel", "check_devices", "start_session_kernel",
-           "user_work_dir"]
+__all__ = ["DEFAULT_WORK_ROOT", "SessionKernel", "astart_session_kernel", "check_devices", "package_dirs",
+           "start_session_kernel", "user_work_dir", "work_name"]

@@ -19,8 +19,8 @@ from burstlab.billing import Meter, RateCard, cost_microusd, open_ledger
 from burstlab.config import BurstLab
 from burstlab.errors import BurstlabError, GpuSpecError, SessionLostError
 from burstlab.gpus import discover, parse_gpu_spec
-from burstlab.wire import (BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SandboxRecord, SessionRecord,
-                           UsageRecord)
+from burstlab.wire import (BudgetStatus, GpuInventoryEntry, GpuSpec, MapRecord, SandboxRecord, SessionIsolation,
+                           SessionRecord, UsageRecord)
 
 
 LOW_LEVEL_LOG_LENGTH = 32  # see Workspace.client
@@ -68,6 +68,9 @@ class Workspace:
         # joins one itself. Sessions it creates are marked origin "server", a notebook's "kernel".
         self.serve = serve
         self.origin = "server" if serve else "kernel"
+        # Whether this workspace serves several users (the jupyter_ext app says so): c.BurstLab.isolate_sessions
+        # = "auto" then runs session kernels in the session jail (session_isolation()).
+        self.multi_user = False
         self.ledger = open_ledger(self.config.ledger_url, self.config.home)
         self.ledger.recover()
         self.meter = Meter(self.ledger, RateCard.from_config(self.config.rates), self.config.heartbeat_interval)
@@ -173,6 +176,25 @@ class Workspace:
 
     # -- sessions -------------------------------------------------------------------------------
 
+    def session_isolation(self) -> SessionIsolation:
+        """Whether new GPU sessions' kernels run in the session jail, and why (``c.BurstLab.isolate_sessions``)."""
+        from burstlab.remote_kernel._jailed import decide
+
+        setting = self.config.isolate_sessions
+        enabled, _, reason = decide(setting, self.multi_user)
+        return SessionIsolation(setting={True: "on", False: "off"}.get(setting, "auto"), enabled=enabled,
+                                reason=reason)
+
+    def _isolation_plan(self, user: str) -> dict | None:
+        """What the lease takes to its GPU host: the sandbox layer's jailed kernel for ``user``, or None."""
+        from burstlab.remote_kernel._jailed import plan
+
+        if not self.session_isolation().enabled:
+            return None
+        from burstlab.sandbox._served import start_served_kernel
+
+        return plan(self.config.isolate_sessions, self.multi_user, user, start_served_kernel)
+
     def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *, user: str | None = None,
                 notebook: str | None = None, reuse: bool = True, env: dict | None = None,
                 secrets: list[str] | None = None, environment: str | None = None):
@@ -225,7 +247,8 @@ class Workspace:
         first = parsed.choices[0]
         self.watcher.admit(user=user, notebook=notebook, what=f"a new {key} session",
                            start_microusd=cost_microusd(1, self.meter.rates.rate(first.type), first.count))
-        lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size)
+        lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size,
+                        isolation=self._isolation_plan(user))
         try:  # holding and billing are one step: a ledger that cannot open the interval undoes the lease
             interval_id = self.meter.start(
                 kind="session", user=user, notebook=notebook, resource=lease.request.type,
@@ -255,6 +278,7 @@ class Workspace:
             "started": session.started, "origin": self.origin, "interval_id": session.interval_id,
             "lease_key": lease.futures[0].key, "lease_keys": [f.key for f in lease.futures],
             "idle_timeout": float(self.config.idle_timeout), "idle_since": session.started,
+            "isolated": lease.isolated, "isolation": lease.isolation,
         })
         self._ensure_reaper()
         self.watcher.start()
@@ -276,6 +300,7 @@ class Workspace:
             out.append({
                 **{k: record.get(k) for k in ("id", "spec", "gpu_type", "count", "declared", "host", "user",
                                               "notebook", "started", "origin")},
+                "isolated": bool(record.get("isolated")), "isolation": str(record.get("isolation") or ""),
                 "state": "running",
                 "billed_s": usage.billed_s if usage else 0,
                 "cost_microusd": usage.cost_microusd if usage else 0,
@@ -299,6 +324,7 @@ class Workspace:
             cost_microusd=usage.cost_microusd if usage else 0, origin=origin or self.origin,
             idle_timeout=float(self.config.idle_timeout),
             idle_since=time.time() - (time.monotonic() - session.last_active) if running and not session.busy else None,
+            isolated=session.lease.isolated, isolation=session.lease.isolation,
         )
 
     def stop_session(self, id: str, reason: str = "stopped from the JupyterLab panel") -> bool:

@@ -29,6 +29,17 @@ export interface ISession {
   idle_timeout: number;
   /** When the session last went idle (seconds since the epoch); null while a cell runs on it. */
   idle_since: number | null;
+  /** Whether its kernel runs in the session jail (its user's uid and work dir, only its GPUs). */
+  isolated: boolean;
+  /** How it is isolated (uid, work dir, device nodes), or why not. */
+  isolation: string;
+}
+
+/** Whether the workspace's GPU session kernels run in the session jail (GET workspace). */
+export interface ISessionIsolation {
+  setting: 'auto' | 'on' | 'off';
+  enabled: boolean;
+  reason: string;
 }
 
 export interface ISandboxLimits {
