@@ -35,7 +35,8 @@ import time
 from dataclasses import dataclass, field
 
 from burstlab.errors import ConfigError, FanoutError
-from burstlab.remote_kernel import envsync, secrets
+from burstlab import secrets
+from burstlab.remote_kernel import envsync
 
 log = logging.getLogger("burstlab.fanout")
 
@@ -64,11 +65,7 @@ class MapEnv:
     @classmethod
     def make(cls, key: str, env=None, secret_names=None, sync: bool = False,
              notebook_dir: str | None = None) -> "MapEnv | None":
-        values = secrets.check_env(env)
-        secret_values = secrets.resolve(secret_names)
-        overlap = set(values) & set(secret_values)
-        if overlap:
-            raise ConfigError(f"{', '.join(sorted(overlap))} is both in env= and secrets=: name it once.")
+        values, secret_values = secrets.split(env, secret_names)
         if not (values or secret_values or sync):
             return None
         return cls(key, {**values, **secret_values}, tuple(sorted(secret_values)), bool(sync), notebook_dir)
