@@ -17,10 +17,12 @@ import sys
 import threading
 import time
 import uuid
+from typing import Callable
 
 from burstlab.wire import UsageRecord
 
 from ._backends import ledger_error, why_unwritable
+from .gpu_use import Sample, Sampler
 from .journal import Journal
 from .ledger import Ledger, owner_tag
 from .rates import RateCard, billed_seconds, cost_microusd
@@ -53,6 +55,7 @@ class Meter:
         self.beats = 0  # heartbeats written (tests and the watcher read it)
         self._beat_failed = False
         self.journal = Journal(ledger.journal_dir, ledger.where, self._owner)
+        self.gpu_use = Sampler()  # NVML samples of the GPUs of watched intervals (watch_gpus)
 
     def rate_for(self, kind: str, resource: str, quantity: int, detail: dict | None) -> int:
         """The rate an interval opens with: the resource's, plus memory for a sandbox whose detail
@@ -111,6 +114,9 @@ class Meter:
         heartbeating the interval), written by the next write that reaches the ledger; the record
         returned is then priced from memory."""
         now = self.clock.now_ns() if stop_ns is None else int(stop_ns)
+        use = self.gpu_use.finish(interval_id)
+        if use is not None:
+            detail = {**(detail or {}), "gpu_use": use}
         with self._lock:
             rec = self._open.pop(interval_id, None)
         try:
@@ -137,6 +143,12 @@ class Meter:
         at = min(int(last_heartbeat_ns), self.clock.now_ns())
         return self.stop(interval_id, detail={"lost": True, "host_last_heartbeat_ns": int(last_heartbeat_ns),
                                               **(detail or {})}, stop_ns=at)
+
+    def watch_gpus(self, interval_id: str, sample: "Callable[[], Sample | None]") -> None:
+        """Sample the GPUs of an open interval every few seconds (``sample`` returns, per GPU,
+        ``(utilisation %, memory used, memory total)``, or None when its host does not answer in time);
+        the summary goes into its detail as ``gpu_use`` when it closes (see :mod:`.gpu_use`)."""
+        self.gpu_use.watch(interval_id, sample)
 
     def pending(self) -> list[str]:
         """Ids of closes the ledger has not taken yet (journaled)."""
@@ -199,6 +211,7 @@ class Meter:
         for interval_id in ids:
             self.stop(interval_id)
         self._stop.set()
+        self.gpu_use.close()
         if self._thread is not None:
             self._thread.join(timeout=2)
         self.settle()

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from burstlab.wire import UsageRecord
 
+from .gpu_use import combine
 from .ledger import PROVISIONED
 from .rates import NS_PER_S
 
@@ -44,6 +45,7 @@ class BillRow:
     cost_microusd: int
     open: int
     recovered: int
+    gpu_use: str = ""  # what the group's GPUs did (gpu_use.combine): "" for no GPU, "unknown (declared)"
 
 
 def _value(record: UsageRecord, key: str) -> str:
@@ -60,14 +62,17 @@ def group(records: Iterable[UsageRecord], by: Sequence[str] = GROUP_KEYS) -> lis
         if key not in GROUP_KEYS + ("user",):
             raise ValueError(f"cannot group by {key!r}: use {', '.join(GROUP_KEYS + ('user',))}")
     sums: dict[tuple[str, ...], list[int]] = {}
+    members: dict[tuple[str, ...], list[UsageRecord]] = {}
     for r in records:
-        s = sums.setdefault(tuple(_value(r, k) for k in by), [0, 0, 0, 0, 0])
+        key = tuple(_value(r, k) for k in by)
+        s = sums.setdefault(key, [0, 0, 0, 0, 0])
         s[0] += 1
         s[1] += r.billed_s * r.quantity
         s[2] += r.cost_microusd
         s[3] += r.stop_ns is None
         s[4] += r.recovered
-    return [BillRow(k, *v) for k, v in sorted(sums.items())]
+        members.setdefault(key, []).append(r)
+    return [BillRow(k, *v, gpu_use=combine(members[k])) for k, v in sorted(sums.items())]
 
 
 def totals(records: Iterable[UsageRecord]) -> dict:

@@ -167,11 +167,14 @@ def bill_section(report: Report, records: list[UsageRecord], title: str, by: tup
     """Usage grouped ``by`` some of notebook, kind, resource (GPU type) and day, with a total."""
     from burstlab.workspace import group_usage
 
+    grouped = group_usage(records, by)
+    gpu_use = any(row.gpu_use for row in grouped)  # a column only where some row holds GPUs
     rows = [[*row.key, row.intervals, row.billed_s, money(row.cost_microusd),
-             row.open or "", row.recovered or ""] for row in group_usage(records, by)]
+             row.open or "", row.recovered or "", *([row.gpu_use] if gpu_use else [])] for row in grouped]
     total_s = sum(r.billed_s * r.quantity for r in records)
     total = money(sum(r.cost_microusd for r in records))
-    headers = [{"resource": "GPU type"}.get(k, k) for k in by] + ["intervals", "billed s", "cost", "open", "recovered"]
+    headers = [{"resource": "GPU type"}.get(k, k) for k in by] + ["intervals", "billed s", "cost", "open", "recovered",
+                                                                 *(["GPU use"] if gpu_use else [])]
     return report.add(title, headers, rows, f"total: {total_s} billed s, {total}")
 
 

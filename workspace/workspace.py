@@ -260,6 +260,10 @@ class Workspace:
             lease.release(self.client)
             lease.wait_released(self.client)
             raise
+        if not lease.declared:  # NVML utilisation and memory into the interval's detail (declared GPUs have none)
+            from burstlab.remote_kernel._gpu_use import sampler
+
+            self.meter.watch_gpus(interval_id, sampler(self.client, [s.resource for s in lease.slots]))
         try:
             session = GpuSession(key, lease, self._session_ended, user=user, notebook=notebook,
                                  released_elsewhere=self._released_elsewhere,
