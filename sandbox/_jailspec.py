@@ -37,6 +37,11 @@ def python_dirs() -> list[str]:
     return dirs
 
 
+# What the jail sets itself: a sandbox's env= and secrets= may not move these.
+OWN_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "SHELL", "IPYTHONDIR",
+                     "MPLCONFIGDIR", "MPLBACKEND", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "BURSTLAB_SANDBOX"})
+
+
 def scrubbed_env(network: bool, gpu_env: dict[str, str] | None = None) -> dict[str, str]:
     """The kernel's whole environment: nothing of the host's is passed through."""
     bins = [os.path.join(sys.prefix, "bin")] if sys.prefix != sys.base_prefix else []
@@ -72,8 +77,10 @@ def _group() -> str:
 def jail_spec(
     *, uid: int, gid: int, limits: Limits, network: bool, state_dir: str, cgroup_procs: list[str],
     devices: list[str] | None = None, gpu_env: dict[str, str] | None = None, netns: str | None = None,
+    user_env: dict[str, str] | None = None,
 ) -> dict:
-    """Everything ``_jail.enter`` needs, as plain JSON-ready data."""
+    """Everything ``_jail.enter`` needs, as plain JSON-ready data. ``user_env`` (the sandbox's checked env= and
+    secrets=) goes over the jail's own variables, none of which it may name (``OWN_ENV``)."""
     ro_binds: list[tuple[str, str]] = []
     symlinks: list[tuple[str, str]] = []
     for d in _SYSTEM_DIRS:
@@ -114,11 +121,11 @@ def jail_spec(
             "RLIMIT_FSIZE": (limits.work_size, limits.work_size),
             "RLIMIT_NPROC": (limits.pids, limits.pids),
         },
-        "env": scrubbed_env(network, gpu_env),
+        "env": {**scrubbed_env(network, gpu_env), **(user_env or {})},
         "cwd": WORK_DIR,
         "connection_file": os.path.join(RUN_DIR, "kernel.json"),
         "output_limit": limits.output,
     }
 
 
-__all__ = ["HOSTNAME", "RUN_DIR", "WORK_DIR", "jail_spec", "python_dirs", "scrubbed_env"]
+__all__ = ["HOSTNAME", "OWN_ENV", "RUN_DIR", "WORK_DIR", "jail_spec", "python_dirs", "scrubbed_env"]

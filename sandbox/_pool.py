@@ -153,6 +153,7 @@ class SandboxPool:
         network policy and everything fixed at start (sizes, pids, open files, no GPU, no preparation); only the
         timeout, memory and cpus, which change on a live sandbox, may differ."""
         return (type(sb) is Sandbox and self._prepare is None and not self._kwargs.get("gpu") and not sb.gpu
+                and not sb.env_names  # a warm kernel was started without the caller's env= and secrets=
                 and sb._policy == self._policy and not self._closed
                 and sb.limits.replace(timeout=self._limits.timeout, memory=self._limits.memory,
                                       cpus=self._limits.cpus) == self._limits)

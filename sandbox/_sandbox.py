@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from burstlab import _default
 from burstlab._sync import run_interruptible, run_sync
-from burstlab.errors import SandboxError
+from burstlab.errors import ConfigError, SandboxError
+from burstlab.secrets import Redactor, split
 from burstlab.wire import Execution, ExecutionError, Output
 
 from . import _jail, _life, _reaper, _snapshot
@@ -34,7 +35,7 @@ from ._limits import Limits, format_size, make_limits, parse_size
 from ._net import net_record, parse_policy
 from ._net import setup as net_setup
 from ._net import teardown as net_teardown
-from ._jailspec import RUN_DIR, jail_spec
+from ._jailspec import OWN_ENV, RUN_DIR, jail_spec
 from ._template import Template
 
 STATE_BASE = _reaper.STATE_BASE
@@ -162,6 +163,7 @@ class Sandbox(AgentFeatures):
         gpu: str | None = None, meter: Any = AUTO, user: str = "", notebook: str = "",
         limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         lifetime: float | None = None, idle_action: str = "close",
+        env: dict[str, str] | None = None, secrets: Any = None,
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
                           work_size=work_size, tmp_size=tmp_size)
@@ -209,6 +211,13 @@ class Sandbox(AgentFeatures):
         self._meter_id: str | None = None
         self._devices: list[str] = []
         self._gpu_env: dict[str, str] = {}
+        self._env, secret_values = split(env, secrets)  # checked here: a bad name fails before anything starts
+        own = sorted(n for n in {*self._env, *secret_values} if n in OWN_ENV)
+        if own:
+            raise ConfigError(f"{', '.join(own)} is set by the sandbox itself and cannot be overridden.")
+        self._env.update(secret_values)  # the kernel's environment in the jail (and again after each restart)
+        self._redactor = Redactor(secret_values.values())  # every Execution and streamed output goes through it
+        self.env_names = sorted(self._env)  # names only, for records: never the values
 
     # -- sync twins -----------------------------------------------------------------------------
     def start(self) -> "Sandbox":
@@ -395,7 +404,7 @@ class Sandbox(AgentFeatures):
             os.fchown(f.fileno(), self.uid, self.uid)
         spec = jail_spec(uid=self.uid, gid=self.uid, limits=self.limits, network=self._policy.kind != "none",
                          state_dir=self.state_dir, cgroup_procs=self._cgroup.procs_files,
-                         devices=self._devices, gpu_env=self._gpu_env,
+                         devices=self._devices, gpu_env=self._gpu_env, user_env=self._env,
                          netns=self._net["netns_path"] if self._net else None)
         spec["ro_binds"] += self._extra_ro_binds()
         pid, exited = await template().spawn(spec, os.path.join(self.state_dir, "log", "kernel.log"))
@@ -492,9 +501,12 @@ class Sandbox(AgentFeatures):
         if not isinstance(code, str):
             raise SandboxError(f"run() takes the cell's source as a str, not {type(code).__name__}.")
         timeout = make_limits(timeout=timeout).timeout if timeout is not None else self.limits.timeout
+        if self._redactor and on_output is not None:
+            shown, redact = on_output, self._redactor.output
+            on_output = lambda out: shown(redact(out))  # noqa: E731
         self._busy += 1
         try:
-            return await self._run(code, timeout, on_output)
+            return self._redactor.execution(await self._run(code, timeout, on_output))
         finally:
             self._busy -= 1
             self.last_active = time.monotonic()

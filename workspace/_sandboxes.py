@@ -31,7 +31,7 @@ from burstlab.wire import SandboxRecord
 CLOSE_DEADLINE_S = 5.0  # how long closing the workspace waits for one sandbox's close
 
 FIXED_AT_START = ("output", "work_size", "tmp_size", "max_upload", "max_download", "gpu", "limits",
-                  "sandbox_idle_timeout")
+                  "sandbox_idle_timeout", "env", "secrets")  # env/secrets: a warm kernel never has the caller's
 
 
 class Sandboxes:
