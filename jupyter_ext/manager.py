@@ -283,6 +283,9 @@ class Manager(AgentRequests):
                                  "network shares the host's); leave it false, or the administrator sets "
                                  "c.BurstLabApp.allow_sandbox_network = True.")
             kwargs["network"] = True
+        if body.get("env") or body.get("secrets"):  # checked by Sandbox (400 naming the variable, never its value)
+            kwargs["env"] = dict(body.get("env") or {})
+            kwargs["secrets"] = dict(body.get("secrets") or {})  # the caller's values: never this server's environment
         return kwargs
 
     async def create_sandbox(self, user: str, body: Any, from_snapshot: str | None = None) -> dict:

@@ -88,6 +88,15 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "template": {"type": "string", "maxLength": 64,
                          "description": "a template id of yours (POST templates): the sandbox starts in its state, "
                                         "with its limits (then only lifetime and notebook may be given)"},
+            "env": {"type": "object", "maxProperties": 64, "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                                                                             "maxLength": 256},
+                    "additionalProperties": {"type": "string"},
+                    "description": "environment variables of the sandbox's kernel (not PATH, HOME or burstlab's own)"},
+            "secrets": {"type": "object", "maxProperties": 64, "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                                                                                 "maxLength": 256},
+                        "additionalProperties": {"type": "string"},
+                        "description": "as env, with values redacted in every output, error and record ('[redacted]'); "
+                                       "never answered back"},
         }, required=[]),
         "TemplateCreate": _obj({
             "files": {"type": "object", "maxProperties": 1000,
@@ -202,6 +211,8 @@ def validate(name: str, body: Any, maxima: Maxima = Maxima()) -> dict[str, Any]:
     err = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if err is not None:
         where = "/".join(str(p) for p in err.absolute_path)[:200] or "body"
+        if len(err.absolute_path) > 1 and err.absolute_path[0] == "secrets":  # never quote a secret's value
+            raise BadRequest(f"{where}: a secret's value must be a string (the value is not shown).")
         message = err.message if len(err.message) <= 300 else err.message[:300] + "..."  # it quotes the value
         if err.validator == "additionalProperties":
             allowed = ", ".join(sorted(schema["properties"]))
