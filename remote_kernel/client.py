@@ -22,7 +22,7 @@ from burstlab.errors import SessionLostError, TransferError
 from burstlab.wire import OUTPUT_KINDS, Execution, Output
 
 from . import _curve
-from ._kernel_side import TARGET, dumps
+from ._kernel_side import FRAME, TARGET, dumps, join_frames, split_frames
 
 OUTPUT_TYPES = OUTPUT_KINDS  # the one list, in burstlab.wire
 OUTPUT_LIMIT = 16 * 1024**2  # bytes of output one execution keeps (data, metadata and transient all count)
@@ -66,6 +66,7 @@ class RemoteKernel:
         self.kc = AsyncKernelClient()
         self.kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)  # this client's own context: its sockets only
         _curve.secure_context(self.kc.context, connection_info)  # the kernel's ports speak Curve only (_curve.py)
+        self._frame = FRAME if _curve.encrypted(connection_info) else 0  # how transfers cut large buffers
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
         self._is_alive = is_alive
@@ -164,16 +165,18 @@ class RemoteKernel:
     async def push(self, values: dict[str, Any], timeout: float = 300.0) -> None:
         """Set ``values`` (name -> object) in the remote kernel's namespace."""
         payload, buffers = dumps(values)
+        frames, counts = split_frames([payload, *buffers], self._frame)  # encrypted: cipher and link overlap
         async with self._lock:
-            await self._comm_request({"op": "push", "req": uuid.uuid4().hex}, [payload, *buffers], timeout)
+            await self._comm_request({"op": "push", "req": uuid.uuid4().hex, "frames": counts}, frames, timeout)
 
     async def pull(self, names: list[str], timeout: float = 300.0) -> dict[str, Any]:
         """Fetch the named variables from the remote kernel."""
         import pickle
 
         async with self._lock:
-            reply = await self._comm_request({"op": "pull", "req": uuid.uuid4().hex, "names": list(names)}, [], timeout)
-        buffers = [memoryview(b) for b in reply.get("buffers") or []]
+            reply = await self._comm_request({"op": "pull", "req": uuid.uuid4().hex, "names": list(names),
+                                              "frame": self._frame}, [], timeout)
+        buffers = join_frames(reply.get("buffers") or [], reply["content"]["data"].get("frames"))
         try:
             return pickle.loads(buffers[0], buffers=buffers[1:])
         except Exception as exc:
