@@ -351,7 +351,7 @@ class SandboxRecord(_Wire):
     id: str
     user: str
     notebook: str
-    state: str = field(metadata={"enum": ("running", "closed")})
+    state: str = field(metadata={"enum": ("running", "paused", "closed")})
     created: float
     network: bool
     limits: dict[str, Any] = field(default_factory=dict, metadata={"schema": {"$ref": "#/components/schemas/Limits"}})

@@ -348,9 +348,11 @@ class RemoteWorkspace:
         return (await self.ausage_report(**filters))["records"]
 
     async def asandbox(self, timeout: float | None = None, memory: int | str | None = None, network: bool = False, *,
-                       pids: int | None = None, cpus: float | None = None, notebook: str | None = None) -> "RemoteSandbox":
-        """Create a sandbox on the service (running when this returns); closed with this workspace."""
-        body: dict[str, Any] = {"network": bool(network)}
+                       pids: int | None = None, cpus: float | None = None, notebook: str | None = None,
+                       template: str | None = None) -> "RemoteSandbox":
+        """Create a sandbox on the service (running when this returns); closed with this workspace. ``template``:
+        the id of one of your templates (``template()``): it starts in that state, with the template's limits."""
+        body: dict[str, Any] = {"network": bool(network)} if template is None else {"template": template}
         for key, value in (("timeout", timeout), ("memory", memory), ("pids", pids), ("cpus", cpus),
                            ("notebook", notebook)):
             if value is not None:
@@ -369,6 +371,28 @@ class RemoteWorkspace:
 
     def restore(self, snapshot_id: str, notebook: str | None = None) -> "RemoteSandbox":
         return run_sync(self.arestore(snapshot_id, notebook))
+
+    async def atemplate(self, *, files: dict[str, str] | None = None, packages: list[str] | tuple = (),
+                        setup: str = "", timeout: float | None = None, memory: int | str | None = None,
+                        warm: int | None = None) -> dict:
+        """Build a template on the service (``POST templates``; instant when built before): its record, whose
+        ``id`` ``sandbox(template=id)`` starts from."""
+        body: dict[str, Any] = {"files": dict(files or {}), "packages": list(packages), "setup": setup}
+        for key, value in (("timeout", timeout), ("memory", memory), ("warm", warm)):
+            if value is not None:
+                body[key] = value
+        return await self._json("POST", "templates", "id", whole=True, body=body, timeout=max(self.request_timeout,
+                                                                                             (timeout or 300) + 60))
+
+    def template(self, **kwargs: Any) -> dict:
+        return run_sync(self.atemplate(**kwargs))
+
+    async def atemplates(self) -> list[dict]:
+        return await self._json("GET", "templates", "templates")
+
+    def templates(self) -> list[dict]:
+        """Your templates on the service."""
+        return run_sync(self.atemplates())
 
     async def asandboxes(self) -> list["RemoteSandbox"]:
         return [RemoteSandbox(self, s) for s in await self._json("GET", "sandboxes", "sandboxes")]
@@ -440,9 +464,11 @@ class RemoteWorkspace:
         return run_sync(self.ausage_report(**filters))
 
     def sandbox(self, timeout: float | None = None, memory: int | str | None = None, network: bool = False, *,
-                pids: int | None = None, cpus: float | None = None, notebook: str | None = None) -> "RemoteSandbox":
+                pids: int | None = None, cpus: float | None = None, notebook: str | None = None,
+                template: str | None = None) -> "RemoteSandbox":
         """Create a sandbox on the service; ``with ws.sandbox(...) as sb:`` closes it at the end."""
-        return run_sync(self.asandbox(timeout, memory, network, pids=pids, cpus=cpus, notebook=notebook))
+        return run_sync(self.asandbox(timeout, memory, network, pids=pids, cpus=cpus, notebook=notebook,
+                                      template=template))
 
     def sandboxes(self) -> list["RemoteSandbox"]:
         """The user's sandboxes on the service (including ones other clients created)."""
@@ -546,10 +572,14 @@ class RemoteSession:
 class _NDJSON:
     """Splits a streamed body into JSON lines and dispatches the execute stream's events."""
 
-    def __init__(self, on_output: Callable[[Output], Any] | None) -> None:
+    def __init__(self, on_output: Callable[[Output], Any] | None,
+                 on_event: Callable[[dict], Any] | None = None) -> None:
         self.buffer = b""
         self.on_output = on_output
+        self.on_event = on_event  # a watch's FileEvents (dicts), "end" included
         self.execution: Execution | None = None
+        self.result: dict | None = None  # an exec's ExecResult JSON
+        self.end: dict | None = None
         self.failure: str | None = None
 
     def feed(self, data: bytes) -> None:
@@ -574,8 +604,14 @@ class _NDJSON:
         if kind == "output":
             if self.on_output is not None:
                 self.on_output(Output.from_json(ev["output"]))
+        elif kind == "done" and "result" in ev:
+            self.result = ev["result"]
         elif kind == "done":
             self.execution = Execution.from_json(ev["execution"])
+        elif self.on_event is not None and "path" in ev:  # a watch's events
+            if kind == "end":
+                self.end = ev
+            self.on_event(ev)
         elif kind == "error":  # the service failed mid-stream (its status line had already gone out)
             self.failure = str(ev.get("message") or ev)
 
@@ -639,18 +675,34 @@ class RemoteSandbox:
                                "keeps happening, the service's log says why.")
         return stream.execution
 
-    async def aexec(self, cmd, *, shell: bool = False, timeout: float | None = None):
-        """A command in the sandbox's jail (``POST sandboxes/{id}/exec``): a ``burstlab.sandbox.ExecResult``."""
+    async def aexec(self, cmd, *, shell: bool = False, timeout: float | None = None,
+                    on_output: Callable[[Output], Any] | None = None):
+        """A command in the sandbox's jail (``POST sandboxes/{id}/exec``): a ``burstlab.sandbox.ExecResult``.
+        ``on_output(output)`` is called with its stdout and stderr as they come (the NDJSON stream)."""
         from burstlab.wire import ExecResult
 
-        data = await self.workspace._json("POST", f"{self._path}/exec", "exit_code", whole=True,
-                                          body={"cmd": cmd, "shell": shell, "timeout": timeout},
-                                          timeout=self._run_timeout(timeout))
+        body = {"cmd": cmd, "shell": shell, "timeout": timeout}
+        if on_output is None:
+            data = await self.workspace._json("POST", f"{self._path}/exec", "exit_code", whole=True, body=body,
+                                              timeout=self._run_timeout(timeout))
+        else:
+            stream = _NDJSON(on_output)
+            await self.workspace._request("POST", f"{self._path}/exec", body={**body, "stream": True},
+                                          timeout=self._run_timeout(timeout), on_chunk=stream.feed)
+            stream.finish()
+            if stream.result is None:
+                raise SandboxError(f"The exec stream of sandbox {self.id} ended without its result"
+                                   f"{': ' + stream.failure if stream.failure else ''}. Run the command again.")
+            data = stream.result
         return ExecResult(**{**data, "argv": tuple(data["argv"])})
 
-    def exec(self, cmd, *, shell: bool = False, timeout: float | None = None):
-        """Run a command (``["ls", "-la"]``, or ``"pip list"`` with ``shell=True``) in the sandbox's jail."""
-        return run_sync(self.aexec(cmd, shell=shell, timeout=timeout))
+    def exec(self, cmd, *, shell: bool = False, timeout: float | None = None,
+             on_output: Callable[[Output], Any] | None = None):
+        """Run a command (``["ls", "-la"]``, or ``"pip list"`` with ``shell=True``) in the sandbox's jail;
+        ``on_output`` is called in *this* thread with each output as it comes."""
+        if on_output is None:
+            return run_sync(self.aexec(cmd, shell=shell, timeout=timeout))
+        return _in_this_thread(lambda put: self.aexec(cmd, shell=shell, timeout=timeout, on_output=put), on_output)
 
     async def asnapshot(self, mode: str | None = "namespace") -> dict:
         """Snapshot the sandbox on the service (``POST sandboxes/{id}/snapshot``): the snapshot's record."""
@@ -739,6 +791,17 @@ class RemoteSandbox:
         await self.aclose()
 
 
+def _in_this_thread(start: Callable[[Callable[[Any], None]], Any], callback: Callable[[Any], Any]) -> Any:
+    """Run ``start(put)`` on burstlab's loop and call ``callback`` in this thread with each item it puts."""
+    items: queue.SimpleQueue = queue.SimpleQueue()
+    done = object()
+    future = submit(start(items.put))
+    future.add_done_callback(lambda _f: items.put(done))
+    while (item := items.get()) is not done:
+        callback(item)
+    return future.result()
+
+
 class RemoteFiles:
     """``sb.files``: read, write, list and remove files in the sandbox's work dir, over HTTP."""
 
@@ -774,6 +837,24 @@ class RemoteFiles:
 
     async def aremove(self, path: str) -> None:
         await self._sb.workspace._request("DELETE", self._path(path))
+
+    async def awatch(self, path: str, on_event: Callable[[dict], Any], timeout: float | None = None) -> str:
+        """Watch a directory of the work dir (``GET sandboxes/{id}/files/watch``): ``on_event`` gets each
+        ``FileEvent`` as a dict (``ready`` first, ``end`` last) until ``timeout`` seconds (default and most: the
+        service's max_wait) pass; returns why the watch ended."""
+        stream = _NDJSON(None, on_event)
+        params = {"path": path, "timeout": timeout}
+        await self._sb.workspace._request("GET", f"{self._sb._path}/files/watch", params=params,
+                                          timeout=(timeout or 3600) + _SLACK, on_chunk=stream.feed)
+        stream.finish()
+        if stream.end is None:
+            raise SandboxError(f"The watch of {path!r} in sandbox {self._sb.id} ended without its end event"
+                               f"{': ' + stream.failure if stream.failure else ''}; watch again.")
+        return str(stream.end.get("reason") or "")
+
+    def watch(self, path: str, on_event: Callable[[dict], Any], timeout: float | None = None) -> str:
+        """``awatch``, with ``on_event`` called in *this* thread."""
+        return _in_this_thread(lambda put: self.awatch(path, put, timeout), on_event)
 
     def read(self, path: str) -> bytes:
         return run_sync(self.aread(path))

@@ -232,7 +232,8 @@ class Manager(AgentRequests):
                 e.last_usage = e.sandbox.usage()
             except OSError:  # the cgroup went away under us (closing)
                 pass
-        return self.ws.sandbox_record(e.sandbox, state=e.state, usage=e.last_usage).to_json()  # its id, everywhere
+        state = "paused" if e.state == "running" and e.sandbox.paused else e.state  # its lifetime paused it
+        return self.ws.sandbox_record(e.sandbox, state=state, usage=e.last_usage).to_json()  # its id, everywhere
 
     def list_sandboxes(self, user: str) -> dict:
         self._forget_ended()
@@ -296,7 +297,8 @@ class Manager(AgentRequests):
             raise Conflict("The server is shutting down; no new sandboxes.")
         snap = self._snapshot(user, from_snapshot) if from_snapshot is not None else None
         template = body.get("template")
-        if template is not None and (snap is not None or set(body) - {"template", "lifetime", "notebook"}):
+        if template is not None and (snap is not None or set(body) - {"template", "lifetime", "lifetime_action",
+                                                                       "notebook"}):
             raise BadRequest("A sandbox from a template has the template's limits: give template with lifetime and "
                              "notebook only (and no ?from=).")
         try:
@@ -326,6 +328,7 @@ class Manager(AgentRequests):
             self._reserved_memory -= memory
         if body.get("lifetime") is not None:
             sandbox.set_lifetime(body["lifetime"])
+        sandbox.lifetime_action = body.get("lifetime_action", "close")
         entry = _SandboxEntry(id=self.ws.sandbox_id(sandbox), user=user, notebook=notebook, sandbox=sandbox,
                               created=time.time())
         self._sandboxes[entry.id] = entry

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from burstlab import _sync
 from burstlab.errors import SandboxError
 from burstlab.workspace import format_size, parse_size
 
@@ -23,10 +24,9 @@ MAX_TEMPLATES = 8  # templates one user keeps built
 MAX_WARM = 2  # sandboxes each template keeps ready
 
 
-def _loop_call(coro):
-    from .manager import _on_burstlab_loop
-
-    return _on_burstlab_loop(coro)
+async def _loop_call(coro):
+    """Run ``coro`` on burstlab's private loop (where sandboxes live) and await it here."""
+    return await asyncio.wrap_future(_sync.submit(coro))
 
 
 class AgentRequests:
@@ -82,7 +82,7 @@ class AgentRequests:
 
     def _template(self, user: str, template_id: str):
         from burstlab.errors import NotFoundError
-        from burstlab.sandbox import SandboxTemplate
+        from burstlab.workspace import SandboxTemplate
 
         held = self._template_pools().get((user, template_id))
         if held is not None:
@@ -95,7 +95,7 @@ class AgentRequests:
             raise BadRequest(str(exc)) from None
 
     def list_templates(self, user: str) -> dict:
-        from burstlab.sandbox import list_templates
+        from burstlab.workspace import list_templates
 
         try:
             records = list_templates(user)
@@ -112,7 +112,7 @@ class AgentRequests:
     async def create_template(self, user: str, body: Any) -> dict:
         """Build a template (``files``: text by path, ``packages`` importable in the sandbox, a ``setup`` cell run
         once) as the caller's, billed as a sandbox of theirs while it builds; instant when built before."""
-        from burstlab.sandbox import SandboxTemplate, list_templates
+        from burstlab.workspace import SandboxTemplate, list_templates
 
         body = validate("TemplateCreate", body, self.maxima)
         m = self.maxima

@@ -6,7 +6,7 @@
     jupyter burstlab mcp                                                           # in-process sandboxes
     python -m burstlab.jupyter_ext.mcp [--url URL] [--token-file PATH]             # the same, without jupyter
 
-Tools: ``create_sandbox``, ``run_cell``, ``sandbox_exec``, ``snapshot_sandbox``, ``restore_snapshot``,
+Tools: ``create_template``, ``create_sandbox``, ``run_cell``, ``sandbox_exec``, ``snapshot_sandbox``, ``restore_snapshot``,
 ``read_file``, ``write_file``, ``list_files``, ``list_sandboxes``, ``close_sandbox``. Each answers a short text summary for the model to read, and
 the same facts as structured JSON (``run_cell``: the :class:`~burstlab.wire.Execution` JSON, as the
 REST API returns it). A refused request (unknown sandbox, bad path, limit above the maximum, service
@@ -75,9 +75,15 @@ class RemoteBackend:
         self.ws = RemoteWorkspace(url, token)
         self.where = f"the burstlab service at {self.ws.url}"
 
-    def create(self, timeout: float | None, memory: str | None, network: bool):
-        sb = self.ws.sandbox(timeout=timeout, memory=memory, network=network, notebook="mcp")
+    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None):
+        if template is not None:
+            sb = self.ws.sandbox(template=template, notebook="mcp")
+        else:
+            sb = self.ws.sandbox(timeout=timeout, memory=memory, network=network, notebook="mcp")
         return sb.id, sb
+
+    def template(self, files: dict, packages: list, setup: str, timeout: float | None, memory: str | None) -> dict:
+        return self.ws.template(files=files, packages=packages, setup=setup, timeout=timeout, memory=memory)
 
     def get(self, sandbox_id: str):
         return self.ws.get_sandbox(sandbox_id)
@@ -107,6 +113,7 @@ class LocalBackend:
 
     def __init__(self, maxima: Maxima | None = None) -> None:
         self.sandboxes: dict[str, Any] = {}
+        self.templates: dict[str, Any] = {}  # id -> SandboxTemplate (built, with a warm pool of 1)
         self.maxima = maxima or Maxima()
         self.where = "this process (no BURSTLAB_URL: in-process sandboxes)"
 
@@ -122,10 +129,30 @@ class LocalBackend:
                                 "ask for less.")
         return float(timeout)
 
-    def create(self, timeout: float | None, memory: str | None, network: bool):
+    def template(self, files: dict, packages: list, setup: str, timeout: float | None, memory: str | None) -> dict:
+        from burstlab.workspace import SandboxTemplate, format_size, parse_size
+
+        m = self.maxima
+        size = parse_size(memory or min(1024**3, m.memory), "memory")
+        if size > m.memory:
+            raise BurstlabError(f"memory: {format_size(size)} is above this server's maximum of "
+                                f"{format_size(m.memory)}; ask for less.")
+        t = SandboxTemplate(files=files, packages=packages, setup=setup, memory=size,
+                            timeout=self._timeout(timeout) or min(300.0, m.timeout))
+        if t.id not in self.templates:
+            if len(self.templates) >= 8:
+                raise BurstlabError("8 templates are built here, this server's maximum; reuse one.")
+            t.build()
+            t.pool(1)
+            self.templates[t.id] = t
+        return {**self.templates[t.id].to_dict(), "warm": 1}
+
+    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None):
         from burstlab.workspace import Limits, format_size, get_workspace, parse_size
 
         m = self.maxima
+        if template is not None:
+            return self._from_template(template)
         if network and not m.network:
             raise BurstlabError("network: this MCP server gives sandboxes no network; leave it false (the person "
                                 "who starts it may pass --allow-network).")
@@ -147,6 +174,23 @@ class LocalBackend:
         ws = get_workspace()
         sb = _Bounded(ws.sandbox(**kwargs, network=bool(network), notebook="mcp"), self)
         sandbox_id = ws.sandbox_id(sb.sandbox)  # the workspace's one id for it (the one the panel and REST show)
+        self.sandboxes[sandbox_id] = sb
+        return sandbox_id, sb
+
+    def _from_template(self, template_id: str):
+        from burstlab.workspace import get_workspace
+
+        t = self.templates.get(template_id)
+        if t is None:
+            raise BurstlabError(f"No template {template_id!r} here; create_template makes one.")
+        if len(self.sandboxes) >= self.maxima.sandboxes_per_user:
+            raise BurstlabError(f"{len(self.sandboxes)} sandboxes are open, this server's maximum; close one with "
+                                "close_sandbox first.")
+        ws = get_workspace()
+        ws.admit_sandbox(ws.user, "mcp")
+        raw = t.sandbox(meter=ws.meter, user=ws.user, notebook="mcp")  # from the template's warm pool when ready
+        sb = _Bounded(raw, self)
+        sandbox_id = ws.sandbox_id(raw)  # registered: budgets and the workspace's close reach it
         self.sandboxes[sandbox_id] = sb
         return sandbox_id, sb
 
@@ -198,6 +242,9 @@ class LocalBackend:
             except BurstlabError:
                 pass
         self.sandboxes.clear()
+        for t in self.templates.values():
+            t.close()  # their warm pools (the builds stay cached)
+        self.templates.clear()
 
 
 class _Bounded:
@@ -274,12 +321,25 @@ def build_server(backend, maxima: Maxima | None = None) -> "MCPServer":
             raise ToolError(str(exc)) from exc
 
     @server.tool()
-    def create_sandbox(timeout: float | None = None, memory: str | None = None, network: bool = False) -> CallToolResult:
+    def create_template(setup: str = "", files: dict[str, str] | None = None, packages: list[str] | None = None,
+                        timeout: float | None = None, memory: str | None = None) -> CallToolResult:
+        """Build a sandbox template once and return its id: files (text, by path in the work dir), packages that
+        must import, and a setup cell run once whose variables every sandbox from it starts with. Building the
+        same content again is instant. Then create_sandbox(template_id=...) starts sandboxes in that state, fast."""
+        info = call(backend.template, dict(files or {}), list(packages or []), setup, timeout, memory)
+        return _result(f"Template {info['id']} is built ({len(info['files'])} files, packages {info['packages']}); "
+                       f"start sandboxes from it with create_sandbox(template_id={info['id']!r}).",
+                       {"template_id": info["id"], "template": info})
+
+    @server.tool()
+    def create_sandbox(timeout: float | None = None, memory: str | None = None, network: bool = False,
+                       template_id: str | None = None) -> CallToolResult:
         """Create an isolated, stateful Python sandbox and return its id.
 
         timeout: default seconds per run_cell (30 if not given); memory: e.g. "512MiB" or "2GiB";
-        network: give it network access (off by default)."""
-        sandbox_id, sb = call(backend.create, timeout, memory, network)
+        network: give it network access (off by default); template_id: start in a template's state (from
+        create_template), with its limits."""
+        sandbox_id, sb = call(backend.create, timeout, memory, network, template_id)
         info = backend.describe(sb)
         info["id"] = sandbox_id
         return _result(f"Created sandbox {sandbox_id} ({_limits_text(info)}) in {backend.where}.",

@@ -84,6 +84,9 @@ def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
             "cpus": {"type": "number", "minimum": MIN_CPUS, "maximum": m.cpus},
             "lifetime": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9,
                          "description": "seconds: the sandbox closes at this age (default: none)"},
+            "lifetime_action": {"type": "string", "enum": ["close", "pause"],
+                                "description": "what the lifetime's end does: close (the default) or pause (state "
+                                               "paused; the next use resumes it, saying so)"},
             "notebook": _NOTEBOOK,
             "template": {"type": "string", "maxLength": 64,
                          "description": "a template id of yours (POST templates): the sandbox starts in its state, "
@@ -158,7 +161,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Limits": _obj({**{k: (_NUM if k in ("timeout", "cpus") else _INT) for k in
                        ("timeout", "memory", "pids", "cpus", "output", "work_size", "tmp_size", "max_upload",
                         "max_download")},
-                    "lifetime": _nullable(_NUM), "expires_in": _nullable(_NUM)}),
+                    "lifetime": _nullable(_NUM), "expires_in": _nullable(_NUM),
+                    "lifetime_action": {"type": "string", "enum": ["close", "pause"]}}),
     "Snapshot": _obj({"id": _STR, "user": _STR, "created": _NUM, "mode": _STR, "size_bytes": _INT,
                       "captured": {"type": "array", "items": _STR},
                       "not_captured": {"type": "object", "additionalProperties": _STR},
@@ -260,7 +264,7 @@ _BUDGET = [{"name": "scope", "in": "path", "required": True, "schema": {"type": 
            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def _paths() -> dict[str, Any]:
+def _paths(maxima: Maxima = Maxima()) -> dict[str, Any]:
     ok = _json
     return {
         "/workspace": {"get": {"summary": "The workspace: user, version, Dask scheduler address (the operator's only)",
@@ -321,8 +325,9 @@ def _paths() -> dict[str, Any]:
             "parameters": _ID + [
                 {"name": "path", "in": "query", "required": True, "schema": {"type": "string"},
                  "description": "a directory relative to the work dir (\".\": all of it)"},
-                {"name": "timeout", "in": "query", "required": False, "schema": {"type": "string"},
-                 "description": "seconds the watch lasts (default and most: the service's max_wait)"}],
+                {"name": "timeout", "in": "query", "required": False,
+                 "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": maxima.wait},
+                 "description": f"seconds the watch lasts (default and most: {maxima.wait:g}, the service's max_wait)"}],
             "get": {"summary": "File events of the work dir (inotify inside the jail), streamed",
                     "responses": {"200": {"description": "one FileEvent per line: ready, then create/modify/delete "
                                                          "as they happen, then end (with its reason)",
@@ -411,7 +416,7 @@ def document(base_url: str = "/", version: str = "", maxima: Maxima = Maxima()) 
                                 "See docs/api.md."},
         "servers": [{"url": base_url.rstrip("/") + "/burstlab/api"}],
         "security": [{"token": []}],
-        "paths": _paths(),
+        "paths": _paths(maxima),
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer",
                                           "description": "`Authorization: token TOKEN` or `Bearer TOKEN`"}},

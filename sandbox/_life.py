@@ -4,7 +4,8 @@ One task per started sandbox, on burstlab's loop. Every ``METRICS_INTERVAL`` sec
 (wall time, CPU seconds, memory bytes, process count, output bytes the supervisor has received) to a bounded
 history (``METRICS_HISTORY`` samples: 10 minutes at the default interval), and closes the sandbox when it reaches
 its lifetime (``Sandbox(lifetime=...)``, ``set_lifetime``): its owner's next call says why, as for the idle
-timeout. Reading the cgroup is a few small file reads; the task holds only a weak reference to the sandbox.
+timeout; with ``lifetime_action="pause"`` it pauses it instead (``paused_why`` says why; the next run's output
+starts with a notice, and the resumed sandbox has a new lifetime). Reading the cgroup is a few small file reads; the task holds only a weak reference to the sandbox.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def lifetime_error_why(lifetime: float) -> str:
             "sb.set_lifetime(seconds) before it ends)")
 
 
+def lifetime_pause_why(lifetime: float) -> str:
+    return (f" (it reached its lifetime of {lifetime:g} s, and lifetime_action=\"pause\" paused it: its next use "
+            f"resumes it, with a new lifetime of {lifetime:g} s; variables that could not be pickled are lost)")
+
+
+async def _lifetime_pause(sb) -> None:
+    """Pause ``sb`` at its lifetime; a pause that fails (a snapshot past its size limit) closes it, saying why."""
+    try:
+        await sb.apause()
+    except Exception as exc:  # noqa: BLE001 - said to the owner through the close reason
+        await sb.aclose(why=f"{lifetime_error_why(sb.lifetime)[:-1]}; pausing it failed: {exc})")
+        return
+    if sb.paused:
+        sb.paused_why = lifetime_pause_why(sb.lifetime)
+
+
 def start(sb) -> asyncio.Task:
     """Start ``sb``'s minder on the running loop."""
     return asyncio.get_running_loop().create_task(_mind(weakref.ref(sb), sb._metrics))
@@ -60,10 +77,14 @@ async def _mind(ref, metrics: Metrics) -> None:
         step = metrics.interval
         if sb._deadline is not None:
             left = sb._deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and sb.lifetime_action == "pause":
+                sb._deadline = None  # its next resume counts a new lifetime (_snapshot.resume_locked)
+                asyncio.ensure_future(_lifetime_pause(sb))
+            elif left <= 0:
                 asyncio.ensure_future(sb.aclose(why=lifetime_error_why(sb.lifetime)))
                 return
-            step = min(step, left)
+            else:
+                step = min(step, left)
         sb = None  # no strong reference while asleep
         await asyncio.sleep(max(step, 0.01))
 

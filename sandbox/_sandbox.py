@@ -151,7 +151,9 @@ class Sandbox(AgentFeatures):
     ``"host:port"``, ``"ip"`` and ``"CIDR"`` entries it may reach and nothing else (docs/sandbox.md).
     ``sandbox_idle_timeout``: a started sandbox that runs nothing for this many seconds is closed.
     ``idle_action="pause"``: the idle timeout pauses it (``pause()``) instead of closing it.
-    ``lifetime``: a started sandbox is closed at this age (seconds; ``set_lifetime`` changes it); ``metrics()``
+    ``lifetime``: a started sandbox is closed at this age (seconds; ``set_lifetime`` changes it), or paused with
+    ``lifetime_action="pause"`` (``paused_why`` says so; its next use resumes it, and its next run's output says
+    so, with a new lifetime counted from the resume); ``metrics()``
     is its CPU, memory, pids and output as a time series; ``exec(cmd)`` runs a command in its jail.
     """
 
@@ -162,7 +164,7 @@ class Sandbox(AgentFeatures):
         max_upload: int | str | None = None, max_download: int | str | None = None,
         gpu: str | None = None, meter: Any = AUTO, user: str = "", notebook: str = "",
         limits: Limits | None = None, sandbox_idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-        lifetime: float | None = None, idle_action: str = "close",
+        lifetime: float | None = None, idle_action: str = "close", lifetime_action: str = "close",
         env: dict[str, str] | None = None, secrets: Any = None,
     ) -> None:
         lim = make_limits(limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus, output=output,
@@ -189,6 +191,11 @@ class Sandbox(AgentFeatures):
         if idle_action not in ("close", "pause"):
             raise SandboxError(f"idle_action={idle_action!r}: give \"close\" or \"pause\".")
         self.idle_action = idle_action
+        if lifetime_action not in ("close", "pause"):
+            raise SandboxError(f"lifetime_action={lifetime_action!r}: give \"close\" or \"pause\".")
+        self.lifetime_action = lifetime_action
+        self.paused_why = ""  # why the sandbox is paused, when its lifetime paused it (_life.py)
+        self._notice = ""  # said once, ahead of the next run's output (a resume after a lifetime pause)
         self.last_active = time.monotonic()
         self._busy = 0
         self._closed_why = ""
@@ -578,8 +585,9 @@ class Sandbox(AgentFeatures):
     async def _ensure_kernel(self) -> str:
         """(Lock held.) Start the sandbox, or a new kernel if the last one exited; returns the notice to show."""
         await self._start_locked()
+        notice, self._notice = self._notice, ""
         if self._kernel is not None and not self._kernel.exited.done():
-            return ""
+            return notice
         status = self._kernel.exited.result() if self._kernel else None
         await self._kill_kernel()
         self.restarts += 1

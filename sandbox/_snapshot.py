@@ -428,6 +428,11 @@ async def resume_locked(sb) -> None:
         sb._paused = snap  # still paused: the next use tries again
         raise
     drop(snap)
+    if sb.paused_why:  # its lifetime paused it: say so ahead of the next run's output, and count a new lifetime
+        sb._notice = f"[burstlab: this sandbox was paused{sb.paused_why}; it was resumed for this run]\n"
+        sb.paused_why = ""
+        if sb.lifetime is not None:
+            sb._deadline = time.monotonic() + sb.lifetime
 
 
 async def afork(sb, n: int, mode: str | None = "namespace", pool: Any = None) -> list:

@@ -17,7 +17,8 @@ _default.provide(get_workspace)  # fan-out, below this layer, reaches the proces
 # What front doors need from the leaves, through this package, loaded on first use (importing the sandbox package
 # costs ~0.4 s, and a %%gpu notebook never needs it): the sandbox's sizes and limits; files to and from a session.
 _LAZY = {"Limits": "burstlab.sandbox", "format_size": "burstlab.sandbox._limits", "parse_size": "burstlab.sandbox",
-         "download": "burstlab.remote_kernel.files", "upload": "burstlab.remote_kernel.files"}
+         "download": "burstlab.remote_kernel.files", "upload": "burstlab.remote_kernel.files",
+         "SandboxTemplate": "burstlab.sandbox", "list_templates": "burstlab.sandbox"}  # templates by id (REST, MCP)
 
 
 def __getattr__(name: str):
@@ -31,5 +32,5 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["Limits", "Workspace", "default_notebook", "download", "format_size", "get_workspace", "group_usage",
-           "no_gpu_message", "parse_size", "upload", "usage", "write_csv"]
+__all__ = ["Limits", "SandboxTemplate", "Workspace", "default_notebook", "download", "format_size", "get_workspace", "group_usage",
+           "list_templates", "no_gpu_message", "parse_size", "upload", "usage", "write_csv"]

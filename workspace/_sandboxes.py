@@ -207,7 +207,7 @@ def record(sb, sandbox_id: str, created: float, state: str = "running", usage: d
         limits={"timeout": lim.timeout, "memory": lim.memory, "pids": lim.pids, "cpus": lim.cpus,
                 "output": lim.output, "work_size": lim.work_size, "tmp_size": lim.tmp_size,
                 "max_upload": lim.max_upload, "max_download": lim.max_download,
-                "lifetime": sb.lifetime, "expires_in": sb.expires_in},
+                "lifetime": sb.lifetime, "expires_in": sb.expires_in, "lifetime_action": sb.lifetime_action},
         usage={"cpu_s": float(usage.get("cpu_s", 0.0)), "wall_s": float(usage.get("wall_s", 0.0)),
                "memory_peak": int(usage.get("memory_peak_bytes", 0))},
     )

@@ -58,7 +58,7 @@ export interface ISandbox {
   id: string;
   user: string;
   notebook: string;
-  state: 'running' | 'closed';
+  state: 'running' | 'paused' | 'closed';
   created: number;
   network: boolean;
   limits: ISandboxLimits;

@@ -186,3 +186,70 @@ def test_templates_by_id_are_their_owners_alone(svc, doc):
     assert call(svc, "alice", "DELETE", f"templates/{tpl['id']}")[0] == 200
     assert call(svc, "alice", "POST", "sandboxes", json={"template": tpl["id"]})[0] == 404
     assert call(svc, "bob", "DELETE", f"templates/{bobs['id']}")[0] == 200
+
+
+def test_the_client_consumes_the_streams_and_templates(svc):
+    from burstlab.client import RemoteWorkspace
+
+    with RemoteWorkspace(svc.url, svc.tokens["alice"]) as ws:
+        tpl = ws.template(setup="base = 41", memory="256MiB", timeout=60, warm=0)
+        assert tpl["id"] in [t["id"] for t in ws.templates()]
+        with ws.sandbox(template=tpl["id"]) as sb:
+            assert sb.run("base + 1").text == "42"
+            seen = []
+            r = sb.exec("echo one; sleep 0.2; echo two >&2; exit 3", shell=True, on_output=seen.append)
+            assert (r.exit_code, r.stdout, r.stderr) == (3, "one\n", "two\n")
+            assert [(o.name, o.text) for o in seen] == [("stdout", "one\n"), ("stderr", "two\n")]
+            events: list[dict] = []
+
+            def on_event(e):
+                events.append(e)
+                if e["event"] == "ready":  # in this thread, while the watch runs: make a change it sees
+                    sb.exec(["mkdir", "made"])
+
+            assert sb.files.watch(".", on_event, timeout=2) == "timeout"
+            assert [(e["event"], e["path"]) for e in events] == [("ready", "."), ("create", "made"), ("end", "")]
+
+
+async def _template_agent(session):
+    built = await session.call_tool("create_template", {"setup": "seed = 7", "memory": "256MiB", "timeout": 60})
+    assert not built.is_error, built.content
+    tid = built.structured_content["template_id"]
+    again = await session.call_tool("create_template", {"setup": "seed = 7", "memory": "256MiB", "timeout": 60})
+    assert again.structured_content["template_id"] == tid
+    created = await session.call_tool("create_sandbox", {"template_id": tid})
+    assert not created.is_error, created.content
+    sid = created.structured_content["sandbox_id"]
+    r = await session.call_tool("run_cell", {"sandbox_id": sid, "code": "seed * 6"})
+    bad = await session.call_tool("create_sandbox", {"template_id": "tpl-" + "0" * 24})
+    await session.call_tool("close_sandbox", {"sandbox_id": sid})
+    return r, bad
+
+
+@pytest.mark.parametrize("where", ["in-process"])  # the service path is the client's (tested above)
+def test_mcp_templates(svc, where):
+    pytest.importorskip("mcp")
+    import anyio
+    from test_mcp import _agent, _params
+
+    env = {"BURSTLAB_URL": svc.url, "BURSTLAB_TOKEN": svc.tokens["bob"]} if where == "service" else {}
+    r, bad = anyio.run(_agent, _params(env, jupyter=where == "service"), _template_agent)
+    assert not r.is_error and r.structured_content["outputs"][-1]["data"]["text/plain"] == "42"
+    assert bad.is_error and "template" in "".join(c.text for c in bad.content)
+
+
+def test_a_lifetime_that_pauses_over_rest(svc):
+    from waiting import wait_for
+
+    code, sb = call(svc, "alice", "POST", "sandboxes", json={"lifetime": 1, "lifetime_action": "pause"})
+    assert code == 201 and sb["limits"]["lifetime_action"] == "pause", sb
+    sid = sb["id"]
+    try:
+        assert call(svc, "alice", "POST", f"sandboxes/{sid}/execute", json={"code": "kept = 'yes'"})[0] == 200
+        wait_for(lambda: call(svc, "alice", "GET", f"sandboxes/{sid}")[1]["state"] == "paused", 20, "the pause")
+        code, ex = call(svc, "alice", "POST", f"sandboxes/{sid}/execute", json={"code": "kept"})
+        assert code == 200 and ex["outputs"][-1]["data"]["text/plain"] == "'yes'"
+        assert "reached its lifetime of 1 s" in ex["outputs"][0]["text"]  # the owner is told why
+        assert call(svc, "alice", "GET", f"sandboxes/{sid}")[1]["state"] == "running"
+    finally:
+        call(svc, "alice", "DELETE", f"sandboxes/{sid}")
