@@ -1,7 +1,8 @@
 """The process's default workspace, as the layers below the workspace reach it.
 
 Fan-out (``burstlab.map(fn, xs)`` with no ``workspace=``) and a sandbox made directly (``burstlab.Sandbox()``,
-metered by the process's workspace) need it, but sit below it and must not import it. The workspace package hands its ``get_workspace`` down here when it is imported (and the
+adopted by the process's workspace as it starts: metered, budgeted, registered, and given a warm sandbox from its
+pool when the pool serves its settings) need it, but sit below it and must not import it. The workspace package hands its ``get_workspace`` down here when it is imported (and the
 ``burstlab`` facade imports it before any name that needs it), so the dependency is passed down, not reached up for.
 """
 

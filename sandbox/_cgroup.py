@@ -144,9 +144,13 @@ class Cgroup:
             _write(f"{d}/cpu.max", f"{quota} {period}")
             return
         m = self.dirs["memory"]
-        _write(f"{m}/memory.limit_in_bytes", str(lim.memory))
-        if os.path.exists(f"{m}/memory.memsw.limit_in_bytes"):
-            _write(f"{m}/memory.memsw.limit_in_bytes", str(lim.memory))
+        files = [f"{m}/memory.limit_in_bytes", f"{m}/memory.memsw.limit_in_bytes"]
+        if not os.path.exists(files[1]):
+            files.pop()
+        elif lim.memory > int(_read(files[0]) or 0):  # raising a live sandbox's: memory + swap must never be below memory
+            files.reverse()
+        for path in files:
+            _write(path, str(lim.memory))
         _write(f"{self.dirs['pids']}/pids.max", str(lim.pids))
         _write(f"{self.dirs['cpu']}/cpu.cfs_period_us", str(period))
         _write(f"{self.dirs['cpu']}/cpu.cfs_quota_us", str(quota))

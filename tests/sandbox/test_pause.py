@@ -17,6 +17,15 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _status(pid: int) -> str:
+    """/proc/PID/status, or "" if the process exited since it was listed (other sandboxes come and go meanwhile)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def test_pause_frees_everything_and_the_next_use_resumes(home, leftovers):
     procs, _ = leftovers
     with Sandbox(timeout=10, memory="256MiB", meter=None, user="carol") as sb:
@@ -25,7 +34,7 @@ def test_pause_frees_everything_and_the_next_use_resumes(home, leftovers):
         old_uid, old_dir = sb.uid, sb.state_dir
         sb.pause()
         assert sb.paused and not sb.started and sb.paused_snapshot.captured == ("f", "x")
-        assert not [p for p in procs() if f"\t{old_uid}\t" in open(f"/proc/{p}/status").read()]
+        assert not [p for p in procs() if f"\t{old_uid}\t" in _status(p)]
         assert sb.usage()["memory_bytes"] == 0 and len(list_snapshots("carol")) == 1
         assert sb.run("f(), x[-1]").text == "('back', 4)"  # resumed by the run, as the same object
         assert not sb.paused and sb.uid != old_uid and sb.state_dir != old_dir

@@ -54,6 +54,14 @@ def test_a_plain_sandbox_takes_a_warm_one_and_keeps_its_own_settings(ws):
     assert (rows[0].user, rows[0].notebook, rows[0].stop_ns is not None) == (ws.user, "pooled.ipynb", True)
 
 
+def test_a_warm_one_can_get_more_memory_than_the_pool_started_it_with(ws):
+    pool = _ready_pool(ws)
+    waiting = {sb.uid for sb in list(pool._ready._queue)}
+    with Sandbox(timeout=10, memory="1GiB") as sb:
+        assert sb.uid in waiting and sb.limits.memory == 2**30
+        assert sb.run("b = bytearray(700 * 2**20); len(b) >> 20").text == "700"  # past the pool's 512 MiB
+
+
 def test_what_the_pool_cannot_serve_starts_cold(ws):
     pool = _ready_pool(ws)
     waiting = {sb.uid for sb in list(pool._ready._queue)}
