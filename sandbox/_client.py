@@ -198,11 +198,11 @@ class KernelClient:
     async def interrupt(self) -> None:
         self.session.send(self.control, self.session.msg("interrupt_request", {}))
 
-    def send_execute(self, code: str) -> str:
+    def send_execute(self, code: str, store_history: bool = True) -> str:
         if self._drain is not None:
             self._drain.cancel()  # now, before the request goes out: none of this cell's output is drained
         msg = self.session.msg("execute_request", {
-            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "code": code, "silent": False, "store_history": store_history, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True,
         })
         self.session.send(self.shell, msg)

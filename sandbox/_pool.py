@@ -19,9 +19,11 @@ from burstlab._sync import run_sync, submit
 from burstlab.errors import SandboxError
 
 from . import _reaper, _sandbox
+from ._client import Collected
 from ._sandbox import DEFAULT_IDLE_TIMEOUT, Sandbox
 from ._watch import Watch
 
+WARM_TIMEOUT = 60.0  # seconds a new pool sandbox's warm-up run may take (a loaded machine)
 REFILL_DELAY = 0.2  # seconds: a first run from the pool takes ~10 ms; starting the next sandbox meanwhile doubled it
 
 
@@ -98,7 +100,7 @@ class SandboxPool:
             await sb.astart()
             if self._prepare is not None:
                 await self._prepare(sb)
-            await sb.arun("None")  # warm the shell's first-run paths
+            await _warm(sb)
         except BaseException:
             await sb.aclose()
             raise
@@ -189,6 +191,17 @@ class SandboxPool:
         if self._ready is not None:
             while not self._ready.empty():
                 await self._ready.get_nowait().aclose()
+
+
+async def _warm(sb: Sandbox) -> None:
+    """Run one cell that warms the kernel's first-run paths and leaves no trace: not in its history, so whoever
+    takes the sandbox starts at In [1], as in a sandbox of its own."""
+    k = sb._kernel
+    assert k is not None
+    msg_id = k.client.send_execute("None", store_history=False)
+    how = await k.client.collect(msg_id, Collected(sb.limits.output), time.monotonic() + WARM_TIMEOUT, k.exited)
+    if how != "done":
+        raise SandboxError(f"A pool's new sandbox did not finish its warm-up run ({how}); see its log:\n{sb.log(4000)}")
 
 
 def prestart(pool: SandboxPool) -> None:

@@ -40,7 +40,8 @@ def test_a_plain_sandbox_takes_a_warm_one_and_keeps_its_own_settings(ws):
         assert pool.ready == pool.size - 1
         assert (sb.limits.timeout, sb.limits.memory, sb.limits.cpus) == (7.0, 256 * 1024**2, 0.5)
         assert sb._cgroup.dirs and sb.expires_in is not None and sb.expires_in > 590
-        assert sb.run("import os\nx = 41\nx + 1").text == "42"
+        first = sb.run("import os\nx = 41\nx + 1")
+        assert first.text == "42" and first.execution_count == 1  # In [1], as in a new one: the warm-up left no trace
         assert sb.run("x").text == "41"
         sb.files.write("a.txt", b"hi")
         assert sb.files.read("a.txt") == b"hi"
