@@ -155,7 +155,8 @@ class MapStatus:
                 "their results are in this error's .partial ({index: result}); pass checkpoint='runs/NAME' to keep "
                 "them across runs")
         raise FanoutError(
-            f"The map {self.name} ({self.id}) lost every {kind}host it could run on: {'; '.join(what) or 'none is up'}. "
+            f"The map {self.name} ({self.id}) lost every {kind}host it could run on: "
+            f"{'; '.join(what) or f'none has been up for {lost_after:g} s'}. "
             f"No other host has {'an ' + self.resource if self.resources else 'a worker'}. {self.done} of {total} "
             f"inputs had finished; {kept}. Start `burstlab worker` on that host again (or another host with "
             f"{'an ' + self.resource if self.resources else 'workers'}), or ask for another GPU type "

@@ -167,4 +167,5 @@ def start_errors(scheduler) -> dict[str, tuple[float, str]]:
     return errors
 
 
-__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "check_min_idle", "decide", "scheduler_demand", "start_errors"]
+__all__ = ["SLOT_PREFIX", "CatalogueEntry", "SlotAdaptive", "check_min_idle", "decide", "scheduler_demand",
+           "start_errors"]

@@ -236,5 +236,5 @@ def describe(cluster) -> str:
     return type(cluster).__name__
 
 
-__all__ = ["ManagedAdaptive", "catalogue", "kubernetes_spec", "cluster_class", "describe", "resources_of", "start_managed",
-           "worker_options"]
+__all__ = ["ManagedAdaptive", "catalogue", "cluster_class", "describe", "kubernetes_spec", "resources_of",
+           "start_managed", "worker_options"]

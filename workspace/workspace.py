@@ -128,14 +128,24 @@ class Workspace:
                                                   idle_timeout=self.config.worker_idle_timeout,
                                                   min_idle=self.config.min_idle)
                     self._client = Client(self._cluster, set_as_default=False)
-                else:
-                    self._cluster = start_embedded(
-                        discover(self.config.declared_gpus), self.config.worker_threads,
-                        idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
-                        home=self.config.home, min_idle=self.config.min_idle,
-                    )
-                    self._client = Client(self._cluster, set_as_default=False)
-                    self.watcher.start()  # records the embedded cluster's GPU up-time from now on
+                else:  # the embedded cluster, shared by this machine's notebook processes (remote_kernel/_shared.py)
+                    from burstlab.remote_kernel import _shared
+
+                    gpus = discover(self.config.declared_gpus)
+                    self._cluster, joined = _shared.join_or_start(
+                        self.config.home, _shared.serves(gpus), lambda: start_embedded(
+                            gpus, self.config.worker_threads,
+                            idle_timeout=self.config.worker_idle_timeout, interval=self.config.adapt_interval,
+                            home=self.config.home, min_idle=self.config.min_idle,
+                        ))
+                    if joined:  # another notebook process runs it: lease from the same scheduler
+                        from burstlab.remote_kernel._tls import embedded_security
+
+                        self._client = Client(joined, timeout="10s", set_as_default=False,
+                                              security=embedded_security(self.config.home))
+                    else:
+                        self._client = Client(self._cluster, set_as_default=False)
+                        self.watcher.start()  # records the embedded cluster's GPU up-time from now on
                 if self.config.kernel_pool_size > 0 and not self._client.run_on_scheduler(_has_pool_plugin):
                     # Once per cluster: registering again would restart every worker's warm pool.
                     self._client.register_plugin(KernelPoolPlugin(self.config.kernel_pool_size))
@@ -652,6 +662,9 @@ def _close_at_shutdown(ws: Workspace) -> None:
         threading._register_atexit(ws.close)  # the hook concurrent.futures itself uses (Python >= 3.9)
     except (AttributeError, RuntimeError):  # RuntimeError: the interpreter is already shutting down
         atexit.register(ws.close)
+                from burstlab.remote_kernel._shared import withdraw
+
+                withdraw(self.config.home, self._cluster.scheduler_address)  # no other notebook joins it now
 
 
 def no_gpu_message(client=None) -> str:

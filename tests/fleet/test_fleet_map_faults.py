@@ -48,7 +48,8 @@ def _map_until_fault(ws, fault, **options) -> tuple[FanoutError, float, int, lis
     at: dict = {}
 
     def finished() -> int:
-        return max((m.done or 0 for m in ws.list_maps() if (m.name or "").endswith("slow") and m.state == "running"), default=0)
+        maps = [m for m in ws.list_maps() if (m.name or "").endswith("slow") and m.state == "running"]
+        return max((m.done or 0 for m in maps), default=0)
 
     def watch():
         try:
