@@ -126,9 +126,9 @@ def _billed_sql(end: str, start: str = "start_ns") -> str:
 class Ledger:
     """Intervals and budgets in one database; safe to share between threads, and between processes."""
 
-    def __init__(self, path_or_url: str | os.PathLike = "", home: str | os.PathLike = ""):
+    def __init__(self, path_or_url: str | os.PathLike | None = "", home: str | os.PathLike = ""):
         """``Ledger(path)`` opens SQLite at ``path``; ``Ledger("postgresql://...")`` a PostgreSQL ledger."""
-        url = str(path_or_url)
+        url = "" if path_or_url is None else str(path_or_url)  # None: the default, never a file named "None"
         if url and "://" not in url:
             url = "sqlite://" + (url if url == ":memory:" else os.path.abspath(url))
         self.db = backend_for(url, home)

@@ -322,3 +322,13 @@ def test_postgresql_connection_dropped_by_the_server_is_reopened(postgres_url):
 def test_owner_tag_names_this_process():
     host, pid, created = owner_tag().split(":")
     assert host == HOST and int(pid) == os.getpid() and int(created) > 0
+
+
+def test_no_url_means_the_home_ledger_never_a_file_named_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ledger = open_ledger(None, tmp_path / "home")
+    try:
+        assert ledger.where.endswith("ledger.sqlite") and str(tmp_path / "home") in ledger.where
+        assert not (tmp_path / "None").exists()
+    finally:
+        ledger.close()
