@@ -349,10 +349,17 @@ class RemoteWorkspace:
 
     async def asandbox(self, timeout: float | None = None, memory: int | str | None = None, network: bool = False, *,
                        pids: int | None = None, cpus: float | None = None, notebook: str | None = None,
-                       template: str | None = None) -> "RemoteSandbox":
+                       template: str | None = None, env: dict | None = None, secrets: Any = None) -> "RemoteSandbox":
         """Create a sandbox on the service (running when this returns); closed with this workspace. ``template``:
-        the id of one of your templates (``template()``): it starts in that state, with the template's limits."""
+        the id of one of your templates (``template()``): it starts in that state, with the template's limits.
+        ``env`` and ``secrets`` (names read here, from this process's environment or ``BURSTLAB_HOME/secrets.env``,
+        or ``{name: value}``) are its kernel's environment; the service redacts secrets in everything it answers."""
         body: dict[str, Any] = {"network": bool(network)} if template is None else {"template": template}
+        if env or secrets:
+            from burstlab.secrets import split
+
+            values, secret_values = split(env, secrets)  # checked here: a bad name never leaves this process
+            body.update({"env": values} if values else {}, **({"secrets": secret_values} if secret_values else {}))
         for key, value in (("timeout", timeout), ("memory", memory), ("pids", pids), ("cpus", cpus),
                            ("notebook", notebook)):
             if value is not None:
@@ -465,10 +472,10 @@ class RemoteWorkspace:
 
     def sandbox(self, timeout: float | None = None, memory: int | str | None = None, network: bool = False, *,
                 pids: int | None = None, cpus: float | None = None, notebook: str | None = None,
-                template: str | None = None) -> "RemoteSandbox":
+                template: str | None = None, env: dict | None = None, secrets: Any = None) -> "RemoteSandbox":
         """Create a sandbox on the service; ``with ws.sandbox(...) as sb:`` closes it at the end."""
         return run_sync(self.asandbox(timeout, memory, network, pids=pids, cpus=cpus, notebook=notebook,
-                                      template=template))
+                                      template=template, env=env, secrets=secrets))
 
     def sandboxes(self) -> list["RemoteSandbox"]:
         """The user's sandboxes on the service (including ones other clients created)."""

@@ -75,11 +75,13 @@ class RemoteBackend:
         self.ws = RemoteWorkspace(url, token)
         self.where = f"the burstlab service at {self.ws.url}"
 
-    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None):
+    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None,
+               env: dict | None = None, secrets: dict | None = None):
         if template is not None:
             sb = self.ws.sandbox(template=template, notebook="mcp")
         else:
-            sb = self.ws.sandbox(timeout=timeout, memory=memory, network=network, notebook="mcp")
+            sb = self.ws.sandbox(timeout=timeout, memory=memory, network=network, notebook="mcp", env=env,
+                                 secrets=secrets)
         return sb.id, sb
 
     def template(self, files: dict, packages: list, setup: str, timeout: float | None, memory: str | None) -> dict:
@@ -147,7 +149,8 @@ class LocalBackend:
             self.templates[t.id] = t
         return {**self.templates[t.id].to_dict(), "warm": 1}
 
-    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None):
+    def create(self, timeout: float | None, memory: str | None, network: bool, template: str | None = None,
+               env: dict | None = None, secrets: dict | None = None):
         from burstlab.workspace import Limits, format_size, get_workspace, parse_size
 
         m = self.maxima
@@ -172,6 +175,8 @@ class LocalBackend:
             kwargs["memory"] = size
         # From the process workspace's warm pool (a new one when it has none ready), metered to its user.
         ws = get_workspace()
+        if env or secrets:  # a sandbox of its own (a warm one has not got them)
+            kwargs.update(env=env or {}, secrets=secrets or {})
         sb = _Bounded(ws.sandbox(**kwargs, network=bool(network), notebook="mcp"), self)
         sandbox_id = ws.sandbox_id(sb.sandbox)  # the workspace's one id for it (the one the panel and REST show)
         self.sandboxes[sandbox_id] = sb
@@ -295,6 +300,14 @@ def summarise(ex: Execution) -> str:
     return text + f"\n\n[{ex.duration_s:.3f} s, execution count {ex.execution_count}]"
 
 
+def _secrets_from_file(names: list[str]) -> dict[str, str]:
+    """Secrets an agent names come only from the person's secrets file, never from this process's environment
+    (which holds their other credentials)."""
+    from burstlab.secrets import resolve
+
+    return resolve(names, environ={})
+
+
 def _result(text: str, data: dict, is_error: bool = False) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data, is_error=is_error)
 
@@ -333,13 +346,17 @@ def build_server(backend, maxima: Maxima | None = None) -> "MCPServer":
 
     @server.tool()
     def create_sandbox(timeout: float | None = None, memory: str | None = None, network: bool = False,
-                       template_id: str | None = None) -> CallToolResult:
+                       template_id: str | None = None, env: dict[str, str] | None = None,
+                       secrets: list[str] | None = None) -> CallToolResult:
         """Create an isolated, stateful Python sandbox and return its id.
 
         timeout: default seconds per run_cell (30 if not given); memory: e.g. "512MiB" or "2GiB";
         network: give it network access (off by default); template_id: start in a template's state (from
-        create_template), with its limits."""
-        sandbox_id, sb = call(backend.create, timeout, memory, network, template_id)
+        create_template), with its limits; env: environment variables, e.g. {"WANDB_MODE": "offline"};
+        secrets: names of secrets the person put in their BURSTLAB_HOME/secrets.env, set in the sandbox's
+        environment (their values are never shown: outputs say [redacted])."""
+        secret_values = call(_secrets_from_file, secrets) if secrets else None
+        sandbox_id, sb = call(backend.create, timeout, memory, network, template_id, env, secret_values)
         info = backend.describe(sb)
         info["id"] = sandbox_id
         return _result(f"Created sandbox {sandbox_id} ({_limits_text(info)}) in {backend.where}.",

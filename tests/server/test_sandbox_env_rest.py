@@ -51,3 +51,30 @@ def test_bad_env_is_a_400_that_quotes_no_secret(service, body, needle):
     code, text = call(service, "alice", "POST", "sandboxes", json=body)
     assert code == 400 and needle in text, text
     assert "987654321" not in text and "v" * 100 not in text
+
+
+def test_mcp_create_sandbox_with_env_and_secrets_from_the_file_only(service, tmp_path):
+    import anyio
+
+    from test_mcp import _agent, _params, _text
+
+    (tmp_path / "secrets.env").write_text("MCP_KEY=from-file-secret-1\n")
+    os.chmod(tmp_path / "secrets.env", 0o600)
+
+    async def body(session):
+        created = await session.call_tool("create_sandbox", {"env": {"MODE": "x"}, "secrets": ["MCP_KEY"]})
+        sid = created.structured_content["sandbox_id"]
+        ran = await session.call_tool("run_cell", {"sandbox_id": sid, "code": (
+            "import os\nprint(os.environ['MCP_KEY'])\n"
+            "(os.environ['MODE'], os.environ['MCP_KEY'] == 'from-file-' + 'secret-1')")})
+        refused = await session.call_tool("create_sandbox", {"secrets": ["ONLY_IN_ENV"]})
+        await session.call_tool("close_sandbox", {"sandbox_id": sid})
+        return ran, refused
+
+    env = {"BURSTLAB_HOME": str(tmp_path), "ONLY_IN_ENV": "an-mcp-process-credential",
+           "BURSTLAB_URL": service.url, "BURSTLAB_TOKEN": service.tokens["alice"]}
+    ran, refused = anyio.run(_agent, _params(env, jupyter=True), body)
+    assert not ran.is_error, _text(ran)
+    assert "from-file-secret-1" not in _text(ran) + repr(ran.structured_content)
+    assert "[redacted]" in _text(ran) and "('x', True)" in _text(ran)
+    assert refused.is_error and "The secret ONLY_IN_ENV is not set" in _text(refused)  # never the process's env
