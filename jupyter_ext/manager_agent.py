@@ -145,10 +145,10 @@ class AgentRequests:
             finally:
                 self._reserved[user] -= 1
                 self._reserved_memory -= memory
-        tpl = held or tpl
+        tpl = held or pools.get((user, tpl.id)) or tpl  # a request for the same content may have finished first
         warm = int(body.get("warm", 1))
-        if held is None and warm > 0:
-            pools[(user, tpl.id)] = tpl
+        if (user, tpl.id) not in pools and warm > 0:
+            pools[(user, tpl.id)] = tpl  # before the await: a parallel request finds it
             await _loop_call(tpl.apool(warm))
         return {**tpl.to_dict(), "warm": self._warm(tpl)}
 

@@ -36,6 +36,17 @@ from ._limits import make_limits
 _ID = re.compile(r"^tpl-[0-9a-f]{24}$")
 
 
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _module_of(pkg: str) -> str:
+    """The module a package requirement (``"numpy"``, ``"my-pkg==1.0"``) is imported as."""
+    mod = re.split(r"[=<>!~\[; ]", pkg, maxsplit=1)[0].strip().replace("-", "_")
+    if not _MODULE.match(mod):
+        raise SandboxError(f"packages: {pkg!r} is not a package name (e.g. \"numpy\" or \"my-pkg==1.0\").")
+    return mod
+
+
 def templates_root() -> Path:
     return _snapshot.snapshot_root().parent / "templates"
 
@@ -51,6 +62,8 @@ class SandboxTemplate:
         self.user = user
         self.files = {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in (files or {}).items()}
         self.packages = [str(p) for p in packages]
+        for pkg in self.packages:
+            _module_of(pkg)  # a name that can be imported, or a SandboxError now
         self.wheels = wheels
         self.setup = setup
         self.limits = make_limits(timeout=timeout, memory=memory)
@@ -139,8 +152,7 @@ class SandboxTemplate:
                 await sb.aexec(["rm", "-rf", ".wheels"])
                 await sb.arun("import sys; sys.path.insert(0, '/home/user/.packages')")
             for pkg in self.packages:
-                mod = pkg.split("==")[0].split(">")[0].split("<")[0].strip().replace("-", "_")
-                ex = await sb.arun(f"import {mod}")
+                ex = await sb.arun(f"import {_module_of(pkg)}")
                 if ex.error is not None:
                     raise SandboxError(f"Template {self.id}: package {pkg!r} is not importable in the sandbox "
                                        f"({ex.error.ename}: {ex.error.evalue}); give wheels= a directory holding it.")

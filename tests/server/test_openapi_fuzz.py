@@ -3,8 +3,9 @@ and every answer is one the document describes (status, content type, schema).
 
 Two checks are left out, each for a reason:
 - ``missing_required_header`` wants 401 without a token; jupyter_server answers 403 (docs/api.md says so).
-- ``positive_data_acceptance`` on POST sessions and POST sandboxes: a GPU type this workspace lacks, and a
-  size string above the memory maximum, are valid JSON Schema and still a 400 (JSON Schema cannot state them).
+- ``positive_data_acceptance`` on POST sessions, POST sandboxes and POST templates: a GPU type this workspace lacks,
+  a size string above the memory maximum, and a set-up cell that raises, are valid JSON Schema and still a 400
+  (JSON Schema cannot state them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ checks.positive_data_acceptance.enabled = false
 
 [[operations]]
 include-path = "/sandboxes"
+include-method = "POST"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/templates"
 include-method = "POST"
 checks.positive_data_acceptance.enabled = false
 """
