@@ -152,15 +152,18 @@ CHANNELS = (("shell_port", 1, zmq.ROUTER, zmq.DEALER), ("iopub_port", 2, zmq.XPU
 
 
 class Forwarder:
-    """Five TCP ports on ``ip`` <-> the jail's ipc sockets ``<base>-1`` .. ``<base>-5``, in one thread."""
+    """Five TCP ports on ``ip`` <-> the jail's ipc sockets ``<base>-1`` .. ``<base>-5``: one libzmq proxy per
+    channel, each on a thread of its own that runs in C without the GIL (the Dask worker's own threads and loop
+    never slow a message down), stopped through a control socket."""
 
     def __init__(self, ip: str, base: str, owner_uid: int, keys: dict[str, str] | None = None):
         self.keys = dict(keys or {})
         self.ports: dict[str, int] = {}
         self._ctx = zmq.Context()
         self._fds: list[int] = []
-        self._pairs: list[tuple[zmq.Socket, zmq.Socket]] = []
-        self._wake: list[zmq.Socket] = []
+        self._sockets: list[zmq.Socket] = []
+        self._controls: list[zmq.Socket] = []
+        self._threads: list[threading.Thread] = []
         identity = b"burstlab-fwd-" + uuid.uuid4().hex.encode()
         try:
             for name, number, front_type, back_type in CHANNELS:
@@ -177,70 +180,56 @@ class Forwarder:
                 fd = open_socket(f"{base}-{number}", owner_uid)
                 self._fds.append(fd)
                 back.connect(f"ipc:///proc/self/fd/{fd}")  # that very socket file, reconnects included
-                self._pairs.append((front, back))
-            wake = f"inproc://wake-{identity.decode()}"
-            self._wake = [self._socket(zmq.PAIR), self._socket(zmq.PAIR)]
-            self._wake[0].bind(wake)
-            self._wake[1].connect(wake)
+                if back_type == zmq.XSUB:  # everything, from now on: a cell sent right after a client connects
+                    back.send(b"\x01")  # must not publish before that client's subscription got here
+                address = f"inproc://{identity.decode()}-{number}"
+                control, steer = self._socket(zmq.PAIR), self._socket(zmq.PAIR)
+                steer.bind(address)
+                control.connect(address)
+                self._controls.append(control)
+                self._threads.append(threading.Thread(target=_proxy, args=(front, back, steer), daemon=True,
+                                                      name=f"burstlab-jail-{name.split('_')[0]}"))
         except BaseException:
             self._close_sockets()
             raise
-        self._thread = threading.Thread(target=self._run, name="burstlab-jail-forwarder", daemon=True)
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def _socket(self, kind: int) -> zmq.Socket:
         s = self._ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(s)
         return s
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        peer: dict[zmq.Socket, zmq.Socket] = {}
-        for front, back in self._pairs:
-            peer[front], peer[back] = back, front
-            poller.register(front, zmq.POLLIN)
-            poller.register(back, zmq.POLLIN)
-        poller.register(self._wake[0], zmq.POLLIN)
-        try:
-            while True:
-                for sock, _ in poller.poll():
-                    if sock is self._wake[0]:
-                        return
-                    for _ in range(1000):  # then look at the others again: no channel starves the rest
-                        try:
-                            msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        try:
-                            peer[sock].send_multipart(msg, zmq.NOBLOCK, copy=False)
-                        except zmq.Again:  # the other side's queue is full (a client gone): drop, as ZMQ does
-                            pass
-        except zmq.ZMQError:  # closed under us (the process ends)
-            return
-
     def close(self) -> None:
-        """Stop the thread, close every socket and the pinned descriptors (idempotent)."""
-        if self._thread.is_alive():
+        """Stop the proxies, close every socket and the pinned descriptors (idempotent)."""
+        for control in self._controls:
             try:
-                self._wake[1].send(b"")
+                control.send(b"TERMINATE")
             except zmq.ZMQError:
                 pass
-            self._thread.join(5)
+        for t in self._threads:
+            if t.is_alive():
+                t.join(5)
+        self._threads = []
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for front, back in self._pairs:
-            front.close(0)
-            back.close(0)
-        self._pairs = []
-        for s in self._wake:
+        for s in self._sockets:
             s.close(0)
-        self._wake = []
+        self._sockets, self._controls = [], []
         if not self._ctx.closed:
             self._ctx.term()
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+def _proxy(front: zmq.Socket, back: zmq.Socket, control: zmq.Socket) -> None:
+    try:
+        zmq.proxy_steerable(front, back, None, control)
+    except zmq.ZMQError:  # its context ended under it (the process ends)
+        pass
 
 
 __all__ = ["CHANNELS", "Forwarder", "ServedKernel", "WORK_ROOT_ENV", "session_limits", "start_served_kernel"]
