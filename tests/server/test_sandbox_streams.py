@@ -253,3 +253,18 @@ def test_a_lifetime_that_pauses_over_rest(svc):
         assert call(svc, "alice", "GET", f"sandboxes/{sid}")[1]["state"] == "running"
     finally:
         call(svc, "alice", "DELETE", f"sandboxes/{sid}")
+
+
+def test_a_watch_ends_when_its_client_goes_away(svc, sandbox):
+    from waiting import wait_for
+
+    def pids():
+        return call(svc, "alice", "GET", f"sandboxes/{sandbox}/metrics")[1]["samples"][-1]["pids"]
+
+    before = pids()
+    r = requests.get(f"{svc.url}/sandboxes/{sandbox}/files/watch", params={"path": ".", "timeout": "19"},
+                     headers=svc.headers("alice"), stream=True, timeout=60)
+    assert json.loads(next(r.iter_lines()))["event"] == "ready"
+    assert pids() > before  # the watcher is a process of the sandbox
+    r.close()
+    wait_for(lambda: pids() == before, 10, "the watcher to end with its client")
