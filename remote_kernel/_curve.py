@@ -2,8 +2,9 @@
 
 A GPU session's kernel listens on five TCP ports of its host (shell, iopub, stdin, control, hb), which
 the notebook dials directly. Jupyter's HMAC key signs messages but hides nothing, and iopub (a PUB
-socket) serves anyone who subscribes. So every pool kernel gets its own Curve key pair, made on the
-host when the kernel is made (one kernel serves one session: the keys are per session):
+socket) serves anyone who subscribes. So every pool kernel whose ports face a network gets its own Curve
+key pair, made on the host when the kernel is made (one kernel serves one session: the keys are per
+session):
 
 - the kernel side: the pair is written into the kernel's connection file (a 0700 directory, the file
   0600, removed as soon as the kernel has read it: ``pool.KernelProcess.drop_files``); ipykernel
@@ -17,13 +18,19 @@ host when the kernel is made (one kernel serves one session: the keys are per se
 
 Curve's handshake starts with a box only the holder of the server's public key can make, so a client
 without the session's keys never completes it: the kernel never sees its messages, and it sees none of
-the kernel's (each connection has its own short-term keys: forward secrecy). ``BURSTLAB_ENCRYPT_KERNELS=0``
-in a GPU worker's environment starts its kernels in the clear (benchmarks only; docs/fleet.md).
+the kernel's (each connection has its own short-term keys: forward secrecy).
+
+Which kernels: ``BURSTLAB_ENCRYPT_KERNELS`` in the GPU worker's environment. ``auto`` (the default) encrypts
+every kernel whose ports face a network, and leaves those bound to a loopback address (the embedded
+cluster's, on the notebook's own machine) in the clear, like any local Jupyter kernel: traffic that never
+leaves the machine keeps loopback speed (Curve costs a 100 MiB push about half its throughput). ``1``
+encrypts loopback kernels too (a machine shared with users you do not trust); ``0`` none (benchmarks only).
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 
@@ -35,9 +42,29 @@ ENV = "BURSTLAB_ENCRYPT_KERNELS"
 PUBLIC, SECRET = "curve_publickey", "curve_secretkey"  # the connection-info fields (Jupyter's names)
 
 
-def wanted() -> bool:
-    """Whether this host starts its kernels encrypted (default yes; ``BURSTLAB_ENCRYPT_KERNELS=0`` says no)."""
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+ALWAYS = ("1", "true", "yes", "on", "always")
+NEVER = ("0", "false", "no", "off", "never")
+
+
+def wanted(ip: str | None = None) -> bool:
+    """Whether this host starts a kernel that binds ``ip`` encrypted (``BURSTLAB_ENCRYPT_KERNELS``: ``auto``,
+    the default, unless ``ip`` is a loopback address; an unknown ``ip`` counts as facing a network)."""
+    setting = os.environ.get(ENV, "auto").strip().lower()
+    if setting in ALWAYS:
+        return True
+    if setting in NEVER:
+        return False
+    if setting not in ("", "auto"):
+        raise BurstlabError(f"{ENV}={os.environ[ENV]!r} is not a setting: use auto (the default: encrypt kernels "
+                            "that face a network), 1 (encrypt every kernel) or 0 (none; benchmarks only).")
+    return ip is None or not _loopback(ip)
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:  # a host name
+        return ip == "localhost"
 
 
 @functools.lru_cache(maxsize=1)

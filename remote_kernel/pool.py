@@ -52,7 +52,7 @@ class KernelProcess:
     """One ipykernel process on this host, and its connection info."""
 
     def __init__(self, ip: str, env: dict[str, str] | None = None):
-        encrypt = _curve.wanted()
+        encrypt = _curve.wanted(ip)  # a kernel whose ports face a network (or every one, if so configured)
         if encrypt:
             _curve.check_support()  # a host that cannot says so (and how to fix it) before starting anything
         self.dir = tempfile.mkdtemp(prefix="burstlab-kernel-")

@@ -48,10 +48,13 @@ class Capture:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
+            stopping = self._stop.is_set()  # once stopping: read what is queued, then end
             try:
                 frame = self.sock.recv(1 << 18)  # both directions: frames this interface sends and receives
             except TimeoutError:
+                if stopping:  # nothing more came for 0.1 s after the stop: all is read
+                    return
                 continue
             self.frames += 1
             self._take(frame)
@@ -72,9 +75,14 @@ class Capture:
             self.flows.setdefault(key, bytearray()).extend(payload)
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(10)
+        self.drops = struct.unpack("II", self.sock.getsockopt(263, 6, 8))[1]  # SOL_PACKET, PACKET_STATISTICS
         self.sock.close()
+        assert not self._thread.is_alive(), "the capture did not finish reading its queue"
+        assert self.drops == 0, f"the capture dropped {self.drops} frames: it cannot vouch for what it did not see"
 
     def bytes_on(self, host: str, ports) -> int:
         """TCP payload bytes to or from ``host`` on any of ``ports``."""
@@ -102,6 +110,65 @@ def capture():
 
 def _ports(info: dict) -> list[int]:
     return [int(info[name]) for name in PORT_NAMES]
+
+
+def test_which_kernels_are_encrypted(monkeypatch):
+    from burstlab.errors import BurstlabError
+
+    monkeypatch.delenv(_curve.ENV, raising=False)  # auto: every kernel whose ports face a network
+    assert _curve.wanted(ADDRS["gpuA"]) and _curve.wanted("0.0.0.0") and _curve.wanted(None)
+    assert not _curve.wanted("127.0.0.1") and not _curve.wanted("::1") and not _curve.wanted("localhost")
+    monkeypatch.setenv(_curve.ENV, "1")
+    assert _curve.wanted("127.0.0.1")
+    monkeypatch.setenv(_curve.ENV, "0")
+    assert not _curve.wanted(ADDRS["gpuA"])
+    monkeypatch.setenv(_curve.ENV, "maybe")
+    with pytest.raises(BurstlabError, match="auto"):
+        _curve.wanted(ADDRS["gpuA"])
+
+
+def test_an_encrypted_kernel_serves_only_holders_of_its_keys(monkeypatch):
+    """No fleet needed: a pool kernel on loopback, encrypted on request; burstlab's client runs a cell and moves a
+    buffer cut into frames; a heartbeat in the clear gets no answer."""
+    import asyncio
+
+    import numpy as np
+
+    from burstlab.remote_kernel.client import RemoteKernel
+    from burstlab.remote_kernel.pool import BOOTSTRAP, KernelProcess
+
+    monkeypatch.setenv(_curve.ENV, "1")
+    kernel = KernelProcess("127.0.0.1")
+    try:
+        kernel.run(BOOTSTRAP)
+        kernel.drop_files()
+        info = kernel.connection_info
+        assert _curve.encrypted(info)
+        data = np.arange(3 * 2**20 // 8 + 7, dtype=np.float64)  # three frames and a bit
+
+        async def use() -> tuple:
+            rk = RemoteKernel(info)
+            try:
+                await rk.push({"data": data})
+                ex = await rk.execute("print(float(data.sum()))")
+                return ex.stdout, (await rk.pull(["data"]))["data"]
+            finally:
+                await rk.aclose()
+
+        stdout, back = asyncio.run(use())
+        assert stdout == f"{float(data.sum())}\n" and np.array_equal(back, data)
+        ctx = zmq.Context()
+        try:
+            hb = ctx.socket(zmq.REQ)
+            hb.linger = 0
+            hb.connect(f"tcp://127.0.0.1:{info['hb_port']}")
+            hb.send(b"ping")
+            assert not hb.poll(1000), "the heartbeat answered a client without the keys"
+            hb.close()
+        finally:
+            ctx.term()
+    finally:
+        kernel.kill()
 
 
 def test_session_kernels_listen_with_curve_only(notebook):
