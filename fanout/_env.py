@@ -61,6 +61,7 @@ class MapEnv:
     tries: dict = field(default_factory=dict)  # worker address -> installs asked there
     report: str = ""
     shipped_bytes: int = 0  # wheels sent to workers' hosts (0 when their caches had them)
+    last_error: str = ""
 
     @classmethod
     def make(cls, key: str, env=None, secret_names=None, sync: bool = False,
@@ -77,8 +78,9 @@ class MapEnv:
         """Install this map's environment on the worker at ``address`` (blocking; the map's thread)."""
         tries = self.tries[address] = self.tries.get(address, 0) + 1
         if tries > 3:
-            raise FanoutError(f"The map's environment did not stay on the worker {address} (installed {tries - 1} "
-                              "times): its process keeps restarting. Look at the worker's log.")
+            raise FanoutError(f"The map's environment could not be installed on the worker {address} "
+                              f"({tries - 1} tries; last: {self.last_error or 'it did not stay there'}). "
+                              "Look at the worker's log.")
         wheels, order, env_hash = {}, [], ""
         try:
             if self.sync:
@@ -88,8 +90,10 @@ class MapEnv:
                        workers=[address])
         except (ConfigError, FanoutError):
             raise
-        except Exception as exc:  # noqa: BLE001 - the worker went away: the chunk goes elsewhere, asked again there
-            log.info("could not install a map's environment on %s: %s: %s", address, type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 - the worker went away (its chunk goes elsewhere) or refused: asked
+            hide = secrets.Redactor(self.values[n] for n in self.secret_names)
+            self.last_error = hide.redact(f"{type(exc).__name__}: {exc}")[:300]  # again, up to 3 times, then the error says why
+            log.info("could not install a map's environment on %s: %s", address, self.last_error)
             return
         self.prepared.add(address)
 
