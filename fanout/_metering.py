@@ -71,6 +71,13 @@ class MapMeter:
             detail={"map": self.map_id, "function": self.name, "worker": worker},
         )
         self.spans.pop(worker, None)
+        parts = worker.split("/")
+        if not self.declared and self.resource != "CPU" and len(parts) == 5:  # NVML figures (declared GPUs: none)
+            from burstlab.remote_kernel._gpu_use import sampler
+            from burstlab.remote_kernel.cluster import slot_resource
+
+            slot = slot_resource(parts[1], int(parts[3]))
+            self.meter.watch_gpus(self.intervals[worker], sampler(self.ws.client, [slot]))
 
     def _close(self, worker: str, stop_ns: int | None, detail: dict | None = None) -> None:
         interval = self.intervals.pop(worker)
