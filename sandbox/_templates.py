@@ -210,7 +210,7 @@ class SandboxTemplate:
 
         await self.abuild()
         meta = json.loads((self.path / "meta.json").read_text())
-        user = kwargs.pop("user", "") or _snapshot._default_user()
+        user = kwargs.pop("user", "") or self.user or _snapshot._default_user()
         pool = self._pool
         if pool is not None and pool.ready > 0 and set(kwargs) <= {"meter", "notebook"} and pool.network == meta["network"]:
             lim = self.limits

@@ -62,3 +62,27 @@ def test_template_built_once_packages_files_setup(home):
 def test_a_missing_package_is_refused(home):
     with pytest.raises(SandboxError, match="not importable in the sandbox"):
         SandboxTemplate(packages=["no_such_package_xyz"], memory="256MiB").build()
+
+
+def test_a_users_template_is_theirs_alone(home):
+    from burstlab.errors import NotFoundError
+    from burstlab.sandbox import list_templates
+
+    t = SandboxTemplate(setup="x = 1", memory="256MiB", timeout=60, user="alice")
+    assert SandboxTemplate(setup="x = 1", memory="256MiB", timeout=60, user="bob").id != t.id  # the user is hashed
+    assert SandboxTemplate(setup="x = 1", memory="256MiB", timeout=60).id != t.id
+    t.build()
+    assert t.path.parent.name == "alice" and [r["id"] for r in list_templates("alice")] == [t.id]
+    assert list_templates("bob") == []
+    loaded = SandboxTemplate.load(t.id, "alice")
+    assert loaded.to_dict() == t.to_dict() and loaded.built
+    with loaded.sandbox(meter=None) as sb:
+        assert sb.run("x + 1").text == "2" and sb.user == "alice"
+    with pytest.raises(NotFoundError):
+        SandboxTemplate.load(t.id, "bob")
+    with pytest.raises(NotFoundError):
+        SandboxTemplate.load("../../etc", "alice")
+    with pytest.raises(SandboxError, match="not a package name"):
+        SandboxTemplate(packages=["__import__('os')"], user="alice")  # checked before anything runs
+    loaded.delete()
+    assert list_templates("alice") == [] and not t.built
