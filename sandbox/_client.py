@@ -247,12 +247,15 @@ class KernelClient:
         "abort" (``abort()`` is asked every 0.1 s at most, e.g. whether the pids limit was hit)."""
         reply_at: float | None = None
         heard = time.monotonic()  # when iopub last had something for us
+        ask_at = heard  # when abort() is asked next (it reads a cgroup file: not once per message)
         while not (col.reply and col.idle):
             now = time.monotonic()
             if died.done():
                 return "died"
-            if abort():
-                return "abort"
+            if now >= ask_at:
+                if abort():
+                    return "abort"
+                ask_at = now + 0.1
             if reply_at is not None and now - max(reply_at, heard) > 0.5:
                 break  # the idle status was lost (e.g. an over-size message reset iopub): the reply suffices
             if now >= deadline:

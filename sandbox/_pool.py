@@ -179,7 +179,8 @@ class SandboxPool:
         _sandbox._live.add(sb)
         assert sb._files is not None
         sb._files._watcher = lambda path, timeout: Watch(sb, _sandbox.template(), path, timeout)
-        sb.reconfigure()  # its own timeout, memory and cpus on the cgroup
+        if (sb.limits.memory, sb.limits.cpus) != (warm.limits.memory, warm.limits.cpus):
+            sb._cgroup._apply(sb.limits)  # its own memory and cpus (its timeout is the supervisor's)
         return True
 
     async def aclose(self) -> None:

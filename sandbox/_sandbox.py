@@ -490,9 +490,11 @@ class Sandbox(AgentFeatures):
 
     def reconfigure(self, *, timeout: float | None = None, memory: int | str | None = None,
                     pids: int | None = None, cpus: float | None = None) -> None:
-        """Change limits of a started sandbox (a pool hands its sandboxes out this way)."""
-        self.limits = make_limits(self.limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus)
-        if self._cgroup is not None:
+        """Change limits of a started sandbox (a pool hands its sandboxes out this way); the cgroup is written only
+        when its memory, pids or cpus change."""
+        old, self.limits = self.limits, make_limits(self.limits, timeout=timeout, memory=memory, pids=pids, cpus=cpus)
+        if self._cgroup is not None and (old.memory, old.pids, old.cpus) != (
+                self.limits.memory, self.limits.pids, self.limits.cpus):
             self._cgroup._apply(self.limits)
 
     def _fork_server(self) -> Template:
