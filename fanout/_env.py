@@ -75,7 +75,15 @@ class MapEnv:
         return f"<MapEnv {self.key} env={sorted(self.values)} secrets={list(self.secret_names)} sync={self.sync}>"
 
     def prepare(self, client, address: str) -> None:
-        """Install this map's environment on the worker at ``address`` (blocking; the map's thread)."""
+        """Install this map's environment on the worker at ``address`` (blocking; the map's thread). Chunks sent
+        there before it had it answer too: when it has it now, nothing is done."""
+        if address in self.prepared:
+            try:
+                if client.run(has, self.key, workers=[address]).get(address):
+                    return
+            except Exception:  # noqa: BLE001 - the worker is gone: installing below fails the same way, and says so
+                pass
+            self.prepared.discard(address)  # it lost it (its process restarted at the same address)
         tries = self.tries[address] = self.tries.get(address, 0) + 1
         if tries > 3:
             raise FanoutError(f"The map's environment could not be installed on the worker {address} "
@@ -153,7 +161,13 @@ def forget(key: str) -> bool:
 
 
 def installed(key: str) -> _Installed | None:
+    """(On a worker.) The map's environment here, or None."""
     return _installed.get(key)
+
+
+def has(key: str) -> bool:
+    """(On a worker, through ``Client.run``.) Whether the map's environment is here: never the values."""
+    return key in _installed
 
 
 class Gate:
@@ -280,5 +294,5 @@ def redact_value(redactor: secrets.Redactor, value):
     return value
 
 
-__all__ = ["GATE_WAIT_S", "NEED_ENV", "Gate", "MapEnv", "forget", "gate", "install", "installed",
+__all__ = ["GATE_WAIT_S", "NEED_ENV", "Gate", "MapEnv", "forget", "gate", "has", "install", "installed",
            "redact_errors", "redact_value"]

@@ -128,3 +128,15 @@ def test_the_gate_sets_and_restores_and_kernels_never_inherit(monkeypatch):
     assert os.environ["GATE_T"] == "before" and "GATE_NEW" not in os.environ and not secrets.applied
     assert gate.enter("b", None, wait_s=0.05)
     gate.leave()
+
+
+def test_many_chunks_landing_on_fresh_gpu_workers_get_the_environment_once(fws):
+    def slow(_):
+        import time
+
+        time.sleep(0.01)
+        return peek()
+
+    run = MapRun(fws, slow, range(60), gpu="H100", env={"MAP_MODE": "gpu"}, progress=False)
+    assert sorted(v for _, vs in run for v in vs) == [("gpu", None)] * 60
+    assert run.env.tries and all(n == 1 for n in run.env.tries.values())  # installed once per worker
