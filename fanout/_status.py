@@ -44,6 +44,7 @@ class MapStatus:
 
     _hosts_checked = 0.0  # when _check_hosts last asked the scheduler
     _hosts_lost = False  # every host of the map's kind was lost: nothing is left to stop there
+    _hosts_startable = False  # a cluster manager starts workers of the map's kind on demand: never lost
 
     def cost_microusd(self) -> int:
         """What the map has cost so far (its workers' open intervals priced up to now)."""
@@ -106,7 +107,7 @@ class MapStatus:
         another: Dask would wait for one forever. The lost hosts' intervals close at their last heartbeat."""
         lost_after = float(getattr(self.ws.config, "host_lost_timeout", 0) or 0)
         now = time.monotonic()
-        if lost_after <= 0 or not self._inflight or now - self._hosts_checked < HOSTS_EVERY_S:
+        if lost_after <= 0 or self._hosts_startable or not self._inflight or now - self._hosts_checked < HOSTS_EVERY_S:
             return
         self._hosts_checked = now
         try:
@@ -114,7 +115,8 @@ class MapStatus:
                 _scheduler_hosts, self.resource if self.resources else None, callback_timeout=5)
         except Exception:  # noqa: BLE001 - the scheduler itself is away: the workspace reports that on its next call
             return
-        if startable:  # the embedded cluster or a cluster manager starts a worker on demand
+        if startable:  # the embedded cluster or a cluster manager starts a worker on demand (its catalogue stays)
+            self._hosts_startable = True
             return
         wall = time.time_ns()
         heard = self.__dict__.setdefault("_hosts_heard", {})  # worker name -> (address, last heard, ns)
