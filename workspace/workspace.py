@@ -128,6 +128,7 @@ class Workspace:
                                                   idle_timeout=self.config.worker_idle_timeout,
                                                   min_idle=self.config.min_idle)
                     self._client = Client(self._cluster, set_as_default=False)
+                    self.watcher.start()  # its workers' up-time (warm ones included) is 'provisioned' from now on
                 else:  # the embedded cluster, shared by this machine's notebook processes (remote_kernel/_shared.py)
                     from burstlab.remote_kernel import _shared
 
