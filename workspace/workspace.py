@@ -643,6 +643,9 @@ class Workspace:
                 pass
         if self._cluster is not None:
             try:
+                from burstlab.remote_kernel._shared import withdraw
+
+                withdraw(self.config.home, self._cluster.scheduler_address)  # no other notebook joins it now
                 self._cluster.close(timeout=10)
             except Exception:
                 pass
@@ -663,9 +666,6 @@ def _close_at_shutdown(ws: Workspace) -> None:
         threading._register_atexit(ws.close)  # the hook concurrent.futures itself uses (Python >= 3.9)
     except (AttributeError, RuntimeError):  # RuntimeError: the interpreter is already shutting down
         atexit.register(ws.close)
-                from burstlab.remote_kernel._shared import withdraw
-
-                withdraw(self.config.home, self._cluster.scheduler_address)  # no other notebook joins it now
 
 
 def no_gpu_message(client=None) -> str:
