@@ -268,6 +268,11 @@ class FileEvent(_Wire):
 
 
 SESSION_STATES = ("running", "stopped", "lost")
+# Who or what ended a session (SessionRecord.ended_by); "" while it runs. "user": its own notebook (`%gpu stop`,
+# `burstlab.stop()`); "closed": its notebook's kernel shut down or restarted; "panel": the lab's panel; "client":
+# another client (the REST API, another process); "budget", "idle": burstlab itself; "lost": its host or kernel
+# went away; "error": it could not be made ready.
+SESSION_ENDED_BY = ("", "user", "closed", "panel", "client", "budget", "idle", "lost", "error")
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,9 @@ class SessionRecord(_Wire):
     ``origin`` is ``server`` (started through the REST API) or ``kernel`` (a notebook's ``%%gpu``).
     ``billed_s``/``cost_microusd`` price it up to now. ``idle_timeout`` is the workspace's (seconds, 0: off);
     ``idle_since`` when the session last went idle (seconds since the epoch), None while a cell runs on it,
-    once it has ended, or where the holder has not said.
+    once it has ended, or where the holder has not said. Once it has ended (listed a few minutes more with
+    ``GET sessions?ended=1``), ``ended_by`` says who or what ended it (``SESSION_ENDED_BY``), ``why`` the holder's
+    words for it ("released after 600 s idle") and ``ended`` when (seconds since the epoch).
     """
 
     id: str
@@ -296,6 +303,9 @@ class SessionRecord(_Wire):
     origin: str = field(default="kernel", metadata={"enum": ("server", "kernel")})
     idle_timeout: float = 0.0
     idle_since: float | None = None
+    ended_by: str = field(default="", metadata={"enum": SESSION_ENDED_BY})
+    why: str = ""
+    ended: float | None = None
     isolated: bool = False  # its kernel runs in the session jail (SessionIsolation)
     isolation: str = ""  # how (uid, work dir, device nodes), or why not
 
@@ -427,6 +437,7 @@ __all__ = [
     "MapRecord",
     "OUTPUT_KINDS",
     "Output",
+    "SESSION_ENDED_BY",
     "SESSION_STATES",
     "SandboxRecord",
     "SessionIsolation",

@@ -110,10 +110,11 @@ class Manager(AgentRequests):
         """Whether a Dask cluster exists yet; before it does there are no sessions or maps to list."""
         return self.ws.connected
 
-    async def list_sessions(self, user: str) -> dict:
+    async def list_sessions(self, user: str, ended: bool = False) -> dict:
+        """The user's running sessions; ``ended``: also those ended in the last few minutes, with ``ended_by``."""
         if not self._cluster_up():
             return {"sessions": []}
-        return {"sessions": [r.to_json() for r in await self._blocking(self.ws.list_sessions, user)]}
+        return {"sessions": [r.to_json() for r in await self._blocking(self.ws.list_sessions, user, ended)]}
 
     async def _session_record(self, user: str, id: str) -> dict:
         if self._cluster_up():

@@ -271,7 +271,11 @@ def _paths(maxima: Maxima = Maxima()) -> dict[str, Any]:
                                "responses": {"200": ok(_ref("Workspace")), **_errors()}}},
         "/hosts": {"get": {"summary": "GPU inventory", "responses": {"200": ok(_ref("Hosts")), **_errors()}}},
         "/sessions": {
-            "get": {"summary": "The caller's running GPU sessions", "responses": {"200": ok(_ref("Sessions")), **_errors()}},
+            "get": {"summary": "The caller's running GPU sessions",
+                    "parameters": [{"name": "ended", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": ["0", "1"]},
+                                    "description": "1: also those ended in the last 5 minutes, with ended_by and why"}],
+                    "responses": {"200": ok(_ref("Sessions")), **_errors()}},
             "post": {"summary": "Start a GPU session", "requestBody": _body("SessionCreate"),
                      "responses": {"201": ok(_ref("Session"), "Created"), **_errors(400, 402, 409, 413)}},
         },

@@ -18,6 +18,7 @@ from typing import Any
 _ATTR = "_burstlab_registry"
 MAP_KEEP_S = 3600.0  # ended maps stay listed this long
 STOP_KEEP_S = 300.0  # a stop's reason outlives its record, for the holder to read after its lease is gone
+ENDED_KEEP_S = 300.0  # an ended session (its holder published "ended", "ended_by", "why") stays listed this long
 
 
 def _table(dask_scheduler) -> dict:
@@ -30,6 +31,8 @@ def _table(dask_scheduler) -> dict:
 
 def _alive(dask_scheduler, kind: str, record: dict) -> bool:
     if kind == "session":
+        if record.get("ended"):  # listed a while after it ended, saying who or what ended it (the lab's news)
+            return time.time() - record["ended"] < ENDED_KEEP_S
         ts = dask_scheduler.tasks.get(record.get("lease_key"))
         return ts is not None and bool(ts.who_wants)
     if record.get("state") == "running":
@@ -74,7 +77,7 @@ def _request_stop(kind: str, id: str, reason: str, dask_scheduler=None) -> bool:
     """Runs on the scheduler: note why, and for a session cancel its lease tasks at once."""
     table = _table(dask_scheduler)
     record = table[kind].get(id)
-    if record is None or not _alive(dask_scheduler, kind, record):
+    if record is None or record.get("ended") or not _alive(dask_scheduler, kind, record):
         return False
     table["stop"][(kind, id)] = (reason, time.time())
     if kind == "session":

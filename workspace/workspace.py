@@ -301,26 +301,30 @@ class Workspace:
 
     # -- the shared view: every session and map on this cluster, whoever holds it ---------------
 
-    def list_sessions(self, user: str | None = None) -> list[SessionRecord]:
+    def list_sessions(self, user: str | None = None, ended: bool = False) -> list[SessionRecord]:
         """Running sessions on this workspace's cluster (this process's and every notebook's that
-        joined it), priced up to now. ``user`` filters."""
+        joined it), priced up to now. ``user`` filters. ``ended``: also those that ended in the last few
+        minutes (``registry.ENDED_KEEP_S``), with who or what ended them (``ended_by``, ``why``)."""
         from burstlab.remote_kernel import registry
 
         now = self.meter.clock.now_ns()
         out = []
         for record in registry.listing(self.client, "session"):
-            if user is not None and record.get("user") != user:
+            if user is not None and record.get("user") != user or (record.get("ended") and not ended):
                 continue
             usage = self.ledger.get(record.get("interval_id", ""), now) if record.get("interval_id") else None
             out.append({
                 **{k: record.get(k) for k in ("id", "spec", "gpu_type", "count", "declared", "host", "user",
                                               "notebook", "started", "origin")},
                 "isolated": bool(record.get("isolated")), "isolation": str(record.get("isolation") or ""),
-                "state": "running",
+                "state": record.get("state") or "running",
                 "billed_s": usage.billed_s if usage else 0,
                 "cost_microusd": usage.cost_microusd if usage else 0,
                 "idle_timeout": float(record.get("idle_timeout") or 0),
-                "idle_since": record.get("idle_since"),
+                "idle_since": None if record.get("ended") else record.get("idle_since"),
+                "ended_by": record.get("ended_by") or "",
+                "why": record.get("why") or "",
+                "ended": record.get("ended"),
             })
         return sorted((SessionRecord.from_json(r) for r in out), key=lambda r: r.started)
 
@@ -356,7 +360,8 @@ class Workspace:
         if not registry.request_stop(self.client, "session", id, reason):
             return False
         deadline = time.monotonic() + 10.0  # return once the GPUs are free, as a local stop does
-        while time.monotonic() < deadline and any(r["id"] == id for r in registry.listing(self.client, "session")):
+        while time.monotonic() < deadline and any(r["id"] == id and not r.get("ended")
+                                                  for r in registry.listing(self.client, "session")):
             time.sleep(0.05)
         return True
 
@@ -455,16 +460,31 @@ class Workspace:
             # Dask's loop): return once the GPUs are free for the next session.
             session.lease.wait_released(self._client)
         session.close_transport()
-        if not self._closed and state != "lost":  # a lost lease's task is gone: listing drops it
-            try:
-                registry.retract(self._client, "session", session.id)
-            except Exception:
-                pass
+        if not self._closed:  # listed a few minutes more as ended, saying who or what ended it (the lab's news)
+            ended = {"id": session.id, "spec": session.key, "gpu_type": session.gpu_type, "count": session.count,
+                     "declared": session.declared, "host": session.host, "user": session.user,
+                     "notebook": session.notebook, "started": session.started, "origin": self.origin,
+                     "interval_id": session.interval_id, "idle_timeout": float(self.config.idle_timeout),
+                     "state": state, "ended": time.time(), "why": reason,
+                     "ended_by": self._ended_by(session, state, reason)}
+            if state == "lost":  # may run on Dask's loop (the lease's done-callback): no scheduler call there
+                threading.Thread(target=_publish_quietly, args=(self._client, session.id, ended), daemon=True,
+                                 name="burstlab-ended").start()
+            else:
+                _publish_quietly(self._client, session.id, ended)
         with self._lock:
             if self.sessions.get(session.id) is session:
                 del self.sessions[session.id]
             if state == "lost" or not reason.startswith("stopped by the user"):
                 self.ended[session.key] = reason
+
+    def _ended_by(self, session, state: str, reason: str) -> str:
+        """Who or what ended ``session`` (``wire.SESSION_ENDED_BY``), from where its stop came."""
+        if state == "lost":
+            return "lost"
+        if session.id in self.watcher.stopped:
+            return "budget"
+        return next((by for prefix, by in _ENDED_BY if reason.startswith(prefix)), "client")
 
     def _ensure_reaper(self) -> None:
         with self._lock:
@@ -650,6 +670,24 @@ class Workspace:
             except Exception:
                 pass
         self.ledger.close()
+
+
+# The stops this package makes, by the words it gives them (any other stop came from another client).
+_ENDED_BY = (("stopped by the user", "user"), ("workspace closed", "closed"), ("released after", "idle"),
+             ("stopped from the burstlab panel", "panel"), ("stopped from the JupyterLab panel", "panel"),
+             ("Stopped at the limit", "budget"), ("shut down from Jupyter", "closed"),
+             ("its environment could not be prepared", "error"), ("its Jupyter kernel could not start", "error"))
+
+
+def _publish_quietly(client, id: str, record: dict) -> None:
+    """Publish a session's ended record; the listing is informational, so a scheduler gone meanwhile is no error
+    (its record then simply vanishes, as before)."""
+    from burstlab.remote_kernel import registry
+
+    try:
+        registry.publish(client, "session", id, record)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 def _close_at_shutdown(ws: Workspace) -> None:

@@ -11,7 +11,9 @@ class SessionsHandler(BurstLabHandler):
     @authorized
     @api_errors
     async def get(self):
-        self.reply(await self.manager.list_sessions(self.user))
+        # ?ended=1: also the sessions that ended in the last few minutes, saying who or what ended each (the lab).
+        ended = self.get_query_argument("ended", "") in ("1", "true")
+        self.reply(await self.manager.list_sessions(self.user, ended=ended))
 
     @web.authenticated
     @authorized

@@ -29,6 +29,16 @@ export interface ISession {
   idle_timeout: number;
   /** When the session last went idle (seconds since the epoch); null while a cell runs on it. */
   idle_since: number | null;
+  /**
+   * Who or what ended it ('' while it runs; `GET sessions?ended=1` lists ended ones a few minutes more): its own
+   * notebook ('user': %gpu stop; 'closed': its kernel shut down or restarted), the lab's panel, another client,
+   * a budget, the idle release, a lost host or kernel, or a failed start.
+   */
+  ended_by: '' | 'user' | 'closed' | 'panel' | 'client' | 'budget' | 'idle' | 'lost' | 'error';
+  /** The holder's words for why it ended ("released after 600 s idle"); '' while it runs. */
+  why: string;
+  /** When it ended (seconds since the epoch); null while it runs. */
+  ended: number | null;
   /** Whether its kernel runs in the session jail (its user's uid and work dir, only its GPUs). */
   isolated: boolean;
   /** How it is isolated (uid, work dir, device nodes), or why not. */
