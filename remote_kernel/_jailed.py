@@ -41,10 +41,12 @@ def decide(setting: Any, multi_user: bool) -> tuple[bool, bool, str]:
                           "jail its session kernels too)")
 
 
-def plan(setting: Any, multi_user: bool, user: str, start: Callable | None = None) -> dict | None:
-    """What a lease carries to its host: None (a plain pool kernel) or ``{"user", "required", "start"}``."""
+def plan(setting: Any, multi_user: bool, user: str, start: Callable | None = None,
+         options: dict | None = None) -> dict | None:
+    """What a lease carries to its host: None (a plain pool kernel) or ``{"user", "required", "start", "options"}``
+    (``options``: more keyword arguments for ``start``, e.g. the embedded cluster's ``work_root``)."""
     on, required, _ = decide(setting, multi_user)
-    return {"user": user, "required": required, "start": start} if on else None
+    return {"user": user, "required": required, "start": start, "options": dict(options or {})} if on else None
 
 
 def not_root_message(host: str) -> str:
@@ -83,12 +85,13 @@ class JailedKernels:
         self.declared = declared
         self.env = {"BURSTLAB_GPU_TYPE": gpu_type, "BURSTLAB_LEASE": lease_id}
         self._start = isolation["start"]
+        self._options = dict(isolation.get("options") or {})
         self.setup = BOOTSTRAP  # its environment is set at start; the variables comm is not
         self.detail = ""
 
     def take(self) -> tuple[Any, bool]:
         kernel, self.detail = self._start(ip=self.ip, user=self.user, gpu_type=self.gpu_type, indices=self.indices,
-                                          declared=self.declared, env=self.env, keys=_curve_keys())
+                                          declared=self.declared, env=self.env, keys=_curve_keys(), **self._options)
         return kernel, False
 
 

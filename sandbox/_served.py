@@ -45,12 +45,14 @@ def session_limits() -> dict:
 
 
 def start_served_kernel(*, ip: str, user: str, gpu_type: str, indices: list[int], declared: bool,
-                        env: dict[str, str], keys: dict[str, str] | None = None) -> tuple["ServedKernel", str]:
+                        env: dict[str, str], keys: dict[str, str] | None = None,
+                        work_root: str | None = None) -> tuple["ServedKernel", str]:
     """A jailed kernel for ``user`` holding exactly the GPUs ``indices`` of ``gpu_type`` (declared ones have no
-    device nodes), served on ``ip``; and a line saying how it is isolated."""
+    device nodes), served on ``ip``; and a line saying how it is isolated. ``work_root``: where users' work dirs
+    are (default: ``BURSTLAB_SESSION_WORK_ROOT`` in this process's environment, else /var/lib/burstlab/users)."""
     cuda_visible = ",".join(str(i) for i in indices)
     devices, gpu_env, note = lease_devices(declared, gpu_type, indices, cuda_visible)
-    kernel = ServedKernel(ip, user, devices, {**env, **gpu_env}, keys or {})
+    kernel = ServedKernel(ip, user, devices, {**env, **gpu_env}, keys or {}, work_root)
     detail = f"session jail: uid {kernel.sandbox.uid}, work dir {kernel.sandbox.work_dir}, {note}"
     return kernel, detail
 
@@ -72,8 +74,9 @@ class _Proc:
 class ServedKernel:
     """One session kernel in the jail, reachable over TCP through a :class:`Forwarder` (see the module doc)."""
 
-    def __init__(self, ip: str, user: str, devices: list[str], env: dict[str, str], keys: dict[str, str]):
-        work_root = os.environ.get(WORK_ROOT_ENV) or DEFAULT_WORK_ROOT
+    def __init__(self, ip: str, user: str, devices: list[str], env: dict[str, str], keys: dict[str, str],
+                 work_root: str | None = None):
+        work_root = work_root or os.environ.get(WORK_ROOT_ENV) or DEFAULT_WORK_ROOT
         self.sandbox: SessionKernel = start_session_kernel(user=work_name(user), devices=devices, env=env,
                                                            work_root=work_root, **session_limits())
         self.proc = _Proc(self)

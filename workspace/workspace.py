@@ -202,9 +202,12 @@ class Workspace:
 
         if not self.session_isolation().enabled:
             return None
-        from burstlab.sandbox._served import start_served_kernel
+        from burstlab.sandbox._served import WORK_ROOT_ENV, start_served_kernel
 
-        return plan(self.config.isolate_sessions, self.multi_user, user, start_served_kernel)
+        # A work root set here goes with the lease (the embedded cluster's workers keep the environment their fork
+        # server started with); else each GPU host's own (its worker's BURSTLAB_SESSION_WORK_ROOT, or the default).
+        here = {"work_root": os.environ[WORK_ROOT_ENV]} if os.environ.get(WORK_ROOT_ENV) else {}
+        return plan(self.config.isolate_sessions, self.multi_user, user, start_served_kernel, here)
 
     def session(self, spec: str | list[str] | GpuSpec, wait: float = 0.0, *, user: str | None = None,
                 notebook: str | None = None, reuse: bool = True, env: dict | None = None,

@@ -59,6 +59,7 @@ def ws(work_root, tmp_path_factory):
     prefix = tmp_path_factory.mktemp("prefix")
     _kernelspecs.install(["H100"], prefix=str(prefix))  # "Python 3 (burstlab · H100)"
     os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    burstlab.get_workspace().close()  # a fresh one: its GPU workers start from now on, with the work root above
     w = burstlab.get_workspace()
     w.config.kernel_pool_size = 0
     w.config.idle_timeout = 0
@@ -85,6 +86,18 @@ def _state_dir_of(uid: int) -> str:
     found = [n for n in os.listdir(STATE_BASE) if n.startswith(f"{uid}-")]
     assert len(found) == 1, found
     return os.path.join(STATE_BASE, found[0])
+
+
+def _gpu_hosts() -> str:
+    """What `%gpu hosts` prints (the magics use the process's workspace: the fixture's)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "burstlab")
+    with capture_output() as out:
+        shell.run_line_magic("gpu", "hosts")
+    return out.stdout
 
 
 def _busy(kc, msg_id: str) -> bool:
@@ -116,6 +129,9 @@ def test_alice_cannot_reach_bobs_session_or_the_service(ws, work_root):
             assert record.isolated and "session jail" in record.isolation and "no device nodes" in record.isolation
         listed = {r.id: r for r in ws.list_sessions()}
         assert listed[alice.id].isolated and listed[bob.id].isolation == bob.lease.isolation
+        hosts = _gpu_hosts()  # %gpu hosts says it too
+        assert "Session kernels: isolated (session jail): c.BurstLab.isolate_sessions = True" in hosts
+        assert f"on {alice.host}: session jail: uid " in hosts
         # bob's own file, in his persistent work dir; his kernel sees it at /home/user
         assert _out(bob.execute_sync("open('secret.txt', 'w').write('bob-secret'); import os\n"
                                      "print(os.getuid(), os.getcwd())")) == "1000 /home/user\n"
@@ -149,6 +165,7 @@ def test_with_isolation_off_the_same_attacks_succeed(ws):
     try:
         record = ws.session_record(alice)
         assert not record.isolated and "isolate_sessions" in record.isolation
+        assert "Session kernels: NOT isolated: c.BurstLab.isolate_sessions = False" in _gpu_hosts()
         bob_file = _out(bob.execute_sync(
             f"import os, tempfile\np = os.path.join(tempfile.mkdtemp(), 'secret-{b_name}')\n"
             "open(p, 'w').write('bob-secret'); os.chmod(p, 0o600); print(p)")).strip()
@@ -246,7 +263,8 @@ def test_isolation_is_decided_and_shown():
     assert _jailed.decide("auto", True)[:2] == (True, False)
     on, required, why = _jailed.decide("auto", False)
     assert not on and "one user" in why and "isolate_sessions = True" in why
-    assert _jailed.plan("auto", True, "alice", print) == {"user": "alice", "required": False, "start": print}
+    assert _jailed.plan("auto", True, "alice", print) == {"user": "alice", "required": False, "start": print,
+                                                          "options": {}}
     assert _jailed.plan("auto", False, "alice") is None
 
 
