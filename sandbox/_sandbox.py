@@ -330,10 +330,12 @@ class Sandbox(AgentFeatures):
                 "Sandboxes need root here (to mount the work dir, create cgroups and switch to an unprivileged uid). "
                 "Run the supervising process (the notebook server or script) as root, e.g. in its container."
             )
-        if self.meter is AUTO:  # the process's workspace adopts it (its meter, user, notebook and budgets), and
-            self.meter = None  # gives it a warm sandbox from its pool when the pool serves these settings
-            if _default.provided():
-                _default.default_workspace().adopt_sandbox(self)
+        if self.meter is AUTO and _default.provided():  # the process's workspace adopts it (its meter, user,
+            # notebook and budgets: a spent one raises, and leaves it AUTO for the next try), and gives it a warm
+            # sandbox from its pool when the pool serves these settings
+            _default.default_workspace().adopt_sandbox(self)
+        if self.meter is AUTO:
+            self.meter = None
         warm = self._kernel is not None
         if not warm:  # no warm one: a new jail and kernel
             await self._start_jail()

@@ -8,6 +8,7 @@ import os
 import pytest
 
 import burstlab
+from burstlab.errors import BudgetExceeded
 from burstlab.sandbox import Sandbox
 from burstlab.sandbox import _sandbox as sandbox_module
 
@@ -73,3 +74,17 @@ def test_what_the_pool_cannot_serve_starts_cold(ws):
             assert sb.run("1 + 1").text == "2"
     rows = _rows(ws, before)
     assert len(rows) == 2 and not any(r.detail.get("pooled") for r in rows)  # meter=None: not metered at all
+
+
+def test_a_spent_budget_refuses_a_plain_sandbox_before_anything_starts_every_time(ws):
+    with Sandbox(timeout=10, notebook="spent.ipynb") as sb:
+        sb.run("1")
+    ws.set_budget("notebook", "spent.ipynb", 0.000001)  # below what that notebook has spent
+    try:
+        sb = Sandbox(timeout=10, notebook="spent.ipynb")
+        for _ in range(2):  # asked again, it is refused again: never started unmetered
+            with pytest.raises(BudgetExceeded):
+                sb.start()
+            assert not sb.started and sb.state_dir is None
+    finally:
+        ws.remove_budget("notebook", "spent.ipynb")
