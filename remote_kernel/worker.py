@@ -159,6 +159,9 @@ def run_worker(scheduler: str, declared: str = "", nthreads: int = 2, host: str 
                 _supervise(scheduler, options, give_up, stopping, f"{gpu.type}#{gpu.index}")))
         _say(f"serving {len(gpus)} GPU(s) as {label} ({address}) to {scheduler}: "
              + ", ".join(f"{g.type}#{g.index} ({g.source})" for g in gpus))
+        if os.geteuid() != 0:  # c.BurstLab.isolate_sessions: True fails here, "auto" runs plain kernels
+            _say("not root: session kernels cannot run in the session jail on this host (sessions that require it "
+                 "fail; under isolate_sessions='auto' they run unjailed, and their records say so)")
         try:
             await asyncio.gather(*tasks)
         finally:

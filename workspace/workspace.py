@@ -469,7 +469,8 @@ class Workspace:
                      "notebook": session.notebook, "started": session.started, "origin": self.origin,
                      "interval_id": session.interval_id, "idle_timeout": float(self.config.idle_timeout),
                      "state": state, "ended": time.time(), "why": reason,
-                     "ended_by": self._ended_by(session, state, reason)}
+                     "ended_by": self._ended_by(session, state, reason),
+                     "isolated": session.lease.isolated, "isolation": session.lease.isolation}
             if state == "lost":  # may run on Dask's loop (the lease's done-callback): no scheduler call there
                 threading.Thread(target=_publish_quietly, args=(self._client, session.id, ended), daemon=True,
                                  name="burstlab-ended").start()

@@ -205,6 +205,9 @@ def test_kill_9_of_the_jailed_kernel_ends_the_session_and_leaves_nothing(ws, wor
     assert "died" in s.end_reason and "137" in s.end_reason, s.end_reason
     with pytest.raises(SessionLostError, match="ended"):
         s.execute_sync("1")
+    ended = wait_for(lambda: [r for r in ws.list_sessions(ended=True) if r.id == s.id and r.ended], 10,
+                     "the ended session's record")
+    assert ended[0].isolated and ended[0].ended_by == "lost"
 
     def gone():
         with open("/proc/self/mountinfo") as f:
