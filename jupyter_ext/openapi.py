@@ -24,7 +24,6 @@ from burstlab.wire import (
     SessionRecord,
     UsageRecord,
 )
-from burstlab.sandbox import MIN_CPUS
 
 from .bounds import NonFinite
 from .errors import BadRequest
@@ -59,6 +58,8 @@ _NOTEBOOK = {"type": "string", "maxLength": 512, "description": "what usage is a
 @functools.lru_cache(maxsize=8)
 def request_schemas(maxima: Maxima = Maxima()) -> dict[str, dict[str, Any]]:
     """The request bodies, bounded by this service's maxima."""
+    from burstlab.workspace import MIN_CPUS  # loads the sandbox package: only when a document is made
+
     m = maxima
     timeout = {"type": "number", "exclusiveMinimum": 0, "maximum": m.timeout,
                "description": f"seconds, at most {m.timeout:g}"}

@@ -18,7 +18,8 @@ _default.provide(get_workspace)  # fan-out, below this layer, reaches the proces
 # costs ~0.4 s, and a %%gpu notebook never needs it): the sandbox's sizes and limits; files to and from a session.
 _LAZY = {"Limits": "burstlab.sandbox", "format_size": "burstlab.sandbox._limits", "parse_size": "burstlab.sandbox",
          "download": "burstlab.remote_kernel.files", "upload": "burstlab.remote_kernel.files",
-         "SandboxTemplate": "burstlab.sandbox", "list_templates": "burstlab.sandbox"}  # templates by id (REST, MCP)
+         "SandboxTemplate": "burstlab.sandbox", "list_templates": "burstlab.sandbox",  # templates by id (REST, MCP)
+         "MIN_CPUS": "burstlab.sandbox"}  # the smallest CPU quota a sandbox takes (the OpenAPI document's minimum)
 
 
 def __getattr__(name: str):
@@ -32,5 +33,5 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["Limits", "SandboxTemplate", "Workspace", "default_notebook", "download", "format_size", "get_workspace", "group_usage",
+__all__ = ["MIN_CPUS", "Limits", "SandboxTemplate", "Workspace", "default_notebook", "download", "format_size", "get_workspace", "group_usage",
            "list_templates", "no_gpu_message", "parse_size", "upload", "usage", "write_csv"]
