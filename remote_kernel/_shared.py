@@ -107,16 +107,23 @@ def withdraw(home: str, address: str) -> None:
 def join_or_start(home: str, serves: list[str], start) -> tuple[object | None, str | None]:
     """``(cluster, None)`` after starting one with ``start()`` (and publishing it), or ``(None, address)`` of
     the embedded cluster another notebook process runs for the same GPUs."""
-    with _locked(home):
+    try:
+        lock = _locked(home)
+        lock.__enter__()
+    except OSError:  # no lock file possible here (a read-only home): this notebook keeps its cluster to itself
+        return start(), None
+    try:
         address = find(home, serves)
         if address:
             return None, address
         cluster = start()
         try:
             publish(home, cluster.scheduler_address, serves)
-        except OSError:  # a read-only home: this notebook keeps its cluster to itself, as before
+        except OSError:  # the state file cannot be written: this notebook keeps its cluster to itself
             pass
         return cluster, None
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def serves(gpus) -> list[str]:
