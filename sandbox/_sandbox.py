@@ -397,9 +397,9 @@ class Sandbox(AgentFeatures):
     def _prepare_home(self, home: str) -> None:
         """The work dir is the fresh tmpfs dir ``home`` (a session kernel binds its user's own dir there)."""
 
-    def _extra_ro_binds(self) -> list[tuple[str, str]]:
-        """More read-only binds (a session kernel adds burstlab's own package dirs)."""
-        return []
+    def _adjust_spec(self, spec: dict) -> None:
+        """Change the jail spec before the kernel starts (a session kernel binds burstlab's own package dirs and
+        gives /dev/shm its tmp size)."""
 
     async def _spawn(self) -> None:
         assert self.state_dir and self.uid and self._cgroup
@@ -415,7 +415,7 @@ class Sandbox(AgentFeatures):
                          state_dir=self.state_dir, cgroup_procs=self._cgroup.procs_files,
                          devices=self._devices, gpu_env=self._gpu_env, user_env=self._env,
                          netns=self._net["netns_path"] if self._net else None)
-        spec["ro_binds"] += self._extra_ro_binds()
+        self._adjust_spec(spec)
         pid, exited = await template().spawn(spec, os.path.join(self.state_dir, "log", "kernel.log"))
         client = KernelClient(connection_info(os.path.join(run, "k"), key), self.limits.output + (1 << 20),
                               owner_uid=self.uid)

@@ -161,8 +161,9 @@ class SessionKernel(Sandbox):
             return path, uid, rec
         raise SandboxError(f"Could not claim a state dir under {STATE_BASE}.")
 
-    def _extra_ro_binds(self) -> list[tuple[str, str]]:
-        return [(d, d) for d in package_dirs()]
+    def _adjust_spec(self, spec: dict) -> None:
+        spec["ro_binds"] += [(d, d) for d in package_dirs()]
+        spec["shm_size"] = self.limits.tmp_size  # data loaders share tensors through /dev/shm (a sandbox's: 64 MiB)
 
     def ipc_connection(self) -> dict:
         """Where the running kernel's ipc sockets are on this host (``<base>-1`` .. ``-5``: shell, iopub, stdin,

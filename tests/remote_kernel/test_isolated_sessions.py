@@ -135,6 +135,8 @@ def test_alice_cannot_reach_bobs_session_or_the_service(ws, work_root):
         # bob's own file, in his persistent work dir; his kernel sees it at /home/user
         assert _out(bob.execute_sync("open('secret.txt', 'w').write('bob-secret'); import os\n"
                                      "print(os.getuid(), os.getcwd())")) == "1000 /home/user\n"
+        shm = _out(bob.execute_sync("import os; v = os.statvfs('/dev/shm'); print(v.f_blocks * v.f_frsize >> 30)"))
+        assert int(shm) >= 1  # GiB: room for data loaders' shared tensors
         bob_dir = os.path.join(work_root, b_name)
         assert open(os.path.join(bob_dir, "secret.txt")).read() == "bob-secret"
         bob_state = _state_dir_of(os.stat(bob_dir).st_uid)
@@ -307,3 +309,28 @@ def test_the_workspace_record_and_the_labs_type(tmp_path):
     ts = _ts_interfaces()["ISessionIsolation"]
     assert set(ts) == {f.name for f in dataclasses.fields(SessionIsolation)}
     assert set(ts["setting"].replace("'", "").replace(" ", "").split("|")) == {"auto", "on", "off"}
+
+
+@pytest.mark.gpu
+def test_a_real_gpu_lease_sees_exactly_its_device_nodes(tmp_path):
+    """On a host with NVML GPUs: the jail of a lease of GPU 0 has /dev/nvidia<its minor> and no other GPU's node."""
+    import glob
+
+    from burstlab.gpus import nvml_gpus
+
+    pytest.importorskip("pynvml")
+    gpus = nvml_gpus()
+    if not gpus:
+        pytest.skip("NVML finds no GPU here")
+    g = gpus[0]
+    kernel, detail = start_served_kernel(ip="127.0.0.1", user="gpu-test", gpu_type=g.type, indices=[g.index],
+                                         declared=False, env={}, work_root=str(tmp_path))
+    try:
+        r = kernel.sandbox.run("import glob, os; print(sorted(glob.glob('/dev/nvidia*')), "
+                               "os.environ['CUDA_VISIBLE_DEVICES'])")
+        inside = r.outputs[0].text
+        assert f"/dev/nvidia{g.minor}" in inside and g.uuid in inside and f"/dev/nvidia{g.minor}" in detail
+        for other in set(glob.glob("/dev/nvidia[0-9]*")) - {f"/dev/nvidia{g.minor}"}:
+            assert f"'{other}'" not in inside
+    finally:
+        kernel.kill()
