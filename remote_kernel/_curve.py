@@ -116,6 +116,18 @@ def encrypted(info: dict) -> bool:
     return bool(info.get(PUBLIC)) and bool(info.get(SECRET))
 
 
+def exposed(info: dict) -> bool:
+    """Whether the kernel of ``info`` is in the clear on a network (its host runs ``BURSTLAB_ENCRYPT_KERNELS=0``,
+    or a burstlab too old to encrypt): its traffic can be read, and its ports reached, by others on the path."""
+    return not encrypted(info) and not _loopback(str(info.get("ip", "")))
+
+
+def exposed_note(info: dict) -> str:
+    return (f"[burstlab: the remote kernel at {info.get('ip')} is not encrypted (its GPU worker runs with {ENV}=0, "
+            "or a burstlab too old to encrypt kernels): its code and outputs cross the network readable. Start "
+            f"that worker without {ENV}=0 (or upgrade burstlab there).]\n")
+
+
 def client_options(info: dict) -> list[tuple[int, bytes]]:
     """The socket options that make a client socket of ``info``'s kernel a Curve client ([] if in the clear)."""
     if not encrypted(info):
@@ -142,4 +154,4 @@ def _bytes(value) -> bytes:
 
 
 __all__ = ["ENV", "PUBLIC", "SECRET", "add_to_connection_file", "check_support", "client_options", "encrypted",
-           "new_keys", "secure_context", "secure_socket", "wanted"]
+           "exposed", "exposed_note", "new_keys", "secure_context", "secure_socket", "wanted"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -67,6 +68,8 @@ class RemoteKernel:
         self.kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)  # this client's own context: its sockets only
         _curve.secure_context(self.kc.context, connection_info)  # the kernel's ports speak Curve only (_curve.py)
         self._frame = FRAME if _curve.encrypted(connection_info) else 0  # how transfers cut large buffers
+        if _curve.exposed(connection_info):  # a host configured (or too old) to serve it in the clear: say so
+            sys.stderr.write(_curve.exposed_note(connection_info))
         self.kc.load_connection_info(connection_info)
         self.kc.start_channels(hb=False, stdin=False)
         self._is_alive = is_alive

@@ -127,6 +127,23 @@ def test_which_kernels_are_encrypted(monkeypatch):
         _curve.wanted(ADDRS["gpuA"])
 
 
+def test_a_kernel_in_the_clear_on_a_network_is_said(capsys):
+    import asyncio
+
+    from burstlab.remote_kernel.client import RemoteKernel
+
+    info = {"transport": "tcp", "ip": ADDRS["gpuA"], "key": uuid.uuid4().hex, "signature_scheme": "hmac-sha256",
+            **{name: 1 for name in PORT_NAMES}}  # nothing listens there: zmq connects lazily, nothing is sent
+    assert _curve.exposed(info) and not _curve.exposed({**info, **_curve.new_keys()})
+    assert not _curve.exposed({**info, "ip": "127.0.0.1"})
+
+    async def make() -> None:
+        await RemoteKernel(info).aclose()
+
+    asyncio.run(make())
+    assert f"the remote kernel at {ADDRS['gpuA']} is not encrypted" in capsys.readouterr().err
+
+
 def test_an_encrypted_kernel_serves_only_holders_of_its_keys(monkeypatch):
     """No fleet needed: a pool kernel on loopback, encrypted on request; burstlab's client runs a cell and moves a
     buffer cut into frames; a heartbeat in the clear gets no answer."""
