@@ -386,4 +386,4 @@ def test_client_is_public_and_speaks_only_http():
     assert callable(burstlab.client.RemoteSession.execute_sync) and callable(burstlab.client.RemoteSession.stop)
     for module in _imports(ROOT / "client" / "__init__.py"):
         if module.startswith("burstlab"):
-            assert module in ("burstlab._sync", "burstlab.errors", "burstlab.wire"), module
+            assert module in ("burstlab._sync", "burstlab.errors", "burstlab.secrets", "burstlab.wire"), module
