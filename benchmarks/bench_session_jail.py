@@ -5,7 +5,7 @@
 Rows, each a median over n samples taken in turn (plain, jailed, plain, ...) so the machine's load falls on both:
 session start -> first output (``Workspace.session`` + a cell that prints, until its stdout arrives), with the
 host's warm pool (plain) and with the jail (each session a fresh jail); and the warm round trip of a one-line cell
-on a running session. Declared GPUs on the embedded cluster; needs root. Prints the load average beside it.
+on a running session (20 per session). Declared GPUs on the embedded cluster; needs root. Prints the load average beside it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
                 start[mode].append(first[0] - t0)
                 assert s.lease.isolated == (mode == "jailed"), s.lease.isolation
                 warm[mode] += s.lease.warm
-                for _ in range(5):
+                for _ in range(20):
                     t = time.perf_counter()
                     s.execute_sync("1")
                     rtt[mode].append(time.perf_counter() - t)
@@ -65,10 +65,11 @@ def main() -> None:
         ws.close()
     load = os.getloadavg()
     print(f"n={args.n}, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, {os.cpu_count()} cores")
-    print(f"{'':36} {'plain (warm pool)':>18} {'jailed':>10} {'diff':>9}")
-    for name, rows in (("session start -> first output (ms)", start), ("warm round trip of `1` (ms)", rtt)):
+    print(f"{'':44} {'plain (warm pool)':>18} {'jailed':>10} {'diff':>9}")
+    for name, rows in (("session start -> first output (ms)", start),
+                       ("warm round trip of `1` (ms, 20 per session)", rtt)):
         p, j = (statistics.median(rows[m]) * 1000 for m in ("plain", "jailed"))
-        print(f"{name:36} {p:18.1f} {j:10.1f} {j - p:+9.1f}")
+        print(f"{name:44} {p:18.1f} {j:10.1f} {j - p:+9.1f}")
     print(f"plain starts that took a warm pool kernel: {warm['plain']} of {args.n} (a jail is always started fresh)")
     print(f"first outputs that never arrived: plain {lost['plain']}, jailed {lost['jailed']} (of {args.n} each)")
 
