@@ -45,3 +45,22 @@ def test_ids_are_the_workspaces_from_every_door():
             pool.shutdown(wait=True)
         loop.close()
     assert mcp_id not in _ids(ws)
+
+
+def test_the_notebooks_sandbox_is_listed_under_its_id():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    ws = burstlab.get_workspace()
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "burstlab")
+    before = _ids(ws)
+    with capture_output():
+        assert shell.run_cell("%%sandbox\n1 + 1").success
+    new = _ids(ws) - before
+    magics = shell.magics_manager.registry["SandboxMagics"]
+    try:
+        assert new == {ws.sandbox_id(magics.sandbox_obj)}  # %%sandbox's sandbox, as Workspace.sandboxes() lists it
+    finally:
+        shell.run_line_magic("sandbox_close", "")
+    assert not _ids(ws) & new
