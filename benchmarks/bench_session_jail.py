@@ -5,7 +5,8 @@
 Rows, each a median over n samples taken in turn (plain, jailed, plain, ...) so the machine's load falls on both:
 session start -> first output (``Workspace.session`` + a cell that prints, until its stdout arrives), with the
 host's warm pool (plain) and with the jail (each session a fresh jail); and the warm round trip of a one-line cell
-on a running session (20 per session). Declared GPUs on the embedded cluster; needs root. Prints the load average beside it.
+on a running session (20 per session). Declared GPUs on the embedded cluster; needs root. Prints the load
+average beside it.
 """
 
 from __future__ import annotations
