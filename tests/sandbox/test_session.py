@@ -103,3 +103,12 @@ def test_bad_user_names_are_refused(user, work_root):
 def test_gpu_argument_is_refused(work_root):
     with pytest.raises(SandboxError, match="devices="):
         SessionKernel(user="u", gpu="H100", work_root=work_root)
+
+
+def test_any_user_name_has_a_stable_work_dir_name():
+    from burstlab.sandbox._session import work_name
+
+    assert work_name("alice@example.org") == "alice@example.org"
+    odd = work_name("Ålice / ../bob")
+    assert odd == work_name("Ålice / ../bob") != work_name("alice") and odd.startswith("u-") and "/" not in odd
+    assert work_name("..") != ".." and work_name("").startswith("u-")
