@@ -261,8 +261,11 @@ class Workspace:
         first = parsed.choices[0]
         self.watcher.admit(user=user, notebook=notebook, what=f"a new {key} session",
                            start_microusd=cost_microusd(1, self.meter.rates.rate(first.type), first.count))
-        lease = acquire(self.client, parsed, wait=wait, pool_size=self.config.kernel_pool_size,
-                        isolation=self._isolation_plan(user))
+        client = self.client
+        isolation = self._isolation_plan(user)
+        lease = acquire(client, parsed, wait=wait, pool_size=self.config.kernel_pool_size, isolation=isolation)
+        if isolation is None:  # the workspace's own reason, not the host's generic one
+            lease.isolation = f"not isolated: {self.session_isolation().reason}"
         try:  # holding and billing are one step: a ledger that cannot open the interval undoes the lease
             interval_id = self.meter.start(
                 kind="session", user=user, notebook=notebook, resource=lease.request.type,
