@@ -63,6 +63,7 @@ export function describeStop(e: IStopEvent, now = Date.now()): { level: 'info' |
     ? `Budget ${e.budget.scope === 'user' ? e.budget.name : shortName(e.budget.name)} spent ` +
       `(${formatMoney(e.budget.spent_microusd)} of ${formatMoney(e.budget.limit_microusd)})`
     : '';
+  const idle = e.session?.idle_timeout ?? 0;
   switch (e.cause) {
     case 'budget':
       return {
@@ -70,27 +71,51 @@ export function describeStop(e: IStopEvent, now = Date.now()): { level: 'info' |
         message:
           e.kind === 'map'
             ? `${spent}: fan-out cancelled ${at}: ${which}.`
-            : `${spent}: burstlab stopped ${session}. Raise the budget to go on.`
+            : `${spent || 'A budget ran out'}: burstlab stopped ${session}. Raise the budget to go on.`
       };
     case 'idle':
       return {
         level: 'info',
-        message: `Released after ${Math.round((e.session?.idle_timeout ?? 0) / 60)} min idle: ${session}. Its variables are gone; the next %%gpu cell starts a new session.`
+        message: `Released after ${idle >= 60 ? `${Math.round(idle / 60)} min` : `${Math.round(idle)} s`} idle: ${session}. Its variables are gone; the next %%gpu cell starts a new session.`
       };
+    case 'panel':
+      return { level: 'info', message: `Stopped from the burstlab panel in another tab: ${session}.` };
     case 'elsewhere':
       return {
         level: 'info',
-        message: `Stopped outside this tab (another tab, %gpu stop, the API, or its kernel shut down): ${session}.`
+        message: e.why
+          ? `Stopped by another client (${e.why}): ${session}.`
+          : `Stopped outside this tab (another tab, the API, or its kernel went away): ${session}.`
       };
     case 'cancelled':
       return { level: 'warning', message: `Fan-out cancelled from another tab or client ${at}: ${which}.` };
     case 'failed':
-      return { level: 'error', message: `Fan-out failed (${m?.failed} of ${m?.total} inputs): ${which}.` };
+      return e.kind === 'session'
+        ? { level: 'error', message: `Could not start ${session}: ${e.why ?? 'its environment failed'}.` }
+        : { level: 'error', message: `Fan-out failed (${m?.failed} of ${m?.total} inputs): ${which}.` };
     case 'lost':
-      return { level: 'error', message: `Fan-out lost ${at} (its notebook went away): ${which}.` };
+      return e.kind === 'session'
+        ? { level: 'error', message: `Lost ${session}: ${e.why || 'its host or kernel went away'}. Its variables are gone.` }
+        : { level: 'error', message: `Fan-out lost ${at} (its notebook went away): ${which}.` };
     default:
       return { level: 'info', message: `Ended: ${e.kind === 'map' ? which : session}.` };
   }
+}
+
+/** In an "Error Starting Kernel" dialog holding a burstlab error, "%%" back to "%" (see the observer in `activate`). */
+export function unescapeKernelError(node: Node): void {
+  if (!(node instanceof HTMLElement) || !node.classList.contains('jp-Dialog')) {
+    return;
+  }
+  if (!/Error Starting Kernel/.test(node.querySelector('.jp-Dialog-header')?.textContent ?? '')) {
+    return;
+  }
+  node.querySelectorAll('.jp-Dialog-body pre').forEach(pre => {
+    const text = pre.textContent ?? '';
+    if (/%%/.test(text) && /\b(BudgetExceeded|CapacityError|NoGpuError|GpuSpecError)\b/.test(text)) {
+      pre.textContent = text.replace(/%{2,}/g, '%');
+    }
+  });
 }
 
 /**
@@ -176,6 +201,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
         showError(messageOf(error));
       }
     };
+
+    // A burstlab kernel that did not start (a budget's refusal, no free GPU) is shown in JupyterLab's own "Error
+    // Starting Kernel" dialog. Its "%" arrives escaped, more than once (the provisioner escapes it for tornado, whose
+    // HTTPError.log_message, which jupyter_server answers with, escapes it again): "%%%%gpu budget". Say burstlab's
+    // words as written.
+    new MutationObserver(records => {
+      for (const record of records) {
+        record.addedNodes.forEach(node => {
+          if (node instanceof HTMLElement && node.classList.contains('jp-Dialog')) {
+            // Its content renders (React) a moment after the dialog is attached: look while it does.
+            const inner = new MutationObserver(() => unescapeKernelError(node));
+            inner.observe(node, { childList: true, subtree: true });
+            unescapeKernelError(node);
+            setTimeout(() => inner.disconnect(), 5000);
+          }
+        });
+      }
+    }).observe(document.body, { childList: true });
 
     // Stops this tab did not make: a notification with what happened and a way to the panel.
     model.stopped.connect((_, event) => {

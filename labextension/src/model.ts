@@ -31,6 +31,8 @@ export class BurstlabModel implements IDisposable {
   }
 
   sessions: ISession[] = [];
+  /** Sessions that ended in the last few minutes, as the server recorded it (who or what ended each), by id. */
+  ended = new Map<string, ISession>();
   hosts: IHost[] = [];
   maps: MapView[] = [];
   sandboxes: ISandbox[] = [];
@@ -42,6 +44,11 @@ export class BurstlabModel implements IDisposable {
   sessionsAt = 0;
   /** Whether at least one answer has arrived. */
   loaded = false;
+
+  /** Whether the server records who or what ended each session (`ended_by`): then the lab never guesses. */
+  get recordsEnds(): boolean {
+    return this._recordsEnds;
+  }
 
   get changed(): ISignal<this, void> {
     return this._changed;
@@ -177,23 +184,35 @@ export class BurstlabModel implements IDisposable {
     });
     this.loaded = true;
     const answered = wanted.filter((_, i) => results[i].status === 'fulfilled');
-    // A session gone with no reason in sight waits one more poll: the budget that stopped it may show as spent
-    // only in the next answer (the server stops first, then the ledger's figures catch up).
+    // A session gone without its ended record yet (its holder publishes it once the GPUs are free, a moment after
+    // the session leaves the running list) is looked at again for a few polls: the server's record says who or
+    // what ended it. A server too old to record it (no `ended_by` field) leaves the guess from the lists.
     const waited = this._unexplained;
     this._unexplained = [];
+    const pending = (event: IStopEvent, tries: number) => this._unexplained.push({ ...event, tries });
     for (const event of waited) {
       if (this._mine.has(`${event.kind}/${event.id}`)) {
         continue;
       }
-      const budget = answered.includes('budgets') ? spentBudget(this.budgets, event.notebook) : undefined;
-      this._stopped.emit(budget ? { ...event, cause: 'budget', budget } : event);
+      const record = answered.includes('sessions') ? this.ended.get(event.id) : undefined;
+      if (record) {
+        const known = endedEvent(event, record, this.budgets);
+        if (known) {
+          this._stopped.emit(known);
+        }
+      } else if ((event.tries ?? 0) < UNEXPLAINED_POLLS && this._recordsEnds) {
+        pending(event, (event.tries ?? 0) + 1);
+      } else {
+        const budget = answered.includes('budgets') ? spentBudget(this.budgets, event.notebook) : undefined;
+        this._stopped.emit(budget ? { ...event, cause: 'budget', budget } : event);
+      }
     }
     for (const event of stopEvents(before, this, answered, Date.now())) {
       if (this._mine.has(`${event.kind}/${event.id}`)) {
         continue;
       }
       if (event.kind === 'session' && event.cause === 'elsewhere') {
-        this._unexplained.push(event);
+        pending(event, 0);
       } else {
         this._stopped.emit(event);
       }
@@ -214,8 +233,10 @@ export class BurstlabModel implements IDisposable {
     const s = this._settings;
     switch (section) {
       case 'sessions': {
-        const r = await requestAPI<{ sessions: ISession[] }>('sessions', {}, s);
-        this.sessions = r.sessions ?? [];
+        const all = (await requestAPI<{ sessions: ISession[] }>('sessions?ended=1', {}, s)).sessions ?? [];
+        this.sessions = all.filter(x => !x.ended_by && x.state === 'running');
+        this.ended = new Map(all.filter(x => !!x.ended_by).map(x => [x.id, x]));
+        this._recordsEnds = all.some(x => 'ended_by' in x);
         this.sessionsAt = Date.now();
         break;
       }
@@ -247,8 +268,10 @@ export class BurstlabModel implements IDisposable {
   private _stopped = new Signal<this, IStopEvent>(this);
   /** `kind/id` of what this tab stopped, closed or cancelled itself (no notification for those). */
   private _mine = new Set<string>();
-  /** Sessions that ended with no cause seen yet, looked at again after the next poll. */
-  private _unexplained: IStopEvent[] = [];
+  /** Sessions that ended with no cause seen yet, looked at again after the next polls. */
+  private _unexplained: (IStopEvent & { tries?: number })[] = [];
+  /** Whether the server records who or what ended a session (`ended_by`). */
+  private _recordsEnds = false;
   /** Sections answered at least once: a first answer is a baseline, not a change. */
   private _seen: Partial<Record<Section, boolean>> = {};
 }
@@ -281,8 +304,36 @@ export function mapView(m: IMap): MapView {
   };
 }
 
-/** Why something ended, as far as the lab can tell from what the API lists. */
-export type StopCause = 'budget' | 'idle' | 'elsewhere' | 'cancelled' | 'failed' | 'lost' | 'closed';
+/** Why something ended: for a session, what the server recorded (`ended_by`); else what the API lists tell. */
+export type StopCause = 'budget' | 'idle' | 'elsewhere' | 'panel' | 'cancelled' | 'failed' | 'lost' | 'closed';
+
+/** Polls a vanished session waits for its ended record before the lab guesses why it ended. */
+const UNEXPLAINED_POLLS = 3;
+
+/**
+ * The notification due for a session that ended as `record` says (the server's `ended_by`), or null where its own
+ * notebook ended it (`%gpu stop`, its kernel shutting down or restarting): that is the user's own doing.
+ */
+export function endedEvent(event: IStopEvent, record: ISession, budgets: IBudget[]): IStopEvent | null {
+  const base = { ...event, session: { ...(event.session ?? record), ...record }, why: record.why };
+  switch (record.ended_by) {
+    case 'user':
+    case 'closed':
+      return null;
+    case 'budget':
+      return { ...base, cause: 'budget', budget: spentBudget(budgets, record.notebook) };
+    case 'idle':
+      return { ...base, cause: 'idle' };
+    case 'panel':
+      return { ...base, cause: 'panel' };
+    case 'lost':
+      return { ...base, cause: 'lost' };
+    case 'error':
+      return { ...base, cause: 'failed' };
+    default:
+      return { ...base, cause: 'elsewhere' };
+  }
+}
 
 /** A stop the user did not make in this tab. */
 export interface IStopEvent {
@@ -293,8 +344,10 @@ export interface IStopEvent {
   notebook: string;
   /** What it was, in user words: "the H100 session", "fan-out f (started 14:03)". */
   what: string;
-  /** The spent budget, for cause `budget`. */
+  /** The spent budget, for cause `budget` (a session's: where the lab found it among the budgets). */
   budget?: IBudget;
+  /** A session's end in the holder's words, as the server recorded it ("released after 600 s idle"). */
+  why?: string;
   session?: ISession;
   map?: MapView;
 }
@@ -312,7 +365,14 @@ export function spentBudget(budgets: IBudget[], notebook: string): IBudget | und
  */
 export function stopEvents(
   before: { sessions: ISession[]; maps: MapView[]; sandboxes: ISandbox[]; loaded: Partial<Record<Section, boolean>> },
-  after: { sessions: ISession[]; maps: MapView[]; sandboxes: ISandbox[]; budgets: IBudget[] },
+  after: {
+    sessions: ISession[];
+    maps: MapView[];
+    sandboxes: ISandbox[];
+    budgets: IBudget[];
+    ended?: Map<string, ISession>;
+    recordsEnds?: boolean;
+  },
   answered: Section[],
   now: number
 ): IStopEvent[] {
@@ -324,18 +384,25 @@ export function stopEvents(
       if (s.state !== 'running' || still.has(s.id)) {
         continue;
       }
+      const event: IStopEvent = { kind: 'session', id: s.id, cause: 'elsewhere', notebook: s.notebook, what: `the ${s.spec} session`, session: s };
+      const record = after.ended?.get(s.id);
+      if (record) {
+        // The server says who or what ended it.
+        const known = endedEvent(event, record, after.budgets);
+        if (known) {
+          events.push(known);
+        }
+        continue;
+      }
+      if (after.recordsEnds) {
+        events.push(event); // its record comes with a later poll (the caller waits for it)
+        continue;
+      }
+      // A server that does not record ends: guess from the budgets and the idle clock.
       const budget = spentBudget(after.budgets, s.notebook);
       const idle =
         s.idle_timeout > 0 && s.idle_since !== null && now / 1000 >= s.idle_since + s.idle_timeout - 2;
-      events.push({
-        kind: 'session',
-        id: s.id,
-        cause: budget ? 'budget' : idle ? 'idle' : 'elsewhere',
-        notebook: s.notebook,
-        what: `the ${s.spec} session`,
-        budget,
-        session: s
-      });
+      events.push({ ...event, cause: budget ? 'budget' : idle ? 'idle' : 'elsewhere', budget });
     }
   }
   if (fresh('maps')) {

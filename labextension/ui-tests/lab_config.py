@@ -32,3 +32,11 @@ settings = Path(mkdtemp(prefix="burstlab-lab-settings-"))
 (settings / "burstlab-lab" / "plugin.jupyterlab-settings").write_text('{"refreshInterval": 1}')
 c.LabApp.user_settings_dir = str(settings)
 c.JupyterNotebookApp.user_settings_dir = str(settings)
+# The burstlab kernels ("Python 3 (burstlab · H100)", …) for the declared GPU types, installed for this server
+# alone (docs/kernels.md; kernels.spec.ts opens one from the launcher).
+from burstlab.remote_kernel._kernelspecs import install  # noqa: E402
+from burstlab.remote_kernel.kernelspecs import inventory_types  # noqa: E402
+
+kernels = Path(mkdtemp(prefix="burstlab-lab-kernels-"))
+install(inventory_types(), prefix=str(kernels))
+os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(kernels / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")) if p)

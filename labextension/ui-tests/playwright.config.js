@@ -6,9 +6,9 @@ const fs = require('fs');
 const port = process.env.LAB_PORT || '8899';
 const url = `http://127.0.0.1:${port}`;
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'burstlab-ui-home-'));
-// Notebook 7 (tests/notebook7.spec.ts): a second server, `jupyter notebook`, on NB_PORT, when NOTEBOOK7=1 (the
-// pytest wrapper sets it when the `notebook` package is importable). NB_PYTHONPATH adds a path for it alone.
-const nbPort = process.env.NB_PORT || String(Number(port) + 1);
+// One server for every spec: JupyterLab, and Notebook 7's pages (/tree, /notebooks/…) from the same server when the
+// `notebook` package is installed (its server extension is enabled by its own jupyter_server_config.d file);
+// tests/notebook7.spec.ts runs when NOTEBOOK7=1 (the pytest wrapper sets it when `notebook` is importable).
 const env = {
   ...process.env,
   BURSTLAB_DECLARED_GPUS: 'H100:2,A100:1',
@@ -26,20 +26,6 @@ const servers = [
     env: { ...env, LAB_PORT: port, BURSTLAB_HOME: home }
   }
 ];
-if (process.env.NOTEBOOK7 === '1') {
-  const nbHome = fs.mkdtempSync(path.join(os.tmpdir(), 'burstlab-nb7-home-'));
-  const pythonPath = [process.env.NB_PYTHONPATH, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
-  servers.push({
-    command: `python -m notebook --config ${path.join(__dirname, 'lab_config.py')}`,
-    url: `http://127.0.0.1:${nbPort}/api/status`,
-    timeout: 120 * 1000,
-    reuseExistingServer: false,
-    stdout: process.env.LAB_LOG ? 'pipe' : 'ignore',
-    stderr: 'pipe',
-    gracefulShutdown: { signal: 'SIGTERM', timeout: 15 * 1000 },
-    env: { ...env, LAB_PORT: nbPort, BURSTLAB_HOME: nbHome, ...(pythonPath ? { PYTHONPATH: pythonPath } : {}) }
-  });
-}
 
 module.exports = {
   testDir: './tests',

@@ -5,7 +5,9 @@ BURSTLAB_HOME: a `%%gpu H100` cell appears in the status bar and ticks, the side
 the next run starts a new one, "Run on GPU ▸ A100" runs a cell without editing it, an agent-marked cell lands
 in the sandbox, and server errors are shown (burstlab.spec.ts); the panel at 200/250/400 px in light, dark and
 high-contrast themes with axe-core, the money in the status bar, notifications for stops made elsewhere
-(layout.spec.ts); Notebook 7's top-bar meter and sidebar panel when `notebook` is installed (notebook7.spec.ts). Needs Debian's `chromium` and Node.js (.ci/run installs them).
+(layout.spec.ts); the "ran on" label (the cell's own time and cost) and who ended a session (cell_label.spec.ts);
+the burstlab kernels in the launcher and a budget's refusal of one (kernels.spec.ts); Notebook 7's top-bar meter and
+sidebar panel when `notebook` is installed (notebook7.spec.ts), all against one server and one browser. Needs Debian's `chromium` and Node.js (.ci/run installs them).
 Outside CI a missing browser or node skips with the command that installs it; under CI it fails.
 """
 
@@ -43,12 +45,12 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BURSTLAB_")}
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env["CHROMIUM_PATH"] = CHROMIUM
-    for name in ("LAB_PORT", "NB_PORT"):
+    for name in ("LAB_PORT",):
         if name not in env:
             with socket.socket() as s:  # a free loopback port, so parallel runs do not collide
                 s.bind(("127.0.0.1", 0))
                 env[name] = str(s.getsockname()[1])
-    # Notebook 7's spec (tests/notebook7.spec.ts) runs against `python -m notebook` when the package is there.
+    # Notebook 7's spec (tests/notebook7.spec.ts) runs, against the same server, when the package is there.
     if importlib.util.find_spec("notebook") is not None and importlib.util.find_spec("notebook.app") is not None:
         env.setdefault("NOTEBOOK7", "1")
     return env

@@ -1,14 +1,16 @@
-// A %%gpu cell's "ran on" label: shown under the cell, kept in the cell's metadata (burstlab.ran) when the
-// notebook is saved, shown again when it is reopened; readable (axe-core) in the light and dark themes.
+// A %%gpu cell's "ran on" label: the cell's own time and cost, then its session's so far; shown under the cell,
+// kept in the cell's metadata (burstlab.ran) when the notebook is saved, shown again when it is reopened; readable
+// (axe-core) in the light and dark themes. Then the notebook's own `%gpu stop` raises no notification, while stops
+// made by others are named from the server's record of who ended the session (ended_by).
 import { expect, Page, test } from '@playwright/test';
-import * as path from 'path';
 
-import { cell, runCell, TOKEN, waitExecuted } from './lab';
+import { cell, recordToasts, releaseAll, runCell, shot, toastsSeen, TOKEN, waitExecuted } from './lab';
 
 const NAME = 'cell-label.ipynb';
 const MIME = 'application/vnd.burstlab.cell+json';
 const AUTH = { Authorization: `token ${TOKEN}` };
-const LABEL = /^ran on H100 \(declared\) @ \S+ · \d+ s held · \$\d+\.\d+ so far$/;
+const OWN = /^ran on H100 \(declared\) @ \S+ · [\d.]+ s · \$\d+\.\d{4}$/;
+const SESSION = /^ · session H100: \d+ s held, \$\d+\.\d{4} so far$/;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Notebook = { cells: { source: string; metadata: any; outputs: any[] }[] };
@@ -68,7 +70,7 @@ test.beforeAll(async ({ browser }) => {
     nbformat: 4,
     nbformat_minor: 5,
     metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
-    cells: [code('%load_ext burstlab'), code('%%gpu H100 --wait 60\n6 * 7'), code('%gpu stop all')]
+    cells: [code('%load_ext burstlab'), code('%%gpu H100 --wait 60\n6 * 7'), code('%%gpu H100\n7 * 6'), code('%gpu stop all')]
   };
   const r = await page.request.put(`/api/contents/${NAME}`, {
     headers: AUTH,
@@ -78,6 +80,7 @@ test.beforeAll(async ({ browser }) => {
 });
 
 test.afterAll(async () => {
+  await releaseAll(page.request).catch(() => undefined); // the next spec finds the GPUs free, no budget set
   await setTheme('JupyterLab Light').catch(() => undefined);
   await page?.close();
 });
@@ -93,20 +96,29 @@ test('a %%gpu cell shows where it ran and what it cost under the cell, saved in 
   await waitExecuted(gpuCell, 120000);
   await expect(gpuCell.locator('.jp-OutputArea-executeResult')).toHaveText(/\b42$/);
 
-  // The label, under the cell's input; the text/plain footer is not shown beside it.
+  // The label, under the cell's input: the cell's own time and cost, then the session's so far, muted. The
+  // text/plain footer is not shown beside it.
   const label = gpuCell.locator('.jp-burstlab-ran');
-  await expect(label).toHaveText(LABEL);
+  await expect(label.locator('.jp-burstlab-ran-cell')).toHaveText(OWN);
+  await expect(label.locator('.jp-burstlab-ran-session')).toHaveText(SESSION);
   const text = (await label.textContent())!;
+  const own = (await label.locator('.jp-burstlab-ran-cell').textContent())!;
   // Last under the cell: below its input and below its Out[n] (which the kernel sends after the label).
   const value = (await gpuCell.locator('.jp-OutputArea-executeResult').boundingBox())!;
   const box = (await label.boundingBox())!;
   expect(box.y).toBeGreaterThanOrEqual(value.y + value.height - 1);
   await expect(gpuCell.locator('.jp-OutputArea')).not.toContainText('[H100 (declared) on ');
-  await gpuCell.screenshot({ path: path.resolve(__dirname, '..', 'test-results', 'shots', 'cell-label.png') });
+
+  // A second, warm cell on the same session: its own share is its own, the session's figure has grown.
+  const warm = cell(nb, 2);
+  await runCell(page, warm);
+  await waitExecuted(warm, 60000);
+  await expect(warm.locator('.jp-burstlab-ran-cell')).toHaveText(OWN);
 
   for (const theme of ['JupyterLab Dark', 'JupyterLab Light']) {
     await setTheme(theme);
     expect(await axeOnLabel(), theme).toEqual([]);
+    await shot(nb.locator('.jp-Cell').nth(1), theme.endsWith('Dark') ? 'cell-label-dark.png' : 'cell-label-light.png');
   }
 
   // Saved: the record is in the cell's metadata and its output, with the numbers the label shows.
@@ -114,25 +126,65 @@ test('a %%gpu cell shows where it ran and what it cost under the cell, saved in 
   await page.keyboard.press('Control+s');
   // (a read while the server is still writing the file answers 400 "Unreadable Notebook": poll again)
   const ranText = async () => (await saved().catch(() => undefined))?.cells[1].metadata?.burstlab?.ran?.text;
-  await expect.poll(ranText, { timeout: 30000 }).toBe(text);
+  await expect.poll(ranText, { timeout: 30000 }).toBe(own);
   const content = await saved();
   const ran = content.cells[1].metadata.burstlab.ran;
   expect(ran.gpu).toBe('H100 (declared)');
   expect(ran.spec).toBe('H100');
-  expect(text).toContain(`@ ${ran.host} · ${ran.held_s} s held`);
-  expect(Number.isInteger(ran.cost_microusd)).toBeTruthy();
+  expect(text).toBe(`${ran.text} · ${ran.session_text}`);
+  expect(own).toBe(ran.text);
+  expect(text).toContain(`@ ${ran.host} · ${(ran.cell_ms / 1000).toFixed(1)} s · `);
+  expect(ran.session_text).toContain(`${ran.held_s} s held`);
+  expect(Number.isInteger(ran.cost_microusd) && Number.isInteger(ran.cell_cost_microusd)).toBeTruthy();
+  // The cell's cost is its time at the session's rate (to the micro-dollar); the session's so far is more.
+  expect(Math.abs(ran.cell_cost_microusd - (ran.cell_ms * ran.rate_nusd_per_s) / 1e6)).toBeLessThanOrEqual(ran.rate_nusd_per_s / 1e6 + 1);
+  const warmRan = content.cells[2].metadata.burstlab.ran;
+  expect(warmRan.interval_id).toBe(ran.interval_id);
+  expect(warmRan.cell_cost_microusd).toBeLessThan(warmRan.cost_microusd);
+  expect(warmRan.cost_microusd).toBeGreaterThanOrEqual(ran.cost_microusd);
   const outputs = content.cells[1].outputs.filter(o => o.data && MIME in o.data);
   expect(outputs).toHaveLength(1);
   expect(outputs[0].data[MIME]).toEqual(ran);
-  expect(outputs[0].data['text/plain']).toMatch(/^\[H100 \(declared\) on \S+ · \d+ s held · \$\d+\.\d+ so far\]$/);
+  expect(outputs[0].data['text/plain']).toMatch(
+    /^\[H100 \(declared\) on \S+ · this cell [\d.]+ s, \$\d+\.\d+ · session \d+ s held, \$\d+\.\d+ so far\]$/
+  );
   expect(content.cells[0].metadata?.burstlab?.ran).toBeUndefined(); // a cell that did not run through %%gpu
 
   // Reopened from disk: the label is back without running anything.
   await openNotebook();
   await expect(cell(page.locator('.jp-NotebookPanel'), 1).locator('.jp-burstlab-ran')).toHaveText(text);
 
-  const stop = cell(page.locator('.jp-NotebookPanel'), 2);
+  // `%gpu stop` in a cell of this notebook: its own doing, so no notification. The lab knows from the server's
+  // record of who ended the session (ended_by "user"), seen in a poll after the session left the running list.
+  await recordToasts(page);
+  const sessionsPoll = (test: (s: { id: string; ended_by: string }[]) => boolean) =>
+    page.waitForResponse(async r => r.url().includes('/burstlab/api/sessions?ended=1') && test((await r.json()).sessions), {
+      timeout: 30000
+    });
+  const recorded = sessionsPoll(s => s.some(x => x.id && x.ended_by === 'user'));
+  const stop = cell(page.locator('.jp-NotebookPanel'), 3);
   await runCell(page, stop);
   await waitExecuted(stop);
   await expect(stop.locator('.jp-OutputArea')).toContainText('Released');
+  await recorded;
+  await sessionsPoll(() => true); // one more poll: the model has looked at that record
+  await expect(page.locator('#burstlab-status')).toBeHidden();
+
+  // A stop made by another client (the REST API) and one from the panel of another tab: both notify, in words
+  // taken from the server's record.
+  for (const [from, words] of [
+    ['', /Stopped by another client \(stopped through the REST API by \S+\): the H100 session of cell-label\.ipynb\./],
+    ['?from=panel', /Stopped from the burstlab panel in another tab: the H100 session of cell-label\.ipynb\./]
+  ] as const) {
+    const made = await page.request.post('/burstlab/api/sessions', { headers: AUTH, data: { gpu: 'H100', notebook: NAME } });
+    expect(made.ok(), await made.text()).toBeTruthy();
+    const id = ((await made.json()) as { id: string }).id;
+    await expect(page.locator('#burstlab-status')).toHaveText(/^H100 · /); // the lab saw it running
+    const del = await page.request.delete(`/burstlab/api/sessions/${id}${from}`, { headers: AUTH });
+    expect(del.ok(), await del.text()).toBeTruthy();
+    await expect(page.locator('.Toastify__toast', { hasText: words })).toBeVisible({ timeout: 30000 });
+  }
+  const toasts = await toastsSeen(page);
+  // Those two, and nothing for the `%gpu stop`.
+  expect(toasts.filter(t => /session of cell-label/.test(t)), toasts.join('\n')).toHaveLength(2);
 });

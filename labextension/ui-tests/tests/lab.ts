@@ -1,5 +1,7 @@
 // Helpers for driving JupyterLab in the browser tests.
 import { APIRequestContext, expect, Locator, Page } from '@playwright/test';
+import * as fs from 'fs';
+import * as path from 'path';
 
 export const TOKEN = process.env.LAB_TOKEN || 'burstlab-ui-test-token';
 
@@ -35,13 +37,9 @@ export async function typeCell(page: Page, nb: Locator, index: number, lines: st
   }
   const c = cells.nth(index);
   await c.locator('.cm-content').click();
-  for (let i = 0; i < lines.length; i++) {
-    if (i > 0) {
-      await page.keyboard.press('Enter');
-      await page.keyboard.press('Home'); // no auto-indent surprises
-    }
-    await page.keyboard.type(lines[i]);
-  }
+  // One input event for the whole source, as a paste: no per-key round trips (typing a line key by key took
+  // seconds), and no auto-indent or auto-closed brackets to work around.
+  await page.keyboard.insertText(lines.join('\n'));
   return c;
 }
 
@@ -103,4 +101,59 @@ export async function expectBadgeBesidePrompt(c: Locator): Promise<void> {
   expect(facts.fontPx).toBeGreaterThanOrEqual(10);
   // The prompt grew to hold the badge under the count: taller than the count's own line.
   expect(facts.promptHeight, JSON.stringify(facts)).toBeGreaterThan(facts.lineHeight * 2);
+}
+
+// Screenshots go to test-results/shots; with UPDATE_SCREENSHOTS=1 also to docs/screenshots/ (the docs' pictures).
+const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
+const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
+export async function shot(target: Page | Locator, name: string): Promise<void> {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, name);
+  await target.screenshot({ path: file });
+  if (process.env.UPDATE_SCREENSHOTS) {
+    fs.mkdirSync(DOCS, { recursive: true });
+    fs.copyFileSync(file, path.join(DOCS, name));
+  }
+}
+
+/** From now on, record the text of every notification shown (a toast can be gone before a test looks). */
+export async function recordToasts(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const w = window as unknown as { burstlabToasts?: string[] };
+    if (w.burstlabToasts) {
+      w.burstlabToasts.length = 0;
+      return;
+    }
+    const seen: string[] = [];
+    w.burstlabToasts = seen;
+    new MutationObserver(() => {
+      for (const t of Array.from(document.querySelectorAll('.Toastify__toast'))) {
+        const text = t.textContent ?? '';
+        if (!seen.includes(text)) {
+          seen.push(text);
+        }
+      }
+    }).observe(document.body, { childList: true, subtree: true });
+  });
+}
+
+/** The notifications recorded since `recordToasts`. */
+export async function toastsSeen(page: Page): Promise<string[]> {
+  return page.evaluate(() => (window as unknown as { burstlabToasts?: string[] }).burstlabToasts ?? []);
+}
+
+/**
+ * Release what a spec held on the suite's one server: every running session and every budget of the test user (the
+ * specs after it, Notebook 7's above all, find the GPUs free and no budget in force).
+ */
+export async function releaseAll(request: APIRequestContext): Promise<void> {
+  const headers = { Authorization: `token ${TOKEN}` };
+  const sessions = (await api<{ sessions: { id: string }[] }>(request, 'sessions')).sessions;
+  for (const s of sessions) {
+    await request.delete(`/burstlab/api/sessions/${encodeURIComponent(s.id)}`, { headers });
+  }
+  const budgets = (await api<{ budgets: { scope: string; name: string }[] }>(request, 'budgets')).budgets;
+  for (const b of budgets) {
+    await request.delete(`/burstlab/api/budgets/${b.scope}/${encodeURIComponent(b.name)}`, { headers });
+  }
 }

@@ -4,7 +4,7 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { api, newNotebook, openLab, runCell, TOKEN, typeCell, waitExecuted } from './lab';
+import { api, newNotebook, openLab, releaseAll, runCell, TOKEN, typeCell, waitExecuted } from './lab';
 
 const DOCS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
 const SHOTS = path.resolve(__dirname, '..', 'test-results', 'shots');
@@ -142,6 +142,7 @@ test.beforeAll(async ({ browser }) => {
 });
 
 test.afterAll(async () => {
+  await releaseAll(page.request).catch(() => undefined); // the next spec finds the GPUs free, no budget set
   await setTheme('JupyterLab Light').catch(() => undefined);
   await page?.close();
 });
@@ -242,11 +243,12 @@ test('Stop asks first; a budget stop and a map cancelled elsewhere are notificat
   await expect(dialog).toHaveCount(0);
   await expect(row).toHaveCount(1); // still running
 
-  // A budget that runs out a few seconds from now: the server stops the session; the tab says why.
+  // A budget that runs out a second or so from now (1500 µ$: 1.4 s of an H100): the server stops the session; the
+  // tab says why.
   await put(`budgets/notebook/${encodeURIComponent(nbPath)}`, { limit_usd: 50, soft_fraction: 0.8 });
   const budgets = (await api<{ budgets: { name: string; spent_microusd: number }[] }>(page.request, 'budgets')).budgets;
   const spent = budgets.find(b => b.name === nbPath)!.spent_microusd;
-  await put(`budgets/notebook/${encodeURIComponent(nbPath)}`, { limit_usd: (spent + 4000) / 1e6, soft_fraction: 0.8 });
+  await put(`budgets/notebook/${encodeURIComponent(nbPath)}`, { limit_usd: (spent + 1500) / 1e6, soft_fraction: 0.8 });
   const stop = page.locator('.Toastify__toast', { hasText: 'burstlab stopped the H100 session' });
   await expect(stop).toContainText(/Budget \S+ spent \(\$[\d.]+ of \$[\d.]+\): burstlab stopped the H100 session/, {
     timeout: 60000
