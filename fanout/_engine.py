@@ -139,7 +139,7 @@ class MapRun(MapStatus):
                  retry_on: tuple = (), timeout: float | None = None, max_workers: int | None = None,
                  max_inputs: int | None = None, return_exceptions: bool = False, progress: Any = None,
                  mode: int = ONE, name: str | None = None, checkpoint: Any = None, map_id: str | None = None,
-                 env: Any = None, secrets: Any = None, sync: bool = False):
+                 env: Any = None, secrets: Any = None, sync: bool | None = None):
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         self.backoff: _policy.Retries | None = None
@@ -166,6 +166,8 @@ class MapRun(MapStatus):
         self.slots = max(1, min(cluster_slots, max_workers or cluster_slots))
         self.window = _policy.window(self.slots)
         self.id = map_id or uuid.uuid4().hex[:12]
+        if sync is None:  # c.BurstLab.environment = "sync" syncs maps too
+            sync = getattr(getattr(workspace, "config", None), "environment", "") == "sync"
         self.env = MapEnv.make(self.id, env, secrets, sync)  # values stay here and on its workers (_env)
         try:
             self.total: int | None = len(items)  # type: ignore[arg-type]

@@ -41,6 +41,8 @@ from burstlab.remote_kernel import envsync
 log = logging.getLogger("burstlab.fanout")
 
 GATE_WAIT_S = 5.0  # a chunk waits this long for another map's chunks to leave its worker, then goes back
+RUN_TIMEOUT_S = 30.0  # one question to a worker (Client.run has no deadline of its own)
+INSTALL_TIMEOUT_S = 120.0  # unpacking wheels on a worker
 NEED_ENV = "env"  # the setup-error tag of a chunk whose worker lacks its map's environment
 
 
@@ -79,7 +81,7 @@ class MapEnv:
         there before it had it answer too: when it has it now, nothing is done."""
         if address in self.prepared:
             try:
-                if client.run(has, self.key, workers=[address]).get(address):
+                if client.run(has, self.key, workers=[address], callback_timeout=RUN_TIMEOUT_S).get(address):
                     return
             except Exception:  # noqa: BLE001 - the worker is gone: installing below fails the same way, and says so
                 pass
@@ -95,7 +97,7 @@ class MapEnv:
                 wheels, order, env_hash = self._wheels(client, address)
                 self.shipped_bytes += sum(len(d) for d in wheels.values())
             client.run(install, self.key, self.values, self.secret_names, wheels, order, env_hash,
-                       workers=[address])
+                       workers=[address], callback_timeout=INSTALL_TIMEOUT_S)
         except (ConfigError, FanoutError):
             raise
         except Exception as exc:  # noqa: BLE001 - the worker went away (its chunk goes elsewhere) or refused: asked
@@ -108,7 +110,8 @@ class MapEnv:
     def _wheels(self, client, address: str) -> tuple[dict, list, str]:
         here = envsync.imported_distributions()
         local = envsync.build_local_wheel(envsync.local_modules(self.notebook_dir or os.getcwd()))
-        there = client.run(envsync.host_versions, sorted(here), workers=[address])[address]
+        there = client.run(envsync.host_versions, sorted(here), workers=[address],
+                           callback_timeout=RUN_TIMEOUT_S)[address]
         mismatches = envsync.compare(here, there)
         self.report = envsync.report(mismatches, host=address)
         if any(not m.shippable for m in mismatches):
@@ -118,7 +121,8 @@ class MapEnv:
             wheels.append(local)
         if not wheels:
             return {}, [], ""
-        need = set(client.run(envsync.missing, [w.sha256 for w in wheels], workers=[address])[address])
+        need = set(client.run(envsync.missing, [w.sha256 for w in wheels], workers=[address],
+                              callback_timeout=RUN_TIMEOUT_S)[address])
         return ({w.sha256: w.data for w in wheels if w.sha256 in need}, [w.sha256 for w in wheels],
                 envsync.environment_hash(here, wheels))
 
@@ -127,7 +131,8 @@ class MapEnv:
         if not self.prepared:
             return
         try:
-            client.run(forget, self.key, workers=sorted(self.prepared), on_error="ignore")
+            client.run(forget, self.key, workers=sorted(self.prepared), on_error="ignore",
+                       callback_timeout=RUN_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the cluster is out of reach: its workers' memory goes with it
             log.info("could not remove a map's environment from its workers: %s", exc)
         self.prepared.clear()

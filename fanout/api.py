@@ -197,7 +197,7 @@ class Function:
 
     def __init__(self, fn: Callable, *, gpu: Any = None, retries: Any = 0, retry_on: tuple = (),
                  timeout: float | None = None, max_workers: int | None = None, workspace=None,
-                 env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False):
+                 env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool | None = None):
         self.fn = fn
         self.env = env
         self.secrets = secrets
@@ -304,7 +304,7 @@ class Function:
 
 def function(fn: Callable | None = None, *, gpu: Any = None, retries: Any = 0, retry_on: tuple = (),
              timeout: float | None = None, max_workers: int | None = None, workspace=None,
-             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False):
+             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool | None = None):
     """Decorator: ``@burstlab.function(gpu="H100", retries=2, timeout=600)`` (or bare ``@burstlab.function``).
 
     ``gpu``: a spec as ``%%gpu`` takes it (``"H100"``, ``["H100", "A100"]``: the first type with a GPU no
@@ -314,8 +314,8 @@ def function(fn: Callable | None = None, *, gpu: Any = None, retries: Any = 0, r
     1, 2, 4 s between attempts and retries any ``Exception``. ``timeout``: seconds one input may run (it
     then fails with TimeoutError). ``max_workers``: most workers at once. ``env={"WANDB_MODE": "offline"}``,
     ``secrets=["OPENAI_API_KEY"]`` (read here, from the environment or ``BURSTLAB_HOME/secrets.env``) and
-    ``sync=True`` (ship the notebook's pure packages and modules) apply to this function's tasks only
-    (docs/environment.md).
+    ``sync=True`` (ship the notebook's pure packages and modules; default: ``c.BurstLab.environment == "sync"``)
+    apply to this function's tasks only (docs/environment.md).
     """
     def wrap(f: Callable) -> Function:
         return Function(f, gpu=gpu, retries=retries, retry_on=retry_on, timeout=timeout, max_workers=max_workers,
@@ -334,7 +334,7 @@ def map(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int
         retry_on: tuple = (), timeout: float | None = None, ordered: bool = True, order_outputs: bool | None = None,
         return_exceptions: bool = False, progress: Any = None, max_inputs: int | None = None, checkpoint: Any = None,
         keep_results: bool = True, workspace=None, env: dict | None = None, secrets: Iterable[str] | None = None,
-        sync: bool = False) -> list | Iterator:
+        sync: bool | None = None) -> list | Iterator:
     """``fn`` over ``items`` on the workspace's workers, in one call: ``Function(fn, ...).map(items)``.
     ``env``, ``secrets`` and ``sync`` as ``@burstlab.function`` takes them."""
     return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets, sync).map(
@@ -344,7 +344,7 @@ def map(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int
 
 def starmap(fn: Callable, items: Iterable[Iterable[Any]], *, gpu: Any = None, max_workers: int | None = None,
             retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
-            env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
+            env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool | None = None,
             **options: Any) -> list | Iterator:
     """``fn(*args)`` for each tuple in ``items``; options as ``burstlab.map``."""
     return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets,
@@ -353,7 +353,7 @@ def starmap(fn: Callable, items: Iterable[Iterable[Any]], *, gpu: Any = None, ma
 
 def for_each(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int | None = None,
              retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
-             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
+             env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool | None = None,
              **options: Any) -> None:
     """``fn(item)`` for each input, keeping no results; options as ``burstlab.map``."""
     _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets, sync).for_each(
@@ -362,7 +362,7 @@ def for_each(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers
 
 def spawn_map(fn: Callable, items: Iterable[Any], *, gpu: Any = None, max_workers: int | None = None,
               retries: Any = 0, retry_on: tuple = (), timeout: float | None = None, workspace=None,
-              env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool = False,
+              env: dict | None = None, secrets: Iterable[str] | None = None, sync: bool | None = None,
               **options: Any) -> MapHandle:
     """Start ``fn`` over ``items`` and return a :class:`MapHandle` at once (see ``Function.spawn_map``)."""
     return _function_of(fn, gpu, retries, retry_on, timeout, max_workers, workspace, env, secrets,

@@ -36,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from burstlab.errors import ConfigError
+
 _COMPILED = (".so", ".pyd", ".dylib", ".dll")
+MAX_LOCAL = 64 << 20  # bytes of the modules beside the notebook that sync ships as code
 _SKIP_PARTS = ("__pycache__",)
 
 
@@ -217,8 +220,11 @@ def local_modules(root: str | os.PathLike, modules: Mapping[str, object] | None 
         if not path:
             continue
         path = Path(path).resolve()
-        if path.parent == root or (path.name == "__init__.py" and path.parent.parent == root):
-            out[name] = path if path.name != "__init__.py" else path.parent
+        if path.name == "__init__.py":  # a package beside the notebook (not the notebook's own folder)
+            if path.parent.parent == root:
+                out[name] = path.parent
+        elif path.parent == root and path.suffix == ".py":
+            out[name] = path
     return dict(sorted(out.items()))
 
 
@@ -304,7 +310,9 @@ def _module_sources(module_names: Iterable[str]) -> list[tuple[str, bytes]]:
         path = Path(path)
         if path.name == "__init__.py":
             for f in sorted(path.parent.rglob("*")):
-                if f.is_file() and not any(p in f.parts for p in _SKIP_PARTS) and not f.suffix == ".pyc":
+                rel = f.relative_to(path.parent).parts
+                if f.is_file() and not any(p in _SKIP_PARTS or p.startswith(".") for p in rel) \
+                        and not f.suffix == ".pyc":
                     files.append((f"{name}/{f.relative_to(path.parent).as_posix()}", f.read_bytes()))
         elif path.suffix == ".py":
             files.append((path.name, path.read_bytes()))
@@ -340,6 +348,11 @@ def build_local_wheel(modules: Mapping[str, Path]) -> Wheel | None:
     if not modules:
         return None
     files = _module_sources(modules)
+    size = sum(len(d) for _, d in files)
+    if size > MAX_LOCAL:
+        raise ConfigError(f"The modules beside the notebook ({', '.join(modules)}) hold {size >> 20} MiB: more than "
+                          f"{MAX_LOCAL >> 20} MiB is not shipped as code. Move data out of those packages and send it "
+                          "with `%gpu upload`.")
     digest = hashlib.sha256(b"".join(a.encode() + d for a, d in sorted(files))).hexdigest()[:12]
     return _pack("burstlab-local", f"0+{digest}", files)
 

@@ -140,3 +140,11 @@ def test_many_chunks_landing_on_fresh_gpu_workers_get_the_environment_once(fws):
     run = MapRun(fws, slow, range(60), gpu="H100", env={"MAP_MODE": "gpu"}, progress=False)
     assert sorted(v for _, vs in run for v in vs) == [("gpu", None)] * 60
     assert run.env.tries and all(n == 1 for n in run.env.tries.values())  # installed once per worker
+
+
+def test_sync_follows_the_configured_environment(fws, monkeypatch):
+    monkeypatch.setattr(fws.config, "environment", "sync")
+    run = MapRun(fws, peek, range(2), progress=False)
+    assert run.env is not None and run.env.sync
+    assert sorted(v for _, vs in run for v in vs) == [(None, None)] * 2
+    assert MapRun(fws, peek, range(1), sync=False, progress=False).env is None

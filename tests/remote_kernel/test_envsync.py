@@ -108,3 +108,35 @@ def test_a_damaged_or_escaping_wheel_is_refused(tmp_path):
     with pytest.raises(ValueError, match="outside the overlay"):
         envsync.install({wheel.sha256: wheel.data}, [wheel.sha256], "e2", home=str(tmp_path))
     assert not (tmp_path / "envs" / "outside.py").exists()
+
+
+def test_the_notebooks_own_folder_is_never_a_package_beside_it(tmp_path, monkeypatch):
+    import zipfile
+
+    from burstlab.errors import ConfigError
+
+    (tmp_path / "__init__.py").write_text("")  # the notebook's folder is itself a package (a repository's root)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / "bside_pkg_q").mkdir()
+    (tmp_path / "bside_pkg_q" / "__init__.py").write_text("X = 1\n")
+    (tmp_path / "bside_pkg_q" / ".cache").mkdir()
+    (tmp_path / "bside_pkg_q" / ".cache" / "big.bin").write_bytes(b"0" * 1000)
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    root = __import__(tmp_path.name)
+    import bside_pkg_q  # noqa: F401
+
+    try:
+        found = envsync.local_modules(tmp_path)
+        assert found == {"bside_pkg_q": tmp_path / "bside_pkg_q"} and root.__name__ not in found
+        wheel = envsync.build_local_wheel(found)
+        import io
+
+        names = zipfile.ZipFile(io.BytesIO(wheel.data)).namelist()
+        assert "bside_pkg_q/__init__.py" in names and not any(".cache" in n for n in names)
+        monkeypatch.setattr(envsync, "MAX_LOCAL", 3)
+        with pytest.raises(ConfigError, match="more than 0 MiB is not shipped as code"):
+            envsync.build_local_wheel(found)
+    finally:
+        sys.modules.pop("bside_pkg_q", None)
+        sys.modules.pop(tmp_path.name, None)
