@@ -27,6 +27,11 @@ def test_users_see_only_their_own(service):
     sid = sb["id"]
     code, s = call(service, "alice", "POST", "sessions", json={"gpu": "H100"})
     assert code == 201 and s["user"] == "alice"
+    # A service of several users jails each GPU session kernel (isolate_sessions "auto"), and says so.
+    assert s["isolated"] is True, s.get("isolation")
+    assert call(service, "alice", "GET", "workspace")[1]["isolate_sessions"]["enabled"] is True
+    code, out = call(service, "alice", "POST", f"sessions/{s['id']}/execute", json={"code": "import os; os.getuid()"})
+    assert code == 200 and out["outputs"][-1]["data"]["text/plain"] != "0", out  # the user's uid, never root
     assert call(service, "alice", "PUT", f"sandboxes/{sid}/files/secret.txt", data=b"alice's")[0] == 200
 
     # Bob sees none of it, and each of alice's ids is 404 to him, exactly as an unknown id.
