@@ -40,6 +40,19 @@ def python_dirs() -> list[str]:
 # What the jail sets itself: a sandbox's env= and secrets= may not move these.
 OWN_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "SHELL", "IPYTHONDIR",
                      "MPLCONFIGDIR", "MPLBACKEND", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "BURSTLAB_SANDBOX"})
+# Read by the interpreter or the loader as the kernel starts (PYTHONHOME, PYTHONMALLOC, PYTHONWARNINGS=error,
+# LD_PRELOAD...): a wrong value stops the kernel from starting at all. These few are harmless and asked for.
+_STARTUP_PREFIXES = ("PYTHON", "LD_")
+_STARTUP_ALLOWED = frozenset({"PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONPATH", "PYTHONIOENCODING"})
+
+
+def refused_env(name: str) -> str:
+    """Why a sandbox's env= or secrets= may not name ``name`` ("" when it may)."""
+    if name in OWN_ENV:
+        return "is set by the sandbox itself"
+    if name.startswith(_STARTUP_PREFIXES) and name not in _STARTUP_ALLOWED:
+        return "is read as the kernel starts and could stop it from starting"
+    return ""
 
 
 def scrubbed_env(network: bool, gpu_env: dict[str, str] | None = None) -> dict[str, str]:
@@ -128,4 +141,4 @@ def jail_spec(
     }
 
 
-__all__ = ["HOSTNAME", "OWN_ENV", "RUN_DIR", "WORK_DIR", "jail_spec", "python_dirs", "scrubbed_env"]
+__all__ = ["HOSTNAME", "OWN_ENV", "RUN_DIR", "WORK_DIR", "jail_spec", "python_dirs", "refused_env", "scrubbed_env"]

@@ -35,7 +35,7 @@ from ._limits import Limits, format_size, make_limits, parse_size
 from ._net import net_record, parse_policy
 from ._net import setup as net_setup
 from ._net import teardown as net_teardown
-from ._jailspec import OWN_ENV, RUN_DIR, jail_spec
+from ._jailspec import RUN_DIR, jail_spec, refused_env
 from ._template import Template
 
 STATE_BASE = _reaper.STATE_BASE
@@ -219,9 +219,10 @@ class Sandbox(AgentFeatures):
         self._devices: list[str] = []
         self._gpu_env: dict[str, str] = {}
         self._env, secret_values = split(env, secrets)  # checked here: a bad name fails before anything starts
-        own = sorted(n for n in {*self._env, *secret_values} if n in OWN_ENV)
-        if own:
-            raise ConfigError(f"{', '.join(own)} is set by the sandbox itself and cannot be overridden.")
+        for name in sorted({*self._env, *secret_values}):
+            why = refused_env(name)
+            if why:
+                raise ConfigError(f"{name} {why}: a sandbox's env= and secrets= cannot name it.")
         self._env.update(secret_values)  # the kernel's environment in the jail (and again after each restart)
         self._redactor = Redactor(secret_values.values())  # every Execution and streamed output goes through it
         self.env_names = sorted(self._env)  # names only, for records: never the values

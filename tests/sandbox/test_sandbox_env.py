@@ -31,14 +31,17 @@ def test_values_reach_the_kernel_and_secrets_come_back_redacted(monkeypatch):
 
 
 def test_values_the_caller_holds_are_secrets_too():
-    with Sandbox(timeout=20, meter=None, secrets={"API_KEY": SECRET}) as sb:
+    with Sandbox(timeout=20, meter=None, secrets={"API_KEY": SECRET}, env={"PYTHONHASHSEED": "7"}) as sb:
         assert sb.run("import os; os.environ['API_KEY']").text == "'[redacted]'"
+        assert sb.run("import os; os.environ['PYTHONHASHSEED']").text == "'7'"  # one of the few allowed PYTHON*
 
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"env": {"HOME": "/root"}}, "set by the sandbox itself"),
     ({"env": {"PATH": "/x"}}, "set by the sandbox itself"),
     ({"env": {"BURSTLAB_SANDBOX": "0"}}, "set by burstlab itself"),
+    ({"env": {"PYTHONHOME": "/nowhere"}}, "could stop it from starting"),
+    ({"secrets": {"LD_PRELOAD": "/tmp/x.so"}}, "could stop it from starting"),
     ({"env": {"A": "x\0y"}}, "NUL"),
     ({"env": {"A": "x" * 40000}}, "at most 32768"),
     ({"env": {"A": None}}, "must be a string"),
