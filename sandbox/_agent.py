@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -152,7 +153,15 @@ class AgentFeatures:
                 with os.fdopen(fd, "wb") as f:
                     f.write(input)
                 stdin_path = tmp
-            return await run_command(self, self._fork_server(), argv, timeout, on_output, stdin_path)
+            redactor = getattr(self, "_redactor", None)  # a command can read the kernel's environment (/proc)
+            if redactor and on_output is not None:
+                shown = on_output
+                on_output = lambda out: shown(redactor.output(out))  # noqa: E731
+            result = await run_command(self, self._fork_server(), argv, timeout, on_output, stdin_path)
+            if redactor:  # redacted as a run's output is
+                result = dataclasses.replace(result, stdout=redactor.redact(result.stdout),
+                                             stderr=redactor.redact(result.stderr))
+            return result
         finally:
             if tmp is not None:
                 try:

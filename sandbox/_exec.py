@@ -233,7 +233,7 @@ async def run_command(sb, template, argv: list[str], timeout: float,
             fds[n] = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             holders.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))  # no EOF before the command opens it
         spec = {"target": target, "uid": sb.uid, "gid": sb.uid, "cgroup_procs": cg.procs_files,
-                "rlimits": _rlimits(sb.limits), "env": dict(scrubbed_env(sb._policy.kind != "none", sb._gpu_env)),
+                "rlimits": _rlimits(sb.limits), "env": {**scrubbed_env(sb._policy.kind != "none", sb._gpu_env), **getattr(sb, "_env", {})},
                 "cwd": WORK_DIR, "argv": argv, "out": paths["stdout"], "err": paths["stderr"], "stdin": stdin}
         oom0 = cg.oom_kills()
         reader = _Reader(sb.limits.output if limit is None else limit, on_output, keep)

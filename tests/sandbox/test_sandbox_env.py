@@ -25,6 +25,11 @@ def test_values_reach_the_kernel_and_secrets_come_back_redacted(monkeypatch):
         assert SECRET not in repr(streamed) and any("[redacted]" in o.text for o in streamed)
         err = sb.run("raise KeyError(os.environ['SBX_TOKEN'])")
         assert err.error.ename == "KeyError" and SECRET not in repr(err.error) and "[redacted]" in err.error.evalue
+        shown = []
+        r = sb.exec(["sh", "-c", "echo $SBX_TOKEN $WANDB_MODE; cat /proc/[0-9]*/environ | tr '\\0' '\\n' | grep -c SBX"],
+                    on_output=shown.append)
+        assert r.stdout.startswith("[redacted] offline\n") and int(r.stdout.split()[-1]) >= 1, r
+        assert SECRET not in repr(r) + repr(shown)  # a command reads the kernel's environment: redacted too
         sb.restart()
         assert sb.run("import os; os.environ['WANDB_MODE']").text == "'offline'"  # a new kernel gets them too
         assert sb.run("import os; 'HOME=' + os.environ['HOME']").text == "'HOME=/home/user'"
