@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -145,14 +146,19 @@ class Fleet:
         env.update(dask_env(self.tls))
         home = self.root / name
         home.mkdir(mode=0o700, exist_ok=True)
-        env.update(BURSTLAB_HOME=str(home), PYTHONUNBUFFERED="1")
+        # Jailed GPU sessions' work dirs (isolate_sessions) under the host's own home, not this machine's
+        # /var/lib/burstlab/users: a test host shares this machine's files.
+        env.update(BURSTLAB_HOME=str(home), PYTHONUNBUFFERED="1", BURSTLAB_SESSION_WORK_ROOT=str(home / "users"))
         return env
 
     def _start(self, name: str, hostname: str, argv: list[str], extra_env: dict | None = None,
                key: str | None = None) -> subprocess.Popen:
         key = key or name
         log = open(self.root / f"{key}.log", "ab")
-        inner = f"hostname {hostname} && exec \"$@\""
+        # `ip netns exec` mounts a fresh /sys without the cgroup hierarchies: mount them again (the session jail
+        # makes its cgroups there); a host without them still starts, its jails then say why they cannot.
+        mounts = _cgroup_mounts()
+        inner = (f"({mounts}) 2>/dev/null; " if mounts else "") + f"hostname {hostname} && exec \"$@\""
         proc = subprocess.Popen(
             ["ip", "netns", "exec", name, "unshare", "--uts", "sh", "-c", inner, "sh", *argv],
             env={**self.env(name), **(extra_env or {})}, stdin=subprocess.DEVNULL, stdout=log,
@@ -273,6 +279,23 @@ class Fleet:
         from burstlab.remote_kernel._tls import dask_env
 
         return {"BURSTLAB_SCHEDULER": self.scheduler, **dask_env(self.tls)}
+
+
+def _cgroup_mounts() -> str:
+    """Shell commands that mount this machine's cgroup hierarchies (v1 or v2) again at the same places."""
+    cmds = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4]
+            fstype, _source, opts = (right.split() + ["", "", ""])[:3]
+            if point == "/sys/fs/cgroup" and fstype in ("tmpfs", "cgroup2"):
+                cmds.append(f"mount -t {fstype} -o {'mode=755' if fstype == 'tmpfs' else 'rw'} {fstype} /sys/fs/cgroup")
+            elif point.startswith("/sys/fs/cgroup/") and fstype in ("cgroup", "cgroup2"):
+                keep = ",".join(o for o in opts.split(",") if o not in ("rw", "ro")) or "rw"
+                where = shlex.quote(point)
+                cmds.append(f"mkdir -p {where} && mount -t {fstype} -o {keep} {fstype} {where}")
+    return " && ".join(cmds)
 
 
 def _kill_all(name: str) -> list[int]:
