@@ -212,11 +212,13 @@ class Cls:
 
 
 def cls(klass: type | None = None, *, gpu: Any = None, retries: Any = 0, retry_on: tuple = (),
-        timeout: float | None = None, max_workers: int | None = None, workspace=None):
+        timeout: float | None = None, max_workers: int | None = None, workspace=None, env: dict | None = None,
+        secrets: Any = None, sync: bool | None = None):
     """Decorator: ``@burstlab.cls(gpu="H100")`` on a class with ``@burstlab.enter`` / ``@burstlab.exit``
-    methods. Options are those of ``@burstlab.function``."""
+    methods. Options are those of ``@burstlab.function`` (``env``/``secrets`` apply to ``@enter`` too: it runs
+    inside its map's first chunk on each worker)."""
     options = {"gpu": gpu, "retries": retries, "retry_on": retry_on, "timeout": timeout,
-               "max_workers": max_workers, "workspace": workspace}
+               "max_workers": max_workers, "workspace": workspace, "env": env, "secrets": secrets, "sync": sync}
 
     def wrap(k: type) -> Cls:
         if not isinstance(k, type):

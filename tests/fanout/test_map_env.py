@@ -148,3 +148,16 @@ def test_sync_follows_the_configured_environment(fws, monkeypatch):
     assert run.env is not None and run.env.sync
     assert sorted(v for _, vs in run for v in vs) == [(None, None)] * 2
     assert MapRun(fws, peek, range(1), sync=False, progress=False).env is None
+
+
+def test_a_cls_with_env_sees_it_in_enter_and_in_its_methods(fws):
+    @fanout.cls(workspace=fws, env={"MAP_MODE": "cls"})
+    class Model:
+        @fanout.enter
+        def load(self):
+            self.at_enter = os.environ.get("MAP_MODE")
+
+        def predict(self, x):
+            return x, self.at_enter, os.environ.get("MAP_MODE")
+
+    assert Model().predict.map(range(3), progress=False) == [(x, "cls", "cls") for x in range(3)]
