@@ -141,6 +141,7 @@ class GpuKernelProvisioner(KernelProvisionerBase):
                 session = await _blocking(ws.session, self.gpu, self.gpu_wait, notebook=self.notebook, reuse=False,
                                           environment="off")
             except BurstlabError as exc:
+                self._forget_failed_start()
                 if isinstance(exc, GpuSpecError):  # most likely a kernelspec for a GPU type that is gone
                     exc = GpuSpecError(f"{exc} If the kernelspec {self.kernel_spec.display_name!r} is stale, refresh "
                                        "them with `jupyter burstlab kernelspecs install`.")
@@ -308,6 +309,17 @@ class GpuKernelProvisioner(KernelProvisionerBase):
             session.busy = getattr(self.parent, "execution_state", "") == "busy"
         else:
             session.last_active = time.monotonic()
+
+    def _forget_failed_start(self) -> None:
+        """A start burstlab refused (a budget, no free GPU) must not linger in the server's kernel manager.
+        jupyter_client's MultiKernelManager keeps a kernel whose start raised among its pending kernels for good
+        (``_add_kernel_when_ready`` logs the error and never drops it); when the server stops, its
+        ``shutdown_all`` then asks jupyter_server to shut down a kernel it does not have, which raises a 404 and
+        stops the server's cleanup half-way: the server hung on SIGTERM and its extensions never cleaned up."""
+        mkm = getattr(self.parent, "parent", None)
+        pending = getattr(mkm, "_pending_kernels", None)
+        if isinstance(pending, dict) and self.kernel_id:
+            pending.pop(self.kernel_id, None)
 
     def _shut_down_stopped(self, session) -> bool:
         """burstlab stopped the session (panel, budget, idle timeout): ask the server to shut the kernel
