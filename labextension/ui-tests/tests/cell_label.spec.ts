@@ -150,9 +150,17 @@ test('a %%gpu cell shows where it ran and what it cost under the cell, saved in 
   );
   expect(content.cells[0].metadata?.burstlab?.ran).toBeUndefined(); // a cell that did not run through %%gpu
 
-  // Reopened from disk: the label is back without running anything.
-  await openNotebook();
+  // Reopened from disk (its tab closed, the file opened again from the file browser, which reads it from the
+  // server; no page reload): the label is back without running anything.
+  await page.locator('.lm-TabBar-tab.jp-mod-current .lm-TabBar-tabCloseIcon').first().click();
+  await expect(page.locator('.jp-NotebookPanel')).toHaveCount(0);
+  const listing = page.locator('.jp-DirListing-item', { hasText: NAME });
+  if (!(await listing.isVisible())) {
+    await page.locator('.jp-SideBar [data-id="filebrowser"]').click();
+  }
+  await listing.dblclick();
   await expect(cell(page.locator('.jp-NotebookPanel'), 1).locator('.jp-burstlab-ran')).toHaveText(text);
+  await expect(page.locator('#jp-main-statusbar')).toContainText('| Idle', { timeout: 60000 });
 
   // `%gpu stop` in a cell of this notebook: its own doing, so no notification. The lab knows from the server's
   // record of who ended the session (ended_by "user"), seen in a poll after the session left the running list.
@@ -171,17 +179,23 @@ test('a %%gpu cell shows where it ran and what it cost under the cell, saved in 
   await expect(page.locator('#burstlab-status')).toBeHidden();
 
   // A stop made by another client (the REST API) and one from the panel of another tab: both notify, in words
-  // taken from the server's record.
-  for (const [from, words] of [
-    ['', /Stopped by another client \(stopped through the REST API by \S+\): the H100 session of cell-label\.ipynb\./],
-    ['?from=panel', /Stopped from the burstlab panel in another tab: the H100 session of cell-label\.ipynb\./]
-  ] as const) {
+  // taken from the server's record. Two sessions of this notebook, seen running by the lab, then both stopped.
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
     const made = await page.request.post('/burstlab/api/sessions', { headers: AUTH, data: { gpu: 'H100', notebook: NAME } });
     expect(made.ok(), await made.text()).toBeTruthy();
-    const id = ((await made.json()) as { id: string }).id;
-    await expect(page.locator('#burstlab-status')).toHaveText(/^H100 · /); // the lab saw it running
+    ids.push(((await made.json()) as { id: string }).id);
+  }
+  await sessionsPoll(s => ids.every(id => s.some(x => x.id === id && !x.ended_by)));
+  await sessionsPoll(() => true); // the lab has them as running
+  for (const [id, from] of [[ids[0], ''], [ids[1], '?from=panel']]) {
     const del = await page.request.delete(`/burstlab/api/sessions/${id}${from}`, { headers: AUTH });
     expect(del.ok(), await del.text()).toBeTruthy();
+  }
+  for (const words of [
+    /Stopped by another client \(stopped through the REST API by \S+\): the H100 session of cell-label\.ipynb\./,
+    /Stopped from the burstlab panel in another tab: the H100 session of cell-label\.ipynb\./
+  ]) {
     await expect(page.locator('.Toastify__toast', { hasText: words })).toBeVisible({ timeout: 30000 });
   }
   const toasts = await toastsSeen(page);
