@@ -85,7 +85,12 @@ class SandboxPool:
             self._ready = asyncio.Queue()
             for _ in range(self.size):
                 self._refill()
-        if wait:
+        if wait:  # refills still waiting out REFILL_DELAY start now: the caller waits for a full pool
+            for handle in list(self._deferred):
+                handle.cancel()
+                self._deferred.remove(handle)
+                if not self._closed:
+                    self._refill()
             await asyncio.gather(*list(self._filling), return_exceptions=True)
         return self
 
