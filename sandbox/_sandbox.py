@@ -591,9 +591,17 @@ class Sandbox(AgentFeatures):
         """(Lock held.) Start the sandbox, or a new kernel if the last one exited; returns the notice to show."""
         await self._start_locked()
         notice, self._notice = self._notice, ""
-        if self._kernel is not None and not self._kernel.exited.done():
-            return notice
-        status = self._kernel.exited.result() if self._kernel else None
+        k = self._kernel
+        if k is not None and not k.exited.done():
+            if self._cgroup is None or set(self._cgroup.pids()) - {k.pid}:
+                return notice
+            # Nothing but the outer process is left: the kernel died, and the fork server's word of it is on
+            # its way (under load it can lag the processes' end); wait for it rather than run into a dead kernel.
+            try:
+                await asyncio.wait_for(asyncio.shield(k.exited), 2)
+            except asyncio.TimeoutError:
+                pass
+        status = k.exited.result() if k is not None and k.exited.done() else None
         await self._kill_kernel()
         self.restarts += 1
         await self._spawn()
