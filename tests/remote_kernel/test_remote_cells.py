@@ -13,6 +13,7 @@ from IPython.utils.capture import capture_output
 
 import burstlab
 from burstlab.errors import CapacityError, GpuSpecError, RemoteError, SessionLostError, TransferError
+from waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,14 @@ def test_multi_gpu_session_holds_all_on_one_host(ws):
         ws.stop("H100:2")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie holds no GPU
+    except OSError:
+        return False
+
+
 def _lease_tasks_running(ws) -> list[str]:
     """Lease tasks still executing on any worker (the worker's view, not the scheduler's books)."""
     def running(dask_worker=None):
@@ -199,8 +208,11 @@ def test_a_stopped_session_has_freed_its_gpu_on_the_worker_when_stop_returns(ws)
     for _ in range(3):
         session = ws.session("A100")
         assert _lease_tasks_running(ws)
+        pid = session.lease.kernel_pid
         session.stop()
-        assert _lease_tasks_running(ws) == []
+        assert pid and not _alive(pid)  # the kernel holding the GPU is gone when stop() returns
+        # the worker's own books follow within a moment of the task's return (not a kernel's kill: that was the bug)
+        wait_for(lambda: _lease_tasks_running(ws) == [], 1.0, "the worker to finish the lease task")
     again = ws.session("A100")  # at once, no race lost: the worker had nothing left to finish
     try:
         assert again.execute_sync("1").text == "1"
