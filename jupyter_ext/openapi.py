@@ -276,7 +276,7 @@ def _paths(maxima: Maxima = Maxima()) -> dict[str, Any]:
                     "parameters": [{"name": "ended", "in": "query", "required": False,
                                     "schema": {"type": "string", "enum": ["0", "1"]},
                                     "description": "1: also those ended in the last 5 minutes, with ended_by and why"}],
-                    "responses": {"200": ok(_ref("Sessions")), **_errors()}},
+                    "responses": {"200": ok(_ref("Sessions")), **_errors(400)}},
             "post": {"summary": "Start a GPU session", "requestBody": _body("SessionCreate"),
                      "responses": {"201": ok(_ref("Session"), "Created"), **_errors(400, 402, 409, 413)}},
         },

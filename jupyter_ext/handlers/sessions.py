@@ -3,6 +3,7 @@
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..errors import BadRequest
 from .base import BurstLabHandler, api_errors
 
 
@@ -12,8 +13,10 @@ class SessionsHandler(BurstLabHandler):
     @api_errors
     async def get(self):
         # ?ended=1: also the sessions that ended in the last few minutes, saying who or what ended each (the lab).
-        ended = self.get_query_argument("ended", "") in ("1", "true")
-        self.reply(await self.manager.list_sessions(self.user, ended=ended))
+        ended = self.get_query_argument("ended", "0")
+        if ended not in ("0", "1"):
+            raise BadRequest(f"ended={ended!r}: give ended=1 (also the sessions ended in the last 5 minutes) or 0.")
+        self.reply(await self.manager.list_sessions(self.user, ended=ended == "1"))
 
     @web.authenticated
     @authorized
