@@ -14,7 +14,7 @@ import asyncio
 from typing import Any, Callable
 
 from burstlab import _sync
-from burstlab.errors import SandboxError
+from burstlab.errors import NotFoundError, SandboxError
 from burstlab.workspace import format_size, parse_size
 
 from .errors import BadRequest, Conflict, NotFound
@@ -61,6 +61,8 @@ class AgentRequests:
 
         try:
             result, stopped = await _loop_call(run())
+        except NotFoundError as exc:  # no such directory in the work dir: a path that names nothing, as a file's
+            raise NotFound(str(exc)) from None
         except SandboxError as exc:
             if entry.state != "running":
                 return "closed"
@@ -81,7 +83,6 @@ class AgentRequests:
         return self.__dict__.setdefault("_templates", {})  # (user, id) -> a SandboxTemplate holding its pool
 
     def _template(self, user: str, template_id: str):
-        from burstlab.errors import NotFoundError
         from burstlab.workspace import SandboxTemplate
 
         held = self._template_pools().get((user, template_id))

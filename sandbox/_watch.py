@@ -20,7 +20,7 @@ import queue
 from typing import Callable, Iterator
 
 from burstlab import _sync
-from burstlab.errors import SandboxError
+from burstlab.errors import NotFoundError, SandboxError
 from burstlab.wire import ExecResult, Output
 
 from ._exec import run_command
@@ -41,7 +41,8 @@ top = os.path.realpath(os.path.join(home, sys.argv[1]))
 if top != home and not top.startswith(home + "/"):
     sys.exit(f"watch: {sys.argv[1]!r} is outside the work dir")
 if not os.path.isdir(top):
-    sys.exit(f"watch: {sys.argv[1]!r} is not a directory of the work dir")
+    print(f"watch: {sys.argv[1]!r} is not a directory of the work dir", file=sys.stderr, flush=True)
+    sys.exit(3)  # NO_DIR
 wds = {}
 out = sys.stdout
 def say(event, path, isdir):
@@ -90,6 +91,9 @@ while True:
 '''
 
 
+NO_DIR = 3  # the watcher's exit status when ``path`` is not a directory of the work dir
+
+
 async def astream(sb, template, path: str, timeout: float | None, on_event: Callable[[dict], None],
                   stop: asyncio.Event) -> ExecResult:
     """Watch ``path`` of ``sb``'s work dir until ``stop`` is set or ``timeout`` seconds pass (None: no end), calling
@@ -107,8 +111,12 @@ async def astream(sb, template, path: str, timeout: float | None, on_event: Call
         for line in lines:
             on_event({"event": "ready", "path": path, "dir": True} if line == "ready" else json.loads(line))
 
-    return await run_command(sb, template, ["python", "-S", "-c", _WATCHER, path], timeout or 10 * 365 * 86400,
-                             on_output, stop=stop, limit=1 << 62, keep=False)
+    result = await run_command(sb, template, ["python", "-S", "-c", _WATCHER, path], timeout or 10 * 365 * 86400,
+                               on_output, stop=stop, limit=1 << 62, keep=False)
+    if result.exit_code == NO_DIR:
+        raise NotFoundError(f"files.watch({path!r}): it is not a directory of the sandbox's work dir; create it first, "
+                            "or watch \".\".")
+    return result
 
 
 class Watch:

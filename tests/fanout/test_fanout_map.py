@@ -30,8 +30,10 @@ def test_unordered_yields_every_result_as_it_finishes(fws):
 
     got = list(fanout.map(slow_first, range(8), gpu="H100", ordered=False, workspace=fws, progress=False))
     assert sorted(x for x, _ in got) == list(range(8))
+    # In the order they finished (input order only if one worker ran all), to the chunk: results travel a chunk at
+    # a time, so two chunks finishing on two workers within a moment of each other may arrive either way round.
     finished = [t for _, t in got]
-    assert finished == sorted(finished)  # in the order they finished (input order only if one worker ran all)
+    assert all(b >= a - 0.05 for a, b in zip(finished, finished[1:])), finished
 
 
 def test_function_verbs_run_on_a_gpu_worker_that_sees_its_gpu_only(fws):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from burstlab.errors import SandboxError
+from burstlab.errors import NotFoundError, SandboxError
 
 
 def _events(w, until):
@@ -43,5 +43,5 @@ def test_watch_a_subdir_and_refusals(sb):
         assert not [g for g in got if g[1] == "outside.txt"]
     with pytest.raises(SandboxError, match="outside the work dir"):
         sb.files.watch("../..")
-    with pytest.raises(SandboxError, match="not a directory"):
+    with pytest.raises(NotFoundError, match="not a directory"):
         sb.files.watch("no-such-dir")

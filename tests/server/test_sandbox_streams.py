@@ -127,7 +127,7 @@ def test_watch_streams_file_events_then_ends(svc, doc, sandbox):
     assert ("create", "up.txt") in kinds
     assert events[-1]["event"] == "end" and events[-1]["reason"] == "timeout"
     # refused before the stream: a path that is not a directory, a timeout past max_wait, another user's sandbox
-    assert call(svc, "alice", "GET", f"sandboxes/{sandbox}/files/watch", params={"path": "nope"})[0] == 400
+    assert call(svc, "alice", "GET", f"sandboxes/{sandbox}/files/watch", params={"path": "nope"})[0] == 404
     assert call(svc, "alice", "GET", f"sandboxes/{sandbox}/files/watch", params={"path": ".", "timeout": "60"})[0] == 400
     assert call(svc, "bob", "GET", f"sandboxes/{sandbox}/files/watch", params={"path": "."})[0] == 404
     # without ?path= it is the file named "watch", as any other
