@@ -201,17 +201,7 @@ class Cgroup:
         The sandbox's outer process is spared: it is the parent of the namespace's pid 1 and must
         live to reap it, or pid 1 would be re-parented to the host's init as a zombie.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = [p for p in self.pids() if p != spare]
-            if not pids or time.monotonic() > deadline:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.005)
+        kill_cgroup([self._pids_dir()], timeout, spare)
 
     def destroy(self) -> None:
         self.kill_all()
@@ -237,8 +227,8 @@ def _rmdir(d: str) -> None:
             time.sleep(0.01)
 
 
-def kill_cgroup(dirs: list[str], timeout: float = 5.0) -> None:
-    """SIGKILL every process in these cgroup dirs until they are empty (or ``timeout`` passes)."""
+def kill_cgroup(dirs: list[str], timeout: float = 5.0, spare: int | None = None) -> None:
+    """SIGKILL every process in these cgroup dirs but ``spare`` until none is left (or ``timeout`` passes)."""
     deadline = time.monotonic() + timeout
     while True:
         pids: set[int] = set()
@@ -248,6 +238,7 @@ def kill_cgroup(dirs: list[str], timeout: float = 5.0) -> None:
                     pids.update(int(p) for p in f.read().split())
             except OSError:
                 continue
+        pids.discard(spare)
         if not pids or time.monotonic() > deadline:
             return
         for pid in pids:

@@ -212,27 +212,21 @@ class Template:
 
     async def spawn(self, spec: dict, log: str) -> tuple[int, asyncio.Future]:
         """Fork one jailed kernel; returns (its outer pid, a future of its exit status)."""
-        await self.start()
-        assert self.proc is not None and self.proc.stdin is not None
-        loop = asyncio.get_running_loop()
-        rid = next(self._ids)
-        fut = loop.create_future()
-        self._spawned[rid] = fut
-        self.proc.stdin.write((json.dumps({"op": "spawn", "id": rid, "spec": spec, "log": log}) + "\n").encode())
-        await self.proc.stdin.drain()
-        pid = await asyncio.wait_for(fut, 30)
-        exit_fut = self._exits.setdefault(pid, loop.create_future())
-        return pid, exit_fut
+        return await self._fork({"op": "spawn", "spec": spec, "log": log})
 
     async def spawn_exec(self, spec: dict) -> tuple[int, asyncio.Future]:
         """Fork one command's waiter into a running sandbox (``_exec.enter_exec``); (its pid, its exit future)."""
+        return await self._fork({"op": "exec", "spec": spec})
+
+    async def _fork(self, request: dict) -> tuple[int, asyncio.Future]:
+        """Send the fork server one ``request`` (it gains an ``id``); (the new pid, a future of its exit status)."""
         await self.start()
         assert self.proc is not None and self.proc.stdin is not None
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
         fut = loop.create_future()
         self._spawned[rid] = fut
-        self.proc.stdin.write((json.dumps({"op": "exec", "id": rid, "spec": spec}) + "\n").encode())
+        self.proc.stdin.write((json.dumps({**request, "id": rid}) + "\n").encode())
         await self.proc.stdin.drain()
         pid = await asyncio.wait_for(fut, 30)
         return pid, self._exits.setdefault(pid, loop.create_future())
