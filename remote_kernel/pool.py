@@ -25,6 +25,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from burstlab._kernel_call import run_setup
+
 from . import _curve
 
 BOOTSTRAP = "__import__('burstlab.remote_kernel._kernel_side', fromlist=['install']).install()"
@@ -98,20 +100,7 @@ class KernelProcess:
         kc.load_connection_info(self.connection_info)
         kc.start_channels(iopub=False, stdin=False, hb=False)
         try:
-            msg_id = kc.execute(code, silent=True, store_history=False)
-            deadline = time.monotonic() + timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.alive():
-                    raise RuntimeError(f"kernel did not run its set-up code: {self.log_tail()}")
-                try:
-                    reply = kc.get_shell_msg(timeout=min(remaining, 0.5))
-                except Exception:  # queue.Empty: not ready yet
-                    continue
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    if reply["content"]["status"] != "ok":
-                        raise RuntimeError(f"kernel set-up failed: {reply['content'].get('evalue')}")
-                    return
+            run_setup(kc, code, timeout, self.alive, self.log_tail, "kernel")
         finally:
             kc.stop_channels()
 

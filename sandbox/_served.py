@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 
 import zmq
+
+from burstlab._kernel_call import run_setup
 
 from ._client import open_socket
 from ._gpu import lease_devices
@@ -114,20 +115,7 @@ class ServedKernel:
         kc.load_connection_info(self.connection_info)
         kc.start_channels(iopub=False, stdin=False, hb=False)
         try:
-            msg_id = kc.execute(code, silent=True, store_history=False)
-            deadline = time.monotonic() + timeout
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.alive():
-                    raise RuntimeError(f"the jailed kernel did not run its set-up code: {self.log_tail()}")
-                try:
-                    reply = kc.get_shell_msg(timeout=min(remaining, 0.5))
-                except Exception:  # queue.Empty: not yet
-                    continue
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    if reply["content"]["status"] != "ok":
-                        raise RuntimeError(f"the jailed kernel's set-up failed: {reply['content'].get('evalue')}")
-                    return
+            run_setup(kc, code, timeout, self.alive, self.log_tail, "the jailed kernel")
         finally:
             kc.stop_channels()
             kc.context.term()
