@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -45,6 +46,20 @@ def _private_file(path: Path) -> None:
     _tighten(path, 0o600)
 
 
+def _set_wal(db: sqlite3.Connection, deadline_s: float = 30.0) -> None:
+    """WAL mode. Several processes opening a new ledger at once race to switch it, and SQLite answers the losers
+    "database is locked" at once, without its busy handler: try again for up to ``deadline_s`` seconds."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteBackend:
     """SQLite in WAL mode: one connection, shared by this process's threads under a lock."""
 
@@ -57,7 +72,7 @@ class SqliteBackend:
         self.lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _set_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise ConfigError(f"Cannot open the SQLite ledger at {path}: {exc}. Check that the directory is "
